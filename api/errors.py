@@ -1,0 +1,84 @@
+"""One JSON error shape, one table from error codes to HTTP statuses.
+
+``{"error": {"code": "NOT_FOUND", "message": "model 'x' does not exist"}}``
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_CODE: dict[str, int] = {
+    "INVALID_ARGUMENT": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405,
+    "ALREADY_EXISTS": 409,
+    "FAILED_PRECONDITION": 409,
+    "DATA_CORRUPTED": 409,
+    "TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    "RESOURCE_EXHAUSTED": 429,
+    "INTERNAL": 500,
+    "PROVIDER_ERROR": 502,
+    "UNAVAILABLE": 503,
+    "PROVIDER_TIMEOUT": 504,
+}
+
+# Flask/werkzeug's own errors, spoken in the same codes.
+CODE_BY_HTTP_STATUS: dict[int, str] = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED", 409: "FAILED_PRECONDITION", 413: "TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE", 429: "RESOURCE_EXHAUSTED",
+}
+
+
+def error_response(code: str, message: str, details: dict[str, Any] | None = None,
+                   status: int | None = None) -> tuple[Response, int]:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return jsonify(error=body), status or STATUS_BY_CODE.get(code, 500)
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """'name: String should match pattern ...; tags.x: Input should be a valid string'."""
+    parts = []
+    for e in err.errors(include_url=False):
+        where = ".".join(str(p) for p in e.get("loc", ()))
+        parts.append(f"{where}: {e['msg']}" if where else e["msg"])
+    return "; ".join(parts) or "invalid request"
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(RegistryError)
+    def _domain(err: RegistryError):  # type: ignore[no-untyped-def]
+        return error_response(err.code, err.message, err.details)
+
+    @app.errorhandler(ValidationError)
+    def _validation(err: ValidationError):  # type: ignore[no-untyped-def]
+        return error_response("INVALID_ARGUMENT", describe_validation_error(err))
+
+    @app.errorhandler(HTTPException)
+    def _http(err: HTTPException):  # type: ignore[no-untyped-def]
+        status = err.code or 500
+        code = CODE_BY_HTTP_STATUS.get(status, "INTERNAL")
+        message = {413: "request body too large", 404: "no such endpoint",
+                   405: "method not allowed on this endpoint"}.get(status, err.description)
+        response, status = error_response(code, message or err.name, status=status)
+        if status == 405 and err.get_response().headers.get("Allow"):
+            response.headers["Allow"] = err.get_response().headers["Allow"]
+        return response, status
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception):  # type: ignore[no-untyped-def]
+        log.exception("unhandled error")
+        return error_response("INTERNAL", "internal error (logged on the server)")

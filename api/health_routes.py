@@ -1,0 +1,31 @@
+"""Liveness and readiness."""
+from __future__ import annotations
+
+from flask import Blueprint
+from sqlalchemy import text
+from spectree import Response
+
+from api.schemas import Health
+from api.services import services
+from api.spec import spec
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+@spec.validate(resp=Response(HTTP_200=Health), tags=["health"])
+def healthz():
+    """The process is up."""
+    return {"status": "ok", "checks": {}}
+
+
+@bp.get("/readyz")
+@spec.validate(resp=Response(HTTP_200=Health, HTTP_503=Health), tags=["health"])
+def readyz():
+    """The database answers: ready to serve."""
+    try:
+        with services().database.read() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # readiness reports, it does not raise
+        return {"status": "unavailable", "checks": {"database": str(exc)[:200]}}, 503
+    return {"status": "ok", "checks": {"database": "ok"}}

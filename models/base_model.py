@@ -1,0 +1,95 @@
+"""The provider interface: what every model backend (Gemini, ONNX, plug-ins) implements.
+
+A provider instance is bound to one registered version: it is built from that version's
+immutable ``config`` and (for providers that need one) its verified artifact file, loaded once,
+then called many times from many threads.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "total_tokens": self.total_tokens}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    output: Any
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    """Everything a provider may read to load one version."""
+
+    model: str
+    version: str
+    provider: str
+    config: dict[str, Any] = field(default_factory=dict)
+    artifact_path: Path | None = None
+    artifact_digest: str | None = None
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    ok: bool
+    latency: float
+    message: str = ""
+
+
+class ModelProvider(ABC):
+    """Base class of providers. Subclasses set ``name`` and implement ``predict``."""
+
+    name: ClassVar[str] = ""
+    requires_artifact: ClassVar[bool] = False
+
+    def __init__(self, spec: VersionSpec) -> None:
+        self.spec = spec
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Check a version's config at registration time; return it normalised.
+
+        Raise ``InvalidArgument`` for a config this provider could never load.
+        """
+        if not isinstance(config, dict):
+            raise InvalidArgument("config must be a JSON object")
+        return config
+
+    def load(self) -> None:
+        """Prepare for serving (open sessions, clients). Called once, before any predict."""
+
+    @abstractmethod
+    def predict(self, input: Any, params: dict[str, Any] | None = None) -> Prediction:
+        """Run one prediction. Bad input → InvalidArgument; backend failures → the
+        ProviderError / ProviderTimeout / Unavailable errors of ``errors``."""
+
+    def sample_input(self) -> Any:
+        """An input that a health probe can send (from config ``sample_input`` by default)."""
+        return self.spec.config.get("sample_input")
+
+    def health(self) -> HealthResult:
+        """Probe the version with its sample input; never raises."""
+        started = time.perf_counter()
+        try:
+            self.predict(self.sample_input())
+        except Exception as exc:  # a probe reports, it does not propagate
+            return HealthResult(False, time.perf_counter() - started, str(exc))
+        return HealthResult(True, time.perf_counter() - started)
+
+    def close(self) -> None:
+        """Release what ``load`` acquired."""

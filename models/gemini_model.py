@@ -1,0 +1,407 @@
+"""The ``gemini`` provider: a version is a reviewed (Gemini model id + system instruction +
+generation settings) bundle, called through the official ``google-genai`` SDK.
+
+The SDK is configured so that the service alone decides about retries and deadlines: SDK
+retries, automatic continuation and automatic function calling are off, so one
+``predict`` is exactly one HTTP call bounded by ``PROVIDER_TIMEOUT_S``. The endpoint is never
+set here, so the SDK's own ``GOOGLE_GEMINI_BASE_URL`` keeps working.
+
+Error mapping (SDK / transport → ``errors``):
+
+===========================================  ======================================================
+timeout (httpx/httpx2 ``TimeoutException``)  ``ProviderTimeout`` "gemini call timed out after Ns"
+HTTP 504 ``DEADLINE_EXCEEDED``               ``ProviderTimeout`` (the server-side deadline)
+HTTP 429                                     ``Unavailable`` rate limited (+ ``retry_after_s``)
+HTTP 401 / 403, 400 ``API_KEY_INVALID``      ``Unavailable`` (the key was refused)
+other HTTP 4xx (400, 404, ...)               ``ProviderError`` (provider's message)
+HTTP 5xx (500, 503, ...)                     ``ProviderError`` (provider's message)
+connection / protocol errors                 ``ProviderError``
+no key configured                            ``Unavailable`` naming ``GEMINI_API_KEY`` and the fix
+prompt or answer blocked by Gemini           ``ProviderError`` (block / finish reason)
+===========================================  ======================================================
+
+A Gemini 400 is a ``ProviderError``, not ``InvalidArgument``: inputs are validated here before
+the call, so a 400 that still comes back is, in practice, a config the model rejects (a
+setting out of range for that model, an unknown model feature) — a fault of the version that
+canary analysis must count against it — and Gemini's 400s do not reliably say which side is
+at fault. ``details`` always carries ``http_status`` and the provider's ``provider_status``.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Callable, ClassVar
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+from pydantic import ValidationError
+
+import config as app_config
+from errors import InvalidArgument, ProviderError, ProviderTimeout, Unavailable
+from models.base_model import HealthResult, ModelProvider, Prediction, Usage, VersionSpec
+
+
+def _transport_exceptions() -> tuple[tuple[type[BaseException], ...],
+                                     tuple[type[BaseException], ...]]:
+    """The SDK uses ``httpx2`` (and ``httpx`` when installed); catch whichever exists."""
+    timeouts: list[type[BaseException]] = []
+    transports: list[type[BaseException]] = []
+    for name in ("httpx2", "httpx"):
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        timeouts.append(module.TimeoutException)
+        transports.append(module.TransportError)
+    return tuple(timeouts), tuple(transports)
+
+
+_TIMEOUT_EXC, _TRANSPORT_EXC = _transport_exceptions()
+
+
+# -- config validation ----------------------------------------------------------------------
+
+def _number(lo: float | None = None, hi: float | None = None) -> Callable[[str, Any], float]:
+    def check(name: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidArgument(f"{name} must be a number, got {type(value).__name__}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise InvalidArgument(f"{name} must be between {lo} and {hi}, got {value}")
+        return float(value)
+    return check
+
+
+def _integer(lo: int | None = None, hi: int | None = None) -> Callable[[str, Any], int]:
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidArgument(f"{name} must be an integer, got {type(value).__name__}")
+        if lo is not None and value < lo:
+            raise InvalidArgument(f"{name} must be >= {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise InvalidArgument(f"{name} must be <= {hi}, got {value}")
+        return value
+    return check
+
+
+def _string(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgument(f"{name} must be a non-empty string")
+    return value
+
+
+def _stop_sequences(name: str, value: Any) -> list[str]:
+    if (not isinstance(value, list) or len(value) > 5
+            or not all(isinstance(s, str) and s for s in value)):
+        raise InvalidArgument(f"{name} must be a list of at most 5 non-empty strings")
+    return list(value)
+
+
+def _mime_type(name: str, value: Any) -> str:
+    if not isinstance(value, str) or "/" not in value:
+        raise InvalidArgument(f"{name} must be a MIME type such as 'text/plain' or "
+                              f"'application/json'")
+    return value
+
+
+def _candidate_count(name: str, value: Any) -> int:
+    if value != 1 or isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be 1: a prediction returns one text")
+    return 1
+
+
+# Generation settings: the keys a request's ``params`` may override (when allowed).
+_GENERATION_SETTINGS: dict[str, Callable[[str, Any], Any]] = {
+    "temperature": _number(0.0, 2.0),
+    "top_p": _number(0.0, 1.0),
+    "top_k": _integer(1),
+    "max_output_tokens": _integer(1),
+    "stop_sequences": _stop_sequences,
+    "candidate_count": _candidate_count,
+    "response_mime_type": _mime_type,
+    "seed": _integer(),
+}
+_OTHER_KEYS: dict[str, Callable[[str, Any], Any]] = {
+    "model": _string,
+    "system_instruction": _string,
+    "sample_input": _string,  # the base class's generic health-probe input
+}
+DEFAULT_ALLOWED_PARAMS: tuple[str, ...] = (
+    "temperature", "top_p", "top_k", "max_output_tokens", "stop_sequences", "seed")
+_HEALTH_MAX_OUTPUT_TOKENS = 16
+
+
+def _allowed_params(name: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise InvalidArgument(f"{name} must be a list of generation setting names")
+    unknown = [p for p in value if p not in _GENERATION_SETTINGS]
+    if unknown:
+        raise InvalidArgument(f"{name} names unknown generation settings {unknown}; "
+                              f"choose from {sorted(_GENERATION_SETTINGS)}")
+    return list(dict.fromkeys(value))
+
+
+# -- the provider ---------------------------------------------------------------------------
+
+class GeminiModel(ModelProvider):
+    """One registered Gemini version: one ``genai.Client`` shared by every serving thread."""
+
+    name: ClassVar[str] = "gemini"
+
+    def __init__(self, spec: VersionSpec) -> None:
+        super().__init__(spec)
+        self._lock = threading.Lock()
+        self._client: genai.Client | None = None
+        self._closed = False
+        self._model_id = ""
+        self._timeout_s = 0.0
+        self._allowed: frozenset[str] = frozenset()
+        self._base_config: types.GenerateContentConfig | None = None
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Reject what could never load; pin ``model`` so a version stays an immutable
+        bundle even if ``GEMINI_MODEL`` changes later."""
+        config = super().validate_config(config)
+        known = {**_GENERATION_SETTINGS, **_OTHER_KEYS, "allowed_params": _allowed_params}
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            raise InvalidArgument(
+                f"unknown gemini config key(s) {unknown}; allowed keys: {sorted(known)}",
+                details={"unknown_keys": unknown})
+        normalised = {key: known[key](key, value) for key, value in config.items()}
+        normalised.setdefault("model", app_config.get_settings().gemini_model)
+        return normalised
+
+    def load(self) -> None:
+        """Build the generation config and the SDK client; a missing key is not fatal here
+        (versions can be registered and loaded without one), it fails at predict time."""
+        cfg = self.validate_config(dict(self.spec.config))
+        settings = app_config.get_settings()
+        self._model_id = cfg["model"]
+        self._timeout_s = settings.provider_timeout_s
+        self._allowed = frozenset(cfg.get("allowed_params", DEFAULT_ALLOWED_PARAMS))
+        self._base_config = types.GenerateContentConfig(
+            system_instruction=cfg.get("system_instruction"),
+            **{k: v for k, v in cfg.items() if k in _GENERATION_SETTINGS},
+            # One predict = one HTTP call: no SDK-driven follow-up requests.
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+            automatic_continuation=False,
+        )
+        with self._lock:
+            self._closed = False
+            if self._client is None and settings.gemini_api_key:
+                self._client = self._new_client(settings.gemini_api_key)
+
+    def _new_client(self, api_key: str) -> genai.Client:
+        # No base_url on purpose: GOOGLE_GEMINI_BASE_URL is read by the SDK itself.
+        # HttpOptions.timeout is in milliseconds (the SDK divides by 1000 for httpx).
+        http_options = types.HttpOptions(
+            timeout=max(1, round(self._timeout_s * 1000)) if self._timeout_s > 0 else None,
+            retry_options=types.HttpRetryOptions(attempts=1),
+        )
+        return genai.Client(api_key=api_key, vertexai=False, http_options=http_options)
+
+    def _get_client(self) -> genai.Client:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._closed:
+                raise Unavailable(f"gemini version {self.spec.model}@{self.spec.version} "
+                                  f"is closed")
+            if self._base_config is None:
+                raise Unavailable(f"gemini version {self.spec.model}@{self.spec.version} "
+                                  f"is not loaded")
+            if self._client is None:
+                # The key may have been added since load(): look again, only on this path.
+                key = app_config.get_settings().gemini_api_key
+                if not key:
+                    raise Unavailable(
+                        "the gemini provider needs an API key: GEMINI_API_KEY is not set; "
+                        "set GEMINI_API_KEY in the environment or .env "
+                        "(GOOGLE_API_KEY is also accepted)",
+                        details={"missing": "GEMINI_API_KEY"})
+                self._client = self._new_client(key)
+            return self._client
+
+    def predict(self, input: Any, params: dict[str, Any] | None = None) -> Prediction:
+        """Generate text for ``input`` (a prompt string, a list of strings / Gemini contents,
+        or ``{"prompt": str}``), with allowed ``params`` overriding the version's settings."""
+        contents = _to_contents(input)
+        overrides = self._check_params(params)
+        return self._generate(contents, overrides)
+
+    def _check_params(self, params: dict[str, Any] | None) -> dict[str, Any]:
+        if not params:
+            return {}
+        if not isinstance(params, dict):
+            raise InvalidArgument("params must be a JSON object")
+        overrides = {}
+        for key, value in params.items():
+            if key not in self._allowed:
+                raise InvalidArgument(
+                    f"param '{key}' is not allowed for this gemini version; allowed: "
+                    f"{sorted(self._allowed)}",
+                    details={"param": key, "allowed_params": sorted(self._allowed)})
+            overrides[key] = _GENERATION_SETTINGS[key](key, value)
+        return overrides
+
+    def _generate(self, contents: Any, overrides: dict[str, Any]) -> Prediction:
+        client = self._get_client()
+        assert self._base_config is not None  # set by load(), checked by _get_client()
+        cfg = self._base_config.model_copy(update=overrides) if overrides else \
+            self._base_config
+        try:
+            response = client.models.generate_content(
+                model=self._model_id, contents=contents, config=cfg)
+        except genai_errors.APIError as exc:
+            raise self._map_api_error(exc) from exc
+        except genai_errors.UnknownApiResponseError as exc:
+            raise ProviderError(f"gemini answered something that is not a response: {exc}",
+                                details={"http_status": 200}) from exc
+        except _TIMEOUT_EXC as exc:
+            raise ProviderTimeout(f"gemini call timed out after {self._timeout_s:g}s",
+                                  details={"timeout_s": self._timeout_s}) from exc
+        except _TRANSPORT_EXC as exc:
+            raise ProviderError(f"gemini call failed: cannot reach the Gemini API "
+                                f"({type(exc).__name__}: {exc})",
+                                details={"http_status": None}) from exc
+        except RuntimeError as exc:
+            if self._closed:  # close() raced with this call: httpx refuses a closed client
+                raise Unavailable(f"gemini version {self.spec.model}@{self.spec.version} "
+                                  f"is closed") from exc
+            raise
+        return Prediction(output=_text_of(response), usage=_usage_of(response))
+
+    def _map_api_error(self, exc: genai_errors.APIError) -> Exception:
+        code = exc.code
+        message = exc.message or str(exc)
+        details: dict[str, Any] = {"http_status": code, "provider_status": exc.status}
+        if code == 429:
+            retry_after = _retry_delay_s(exc)
+            if retry_after is not None:
+                details["retry_after_s"] = retry_after
+            return Unavailable(f"gemini rate limited the request (HTTP 429): {message}",
+                               details=details)
+        if code in (401, 403) or _is_key_invalid(exc):
+            return Unavailable(
+                f"gemini refused the API key (HTTP {code}): {message}; check GEMINI_API_KEY "
+                f"in the environment or .env", details=details)
+        if code == 504:
+            return ProviderTimeout(f"gemini call timed out on the server (HTTP 504): "
+                                   f"{message}", details=details)
+        return ProviderError(f"gemini returned HTTP {code}: {message}", details=details)
+
+    def sample_input(self) -> Any:
+        """The health probe's prompt: config ``sample_input``, else ``"ping"``."""
+        return self.spec.config.get("sample_input") or "ping"
+
+    def health(self) -> HealthResult:
+        """Probe with a tiny prompt and a small output budget, whatever ``allowed_params``
+        says (the probe is not a caller's request); never raises."""
+        started = time.perf_counter()
+        try:
+            self._generate(_to_contents(self.sample_input()),
+                           {"max_output_tokens": _HEALTH_MAX_OUTPUT_TOKENS})
+        except Exception as exc:  # a probe reports, it does not propagate
+            return HealthResult(False, time.perf_counter() - started, str(exc))
+        return HealthResult(True, time.perf_counter() - started)
+
+    def close(self) -> None:
+        """Close the SDK client (its HTTP connection pool)."""
+        with self._lock:
+            client, self._client, self._closed = self._client, None, True
+        if client is not None:
+            client.close()
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+def _to_contents(input: Any) -> str | list[Any]:
+    """Validate the request input and turn it into SDK ``contents``."""
+    if isinstance(input, dict) and set(input) == {"prompt"}:
+        input = input["prompt"]
+    if isinstance(input, str):
+        if not input.strip():
+            raise InvalidArgument("input must be a non-empty prompt string")
+        return input
+    if isinstance(input, list) and input:
+        contents: list[Any] = []
+        for i, item in enumerate(input):
+            if isinstance(item, str):
+                contents.append(item)
+            elif isinstance(item, dict) and isinstance(item.get("parts"), list):
+                if item.get("role", "user") not in ("user", "model"):
+                    raise InvalidArgument(f"input[{i}].role must be 'user' or 'model'")
+                try:
+                    contents.append(types.Content.model_validate(item))
+                except ValidationError as exc:
+                    raise InvalidArgument(f"input[{i}] is not a valid Gemini content: "
+                                          f"{exc.errors()[0].get('msg', exc)}") from None
+            else:
+                raise InvalidArgument(f"input[{i}] must be a string or a content object "
+                                      f'{{"role": "user"|"model", "parts": [{{"text": ...}}]}}')
+        return contents
+    raise InvalidArgument('input must be a prompt string, a non-empty list of strings or '
+                          'contents, or {"prompt": "..."}')
+
+
+_BLOCKED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
+            "IMAGE_SAFETY", "LANGUAGE"}
+
+
+def _text_of(response: types.GenerateContentResponse) -> str:
+    """The first candidate's text; ``""`` when the budget ran out before any text (thinking
+    models under a small ``max_output_tokens``); an error when Gemini blocked the answer."""
+    if not response.candidates:
+        feedback = response.prompt_feedback
+        reason = getattr(getattr(feedback, "block_reason", None), "value", None)
+        raise ProviderError(f"gemini returned no candidates (prompt blocked: {reason})",
+                            details={"http_status": 200, "block_reason": reason})
+    text = response.text
+    if text is None:
+        finish = getattr(response.candidates[0].finish_reason, "value", None)
+        if finish in _BLOCKED:
+            raise ProviderError(f"gemini returned no text (finish reason {finish})",
+                                details={"http_status": 200, "finish_reason": finish})
+        return ""
+    return text
+
+
+def _usage_of(response: types.GenerateContentResponse) -> Usage | None:
+    meta = response.usage_metadata
+    if meta is None:
+        return None
+    prompt = meta.prompt_token_count or 0
+    # Thinking tokens are billed as output; count them so input + output == total.
+    output = (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0)
+    total = meta.total_token_count or (prompt + output)
+    return Usage(input_tokens=prompt, output_tokens=output, total_tokens=total)
+
+
+def _is_key_invalid(exc: genai_errors.APIError) -> bool:
+    """Gemini answers a wrong key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID."""
+    if exc.code != 400:
+        return False
+    try:
+        blob = json.dumps(exc.details, default=str)
+    except (TypeError, ValueError):
+        blob = str(exc.details)
+    return "API_KEY_INVALID" in blob or "API key not valid" in (exc.message or "")
+
+
+def _retry_delay_s(exc: genai_errors.APIError) -> float | None:
+    """The server's suggested wait from a ``google.rpc.RetryInfo`` detail (``"13s"``), so
+    the service's own retry policy can honour it."""
+    body = exc.details if isinstance(exc.details, dict) else {}
+    error = body.get("error", body)
+    for item in (error.get("details") if isinstance(error, dict) else None) or []:
+        if isinstance(item, dict) and str(item.get("@type", "")).endswith("RetryInfo"):
+            delay = str(item.get("retryDelay", ""))
+            try:
+                return float(delay.rstrip("s"))
+            except ValueError:
+                return None
+    return None

@@ -1,0 +1,234 @@
+"""Provider discovery and the per-process cache of loaded versions.
+
+``ProviderCatalog`` knows which providers exist: the built-ins (``gemini``, ``onnx``) plus any
+package that declares an entry point in the group ``model_registry.providers``::
+
+    [project.entry-points."model_registry.providers"]
+    my_backend = "my_package.provider:MyProvider"   # a ModelProvider subclass
+
+Built-in names cannot be taken over by a plug-in, and a plug-in that fails to import is
+skipped (logged) so that one broken package does not take the whole service down.
+
+``ModelLoader.get(model, version)`` is on the prediction hot path. A loaded version is one
+dict lookup away (no SQL, no hashing, no lock): versions are immutable, so a loaded instance
+never goes stale and is only dropped by ``unload``/``retain``/``close``. The first request
+for a version reads the registry, verifies the artifact's sha256 and loads the provider under
+a per-version lock, so concurrent first requests load it once. A version whose load failed
+answers the same error, without retrying, for ``failure_ttl_s`` seconds: a corrupted artifact
+on a live version must not cost a full re-hash on every request.
+
+Wiring (the registry validates configs with the catalog; the loader reads the registry)::
+
+    catalog = ProviderCatalog()
+    registry = ModelRegistry(database, validate_config=catalog.validate_config)
+    loader = ModelLoader(registry, ArtifactStore(settings.artifact_root), catalog)
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+from errors import (DataCorrupted, FailedPrecondition, InvalidArgument, NotFound, ProviderError,
+                    RegistryError)
+from models.base_model import ModelProvider, VersionSpec
+from models.gemini_model import GeminiModel
+from models.onnx_model import OnnxModel
+from registry.model_registry import ModelRegistry
+from storage.model_store import ArtifactStore
+
+ENTRY_POINT_GROUP = "model_registry.providers"
+BUILTIN_PROVIDERS: dict[str, type[ModelProvider]] = {"gemini": GeminiModel, "onnx": OnnxModel}
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+class ProviderCatalog:
+    """Provider classes by name. Plug-ins are discovered once, on first use."""
+
+    def __init__(self, extra: Mapping[str, type[ModelProvider]] | None = None) -> None:
+        """``extra`` adds providers directly (demos, benchmarks, tests); like plug-ins, they
+        cannot replace a built-in."""
+        self._extra = dict(extra or {})
+        self._providers: dict[str, type[ModelProvider]] | None = None
+        self._broken: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def providers(self) -> dict[str, type[ModelProvider]]:
+        found = self._providers
+        if found is None:
+            with self._lock:
+                if self._providers is None:
+                    self._providers = self._discover()
+                found = self._providers
+        return found
+
+    def _discover(self) -> dict[str, type[ModelProvider]]:
+        found = dict(BUILTIN_PROVIDERS)
+        candidates: list[tuple[str, Any]] = list(self._extra.items())
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                candidates.append((ep.name, ep.load()))
+            except Exception as exc:  # one broken plug-in must not break the service
+                self._broken[ep.name] = f"{type(exc).__name__}: {exc}"
+                log.warning("provider plug-in %r (%s) failed to load: %s", ep.name, ep.value,
+                            exc)
+        for name, cls in candidates:
+            if name in BUILTIN_PROVIDERS:
+                log.warning("provider plug-in %r ignored: the built-in provider keeps the name",
+                            name)
+            elif not (isinstance(cls, type) and issubclass(cls, ModelProvider)):
+                self._broken[name] = f"{cls!r} is not a ModelProvider subclass"
+                log.warning("provider plug-in %r ignored: %s", name, self._broken[name])
+            else:
+                found[name] = cls
+        return found
+
+    def provider_class(self, name: str) -> type[ModelProvider]:
+        cls = self.providers().get(name)
+        if cls is not None:
+            return cls
+        known = ", ".join(sorted(self.providers()))
+        why = f" (its plug-in failed to load: {self._broken[name]})" if name in self._broken \
+            else ""
+        raise InvalidArgument(f"unknown provider {name!r}{why}; known providers: {known}",
+                              details={"known_providers": sorted(self.providers())})
+
+    def validate_config(self, provider: str, config: dict[str, Any]) -> dict[str, Any]:
+        """The ``ModelRegistry(validate_config=...)`` hook: refuse at registration a config
+        the version's provider could never load."""
+        return self.provider_class(provider).validate_config(config)
+
+
+class ModelLoader:
+    """Loaded provider instances, one per (model, exact version), shared by all threads."""
+
+    def __init__(self, registry: ModelRegistry, store: ArtifactStore,
+                 catalog: ProviderCatalog | None = None, *, failure_ttl_s: float = 2.0) -> None:
+        self.registry = registry
+        self.store = store
+        self.catalog = catalog or ProviderCatalog()
+        self.failure_ttl_s = failure_ttl_s
+        self._loaded: dict[Key, ModelProvider] = {}
+        self._failed: dict[Key, tuple[float, RegistryError]] = {}
+        self._locks: dict[Key, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def provider_class(self, name: str) -> type[ModelProvider]:
+        return self.catalog.provider_class(name)
+
+    def validate_config(self, provider: str, config: dict[str, Any]) -> dict[str, Any]:
+        return self.catalog.validate_config(provider, config)
+
+    # -- the hot path ---------------------------------------------------------------------
+    def get(self, model: str, version: str) -> ModelProvider:
+        """The loaded provider for ``model@version``, loading it on first use.
+
+        ``version`` should be exact (what the router hands out); ``latest``, an alias or a
+        range also work, but are resolved through the registry on every call.
+        """
+        instance = self._loaded.get((model, version))
+        if instance is not None:
+            return instance
+        return self._load(model, version)
+
+    def _load(self, model: str, ref: str) -> ModelProvider:
+        row = self.registry.get_version(model, ref)
+        key = (model, row["version"])
+        cls = self._provider_for(row)  # cheap refusals, never remembered as failures
+        with self._lock_for(key):
+            instance = self._loaded.get(key)
+            if instance is not None:
+                return instance
+            failed = self._failed.get(key)
+            if failed is not None and time.monotonic() - failed[0] < self.failure_ttl_s:
+                exc = failed[1]
+                raise type(exc)(exc.message, details=exc.details)
+            try:
+                instance = self._instantiate(cls, row)
+            except RegistryError as exc:
+                self._failed[key] = (time.monotonic(), exc)
+                raise
+            self._failed.pop(key, None)
+            self._loaded[key] = instance
+            return instance
+
+    def _lock_for(self, key: Key) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _provider_for(self, row: dict[str, Any]) -> type[ModelProvider]:
+        cls = self.provider_class(row["provider"])
+        if cls.requires_artifact and row.get("artifact") is None:
+            model, version = row["model"], row["version"]
+            raise FailedPrecondition(
+                f"version '{version}' of model '{model}' ({row['provider']}) has no artifact: "
+                f"upload an artifact first: PUT /api/models/{model}/versions/{version}/artifact")
+        return cls
+
+    def _instantiate(self, cls: type[ModelProvider], row: dict[str, Any]) -> ModelProvider:
+        """Verify the artifact's bytes, then build and load the provider (the slow part)."""
+        model, version = row["model"], row["version"]
+        artifact = row.get("artifact")
+        path = None
+        if artifact is not None:
+            try:
+                path = self.store.path_for(artifact["digest"], verify=True)
+            except NotFound:
+                raise DataCorrupted(
+                    f"the artifact of {model}@{version} (sha256:{artifact['digest']}) is "
+                    "missing from the artifact store; re-upload it",
+                    details={"expected": artifact["digest"]}) from None
+        spec = VersionSpec(model=model, version=version, provider=row["provider"],
+                           config=dict(row.get("config") or {}), artifact_path=path,
+                           artifact_digest=artifact["digest"] if artifact else None)
+        instance = cls(spec)
+        try:
+            instance.load()
+        except Exception as exc:
+            _close(instance)  # release whatever a half-done load acquired
+            if isinstance(exc, RegistryError):
+                raise
+            # A plug-in's own failure is still this version's failure, not a server bug.
+            raise ProviderError(f"provider {row['provider']!r} failed to load "
+                                f"{model}@{version}: {type(exc).__name__}: {exc}") from exc
+        return instance
+
+    # -- unloading ------------------------------------------------------------------------
+    def unload(self, model: str, version: str) -> bool:
+        """Close and forget one version (and any remembered load failure); True if loaded."""
+        key = (model, version)
+        with self._lock_for(key):
+            self._failed.pop(key, None)
+            instance = self._loaded.pop(key, None)
+        if instance is None:
+            return False
+        _close(instance)
+        return True
+
+    def retain(self, model: str, versions_in_use: Iterable[str]) -> list[str]:
+        """Unload every loaded version of ``model`` not in ``versions_in_use`` (what the
+        traffic table, a blue-green standby or a pin still needs); return those unloaded."""
+        keep = set(versions_in_use)
+        stale = [v for m, v in list(self._loaded) if m == model and v not in keep]
+        return [v for v in stale if self.unload(model, v)]
+
+    def loaded(self) -> list[dict[str, str]]:
+        return [{"model": m, "version": v, "provider": inst.spec.provider}
+                for (m, v), inst in sorted(self._loaded.items())]
+
+    def close(self) -> None:
+        for model, version in list(self._loaded):
+            self.unload(model, version)
+
+
+def _close(instance: ModelProvider) -> None:
+    try:
+        instance.close()
+    except Exception:  # closing is best effort; the instance is already unreachable
+        log.exception("closing %s@%s failed", instance.spec.model, instance.spec.version)
