@@ -34,6 +34,7 @@ class Settings:
     admin_token: str | None = None
     max_artifact_bytes: int = 512 * 1024 * 1024
     max_body_bytes: int = 1024 * 1024
+    max_inflight_per_model: int = 64
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -54,6 +55,7 @@ class Settings:
             admin_token=env.get("REGISTRY_ADMIN_TOKEN") or None,
             max_artifact_bytes=int(_float("MAX_ARTIFACT_BYTES", 512 * 1024 * 1024)),
             max_body_bytes=int(_float("MAX_BODY_BYTES", 1024 * 1024)),
+            max_inflight_per_model=int(_float("MAX_INFLIGHT_PER_MODEL", 64)),
         )
         if overrides:
             if "data_dir" in overrides and "database_url" not in overrides:

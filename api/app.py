@@ -16,18 +16,19 @@ from typing import Any
 import click
 from flask import Flask, jsonify, request
 
-from api import health_routes, models_routes
+from api import (artifacts_routes, auth, deployments_routes, health_routes, keys_routes,
+                 metrics_routes, models_routes, predict_routes)
 from api.errors import register_error_handlers
-from api.services import EXTENSION_KEY, Services
-from api.spec import spec
+from api.services import EXTENSION_KEY, build_services
+from api.spec import openapi_document, spec
 from config import Settings
 from errors import InvalidArgument, UnsupportedMediaType
-from registry.model_registry import ModelRegistry
-from storage.database import Database
 
-BLUEPRINTS = (models_routes.bp, health_routes.bp)
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+BLUEPRINTS = (models_routes.bp, artifacts_routes.bp, predict_routes.bp, metrics_routes.bp,
+              health_routes.bp, deployments_routes.bp, keys_routes.bp)
 # Endpoints whose body is raw bytes rather than JSON.
-RAW_BODY_ENDPOINTS: set[str] = set()
+RAW_BODY_ENDPOINTS = {"artifacts.put_artifact"}
 
 
 def _check_json_body() -> None:
@@ -54,11 +55,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     app.config.update({k: v for k, v in test_config.items() if k.isupper()})
 
-    database = Database(settings.database_url)
-    app.extensions[EXTENSION_KEY] = Services(
-        settings=settings, database=database, registry=ModelRegistry(database))
+    app.extensions[EXTENSION_KEY] = build_services(settings)
 
     register_error_handlers(app)
+    auth.install(app, app.extensions[EXTENSION_KEY].auth)
     app.before_request(_check_json_body)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
@@ -67,9 +67,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     @app.get("/openapi.json")
     def openapi_json():  # type: ignore[no-untyped-def]
         """The OpenAPI 3.1 document (also at /docs/openapi.json, browsable at /docs/swagger/)."""
-        return jsonify(spec.spec)
+        return jsonify(openapi_document())
 
     _register_cli(app)
+    # The rollout ticker: on in a server, off under TESTING (tests tick explicitly) or with
+    # "TICKER": False.
+    if app.config.get("TICKER", not app.testing):
+        deployments_routes.start_ticker(app)
     return app
 
 
@@ -80,12 +84,46 @@ def _register_cli(app: Flask) -> None:
         app.extensions[EXTENSION_KEY].database.migrate()
         click.echo("database is at the newest revision")
 
+    keys = click.Group("keys", help="Create, list and revoke API keys.")
+    app.cli.add_command(keys)
+
+    @keys.command("create")
+    @click.argument("name")
+    @click.option("--role", type=click.Choice(["read", "write", "admin"]), default="read")
+    def create_key(name: str, role: str) -> None:
+        """Create a key; its token is printed once."""
+        key, token = app.extensions[EXTENSION_KEY].keys.create(name, role, actor="cli")
+        click.echo(f"created key {key['id']} '{name}' ({role}); token, shown once:\n{token}")
+
+    @keys.command("list")
+    def list_keys() -> None:
+        """List keys (never their tokens)."""
+        for key in app.extensions[EXTENSION_KEY].keys.list():
+            state = "active" if key["active"] else f"revoked {key['revoked_at']}"
+            click.echo(f"{key['id']:>4}  {key['name']:<24} {key['role']:<6} {state}")
+
+    @keys.command("revoke")
+    @click.argument("key_id", type=int)
+    def revoke_key(key_id: int) -> None:
+        """Revoke a key by id."""
+        app.extensions[EXTENSION_KEY].keys.revoke(key_id, actor="cli")
+        click.echo(f"revoked key {key_id}")
+
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_app()
-    settings: Settings = app.extensions[EXTENSION_KEY].settings
-    app.run(host=settings.host, port=settings.port, threaded=True)
+    svc = app.extensions[EXTENSION_KEY]
+    host = svc.settings.host
+    if not svc.auth.enabled() and host not in LOOPBACK_HOSTS:
+        logging.getLogger("api").warning(
+            "authentication is off (no API key exists and REGISTRY_ADMIN_TOKEN is not set): "
+            "listening on 127.0.0.1 only instead of %s. Set REGISTRY_ADMIN_TOKEN or create a key "
+            "(flask --app api.app keys create NAME --role admin) to serve other hosts.", host)
+        host = "127.0.0.1"
+    elif not svc.auth.enabled():
+        logging.getLogger("api").warning("authentication is off: local use only (%s)", host)
+    app.run(host=host, port=svc.settings.port, threaded=True)
 
 
 if __name__ == "__main__":

@@ -143,3 +143,128 @@ class ErrorOut(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, Any] = Field(default_factory=dict)
+
+
+class PredictBody(Body):
+    input: Any = Field(description="the model's input: a prompt for Gemini, arrays for ONNX")
+    version: Optional[str] = Field(None, min_length=1, max_length=255,
+                                   description="pin a version, alias or range (preview)")
+    key: Optional[str] = Field(None, min_length=1, max_length=512,
+                               description="routing key: the same key sticks to one version")
+    params: Optional[dict[str, Any]] = Field(None, description="per-request generation settings")
+
+
+class UsageOut(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class PredictionOut(BaseModel):
+    model: str
+    version: str
+    output: Any
+    latency: float
+    usage: Optional[UsageOut]
+    deployment_id: Optional[str]
+    routed_by: Literal["weight", "key", "pin"]
+    fallback: bool
+
+
+class MetricsQuery(Body):
+    version: Optional[str] = Field(None, min_length=1, max_length=255)
+    window: Optional[str] = Field(None, max_length=32, description="e.g. 30s, 15m, 24h, 7d")
+
+
+class CompareQuery(Body):
+    v1: str = Field(min_length=1, max_length=255)
+    v2: str = Field(min_length=1, max_length=255)
+    window: Optional[str] = Field(None, max_length=32)
+
+
+class SeriesQuery(MetricsQuery):
+    window: str = Field("1h", max_length=32)
+    step: str = Field("1m", max_length=32)
+
+
+class MetricsOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    requests: int
+    successes: int
+    failures: int
+    success_rate: Optional[float]
+    error_rate: Optional[float]
+    avg_latency: Optional[float]
+    p50_latency: Optional[float]
+    p95_latency: Optional[float]
+    p99_latency: Optional[float]
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    avg_tokens: Optional[float]
+    throughput: Optional[float]
+
+
+class ModelMetrics(BaseModel):
+    model: str
+    window: Optional[str]
+    versions: dict[str, MetricsOut]
+
+
+class Comparison(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    v1: MetricsOut
+    v2: MetricsOut
+    diff: dict[str, Any]
+
+
+class Series(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    points: Any
+
+
+class AlertsQuery(Page):
+    model: Optional[str] = Field(None, max_length=128)
+    active: Optional[bool] = None
+
+
+class AlertOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: int
+    model: str
+    version: str
+    rule: str
+    severity: str
+    message: str
+    active: bool
+    created_at: str
+
+
+class AlertList(BaseModel):
+    alerts: list[AlertOut]
+    next_page_token: Optional[str]
+
+
+class CreateKeyBody(Body):
+    name: str = Field(min_length=1, max_length=128)
+    role: Literal["read", "write", "admin"] = "read"
+
+
+class KeyOut(BaseModel):
+    id: int
+    name: str
+    prefix: str
+    role: str
+    created_at: str
+    revoked_at: Optional[str]
+    active: bool
+
+
+class KeyEnvelope(BaseModel):
+    key: KeyOut
+    token: Optional[str] = Field(None, description="shown once, at creation")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]

@@ -6,8 +6,19 @@ from dataclasses import dataclass
 from flask import current_app, g, request
 
 from config import Settings
+from api.auth import Authenticator
+from deployment.deployment_manager import DeploymentManager
+from deployment.gateway import Gateway, highest_stable
+from deployment.router import Router
+from deployment.traffic_store import TrafficStore
+from models.model_loader import ModelLoader, ProviderCatalog
 from registry.model_registry import ModelRegistry
 from storage.database import Database
+from storage.key_store import KeyStore
+from storage.model_store import ArtifactStore
+from tracking.alerting import AlertManager
+from tracking.metrics_collector import MetricsCollector, default_collector
+from tracking.performance_tracker import PerformanceTracker
 
 EXTENSION_KEY = "model_registry"
 
@@ -17,6 +28,49 @@ class Services:
     settings: Settings
     database: Database
     registry: ModelRegistry
+    artifacts: ArtifactStore
+    loader: ModelLoader
+    collector: MetricsCollector
+    tracker: PerformanceTracker
+    alerts: AlertManager
+    traffic: TrafficStore
+    router: Router
+    gateway: Gateway
+    deployments: DeploymentManager
+    keys: KeyStore
+    auth: Authenticator
+
+    def close(self) -> None:
+        self.collector.flush()
+        self.loader.close()
+        self.database.dispose()
+
+
+def build_services(settings: Settings) -> Services:
+    """Wire every layer once: the registry validates configs through the provider catalog, the
+    gateway routes through the traffic table, the tracker reads what the collector recorded."""
+    database = Database(settings.database_url)
+    catalog = ProviderCatalog()
+    registry = ModelRegistry(database, validate_config=catalog.validate_config)
+    artifacts = ArtifactStore(settings.artifact_root)
+    artifacts.cleanup_temp()
+    loader = ModelLoader(registry, artifacts, catalog)
+    collector = default_collector(database)
+    tracker = PerformanceTracker(database, collector)
+    traffic = TrafficStore(database)
+    router = Router(traffic, highest_stable(registry))
+    alerts = AlertManager(database, tracker=tracker)
+    keys = KeyStore(database)
+    # before_deploy (the serving-state snapshot) is set later by the rollback area.
+    deployments = DeploymentManager(database, registry=registry, loader=loader, tracker=tracker,
+                                    alerts=alerts, traffic=traffic, router=router)
+    return Services(
+        settings=settings, database=database, registry=registry, artifacts=artifacts,
+        loader=loader, collector=collector, tracker=tracker,
+        alerts=alerts, traffic=traffic, router=router,
+        gateway=Gateway(registry, loader, router, collector,
+                        settings.max_inflight_per_model), deployments=deployments,
+        keys=keys, auth=Authenticator(keys, settings.admin_token))
 
 
 def services() -> Services:

@@ -31,3 +31,45 @@ spec = SpecTree(
     after=_after,
     annotations=True,
 )
+
+# Operations spectree cannot wrap (it buffers every response it validates, and a streamed
+# artifact must not be buffered): described by hand, merged into the document.
+EXTRA_OPERATIONS: dict[str, dict[str, Any]] = {}
+
+
+_ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["code", "message"],
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                   "details": {"type": "object"}}}}}
+# Answers any operation may give, whatever its own schemas say: auth, and body limits.
+_COMMON = {"401": "no or invalid API key", "403": "the key's role is too low"}
+_WITH_BODY = {"413": "body over the limit", "415": "body is not JSON"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+
+
+def openapi_document() -> dict[str, Any]:
+    """spectree's document, plus the hand-described operations and the common error answers."""
+    doc = dict(spec.spec)
+    paths = {path: {m: dict(op) for m, op in ops.items()}
+             for path, ops in doc.get("paths", {}).items()}
+    for path, ops in EXTRA_OPERATIONS.items():
+        paths.setdefault(path, {}).update(ops)
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            responses = dict(op["responses"])
+            common = {**_COMMON, **(_WITH_BODY if method in ("post", "put", "patch") else {})}
+            for code, description in common.items():
+                responses.setdefault(code, _error(description))
+            op["responses"] = responses
+            op.setdefault("security", [{"bearer": []}, {}])
+    doc["paths"] = paths
+    components = dict(doc.get("components", {}))
+    components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    doc["components"] = components
+    return doc

@@ -95,3 +95,186 @@ events = Table(
     Index("ix_events_model_at", "model", "at"),
     Index("ix_events_deployment", "deployment_id"),
 )
+
+# --- tracking -----------------------------------------------------------------------------
+from sqlalchemy import Boolean, Float, PrimaryKeyConstraint, text  # noqa: E402  (appended section)
+
+# Aggregated prediction metrics. One row per (model, version, resolution, bucket_start): the
+# collector flushes 10 s aggregates and adds each one into every resolution tier (10 s, 5 min,
+# 1 h, 1 d), so a query over any window reads a bounded number of rows whatever the traffic.
+# Rows are merged with read-modify-write under the row lock (see tracking/metrics_store.py), so
+# several processes flushing the same bucket add up. Names, not foreign keys: metrics of a
+# deleted model stay readable until retention prunes them.
+metric_buckets = Table(
+    "metric_buckets", metadata,
+    Column("model", String(128), nullable=False),
+    Column("version", String(255), nullable=False),
+    Column("resolution", Integer, nullable=False),            # seconds: 10, 300, 3600, 86400
+    Column("bucket_start", BigInteger, nullable=False),       # epoch s, multiple of resolution
+    Column("requests", BigInteger, nullable=False, default=0),
+    Column("successes", BigInteger, nullable=False, default=0),
+    Column("failures", BigInteger, nullable=False, default=0),
+    Column("latency_sum", Float, nullable=False, default=0.0),
+    Column("latency_min", Float),                             # NULL only while requests = 0
+    Column("latency_max", Float),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("total_tokens", BigInteger, nullable=False, default=0),
+    Column("errors", JSON, nullable=False, default=dict),     # {error kind: failures}
+    Column("latency_hist", LargeBinary, nullable=False),      # sparse log histogram, see collector
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Key order serves both "one version" and "every version of a model" over a time range.
+    PrimaryKeyConstraint("model", "resolution", "bucket_start", "version",
+                         name="pk_metric_buckets"),
+    Index("ix_metric_buckets_resolution_start", "resolution", "bucket_start"),  # prune, evaluate
+)
+
+# One row per (model, version) that ever reported metrics: when it was first and last seen
+# (bucket starts, epoch seconds). Gives "the observed span" without scanning buckets, and the
+# list of versions with recent traffic for alert evaluation.
+metric_series = Table(
+    "metric_series", metadata,
+    Column("model", String(128), primary_key=True),
+    Column("version", String(255), primary_key=True),
+    Column("first_bucket", BigInteger, nullable=False),
+    Column("last_bucket", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_metric_series_last", "last_bucket"),
+)
+
+# Alerts. At most one active alert per (model, version, rule): enforced by a partial unique
+# index on the unresolved rows (``resolved_at IS NULL`` reads the same on SQLite and PostgreSQL,
+# and is what ``INSERT ... ON CONFLICT`` names), so concurrent evaluators in several processes
+# update the same row instead of piling up duplicates. ``active`` mirrors ``resolved_at IS
+# NULL``. ``version`` is "" for model-level alerts.
+alerts = Table(
+    "alerts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model", String(128), nullable=False),
+    Column("version", String(255), nullable=False, default=""),
+    Column("rule", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("message", Text, nullable=False, default=""),
+    Column("value", Float),
+    Column("threshold", Float),
+    Column("details", JSON, nullable=False, default=dict),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True)),
+    Index("ix_alerts_one_active", "model", "version", "rule", unique=True,
+          sqlite_where=text("resolved_at IS NULL"),
+          postgresql_where=text("resolved_at IS NULL")),
+    Index("ix_alerts_model_id", "model", "id"),
+)
+
+# --- traffic ------------------------------------------------------------------------------
+# The live traffic table of each model: {version: percent}, with a revision that every process
+# compares against its cached copy (one indexed read per model and second, never per request).
+# Changed only by the rollout controller and rollback, each change also a traffic_history row.
+traffic = Table(
+    "traffic", metadata,
+    Column("model", String(128), primary_key=True),
+    Column("revision", Integer, nullable=False),
+    Column("weights", JSON, nullable=False),
+    Column("stable_version", String(255)),
+    Column("deployment_id", String(64)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+traffic_history = Table(
+    "traffic_history", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model", String(128), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("weights", JSON, nullable=False),
+    Column("stable_version", String(255)),
+    Column("deployment_id", String(64)),
+    Column("actor", String(128), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("model", "revision", name="uq_traffic_history_revision"),
+    Index("ix_traffic_history_model_at", "model", "at"),
+)
+
+# --- deployments --------------------------------------------------------------------------
+# One row per rollout: a persisted state machine (see deployment/deployment_manager.py). Every
+# transition is an ``UPDATE ... WHERE id = ? AND revision = ?`` that bumps ``revision``, so
+# concurrent tickers in several processes apply each step once. ``next_check_at`` and
+# ``deadline_at`` are stored times: no progress lives only in memory. ``finished_at`` is NULL
+# exactly while the rollout is in progress; the partial unique index on ``model`` over those
+# rows is what makes "one rollout per model at a time" hold across processes.
+deployments = Table(
+    "deployments", metadata,
+    Column("id", String(64), primary_key=True),               # "dep_<hex>", time ordered
+    Column("model", String(128), nullable=False),
+    Column("version", String(255), nullable=False),
+    Column("previous_version", String(255)),                  # the stable version it started from
+    Column("strategy", String(16), nullable=False),           # direct | blue-green | canary
+    Column("state", String(16), nullable=False),
+    Column("step", Integer),                                  # index into steps; NULL before any
+    Column("steps", JSON, nullable=False),                    # [10, 50, 100]
+    Column("traffic", JSON, nullable=False),                  # {version: percent} it applied
+    Column("analysis", JSON),                                 # settings; NULL for direct
+    Column("verdicts", JSON, nullable=False, default=list),   # health check and analyses
+    Column("reason", Text, nullable=False, default=""),
+    Column("actor", String(128), nullable=False),
+    Column("revision", Integer, nullable=False, default=1),
+    Column("step_started_at", DateTime(timezone=True)),
+    Column("next_check_at", DateTime(timezone=True)),         # when a tick should look again
+    Column("deadline_at", DateTime(timezone=True)),           # step deadline / health lease
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_deployments_model_created", "model", "created_at"),
+    Index("ix_deployments_created", "created_at"),
+    Index("ix_deployments_one_active", "model", unique=True,
+          sqlite_where=text("finished_at IS NULL"),
+          postgresql_where=text("finished_at IS NULL")),
+)
+
+# The rollback history: written by the rollout controller (an aborted canary) and by the
+# rollback manager (manual, automatic, snapshot restore). Names, not foreign keys.
+rollbacks = Table(
+    "rollbacks", metadata,
+    Column("id", String(64), primary_key=True),               # "rb_<hex>", time ordered
+    Column("model", String(128), nullable=False),
+    Column("from_version", String(255)),
+    Column("to_version", String(255)),
+    Column("trigger", String(16), nullable=False),            # manual | automatic | snapshot
+    Column("reason", Text, nullable=False, default=""),
+    Column("evidence", JSON, nullable=False, default=dict),
+    Column("actor", String(128), nullable=False),
+    Column("deployment_id", String(64)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_rollbacks_model_created", "model", "created_at"),
+    Index("ix_rollbacks_created", "created_at"),
+)
+
+# Results of health checks (probes of a version before it gets traffic), kept per version.
+health_checks = Table(
+    "health_checks", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model", String(128), nullable=False),
+    Column("version", String(255), nullable=False),
+    Column("deployment_id", String(64)),
+    Column("ok", Boolean, nullable=False),
+    Column("message", Text, nullable=False, default=""),
+    Column("probes", JSON, nullable=False, default=list),     # [{ok, latency, message}]
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Index("ix_health_checks_model_version", "model", "version", "checked_at"),
+)
+
+# --- api keys -------------------------------------------------------------------------------
+# API keys: only a sha256 of the token is stored (tokens are 256-bit random, so a slow hash adds
+# nothing); ``prefix`` finds the row, the digest is compared in constant time.
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("prefix", String(16), nullable=False, unique=True),
+    Column("digest", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+)

@@ -16,6 +16,7 @@ import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+import config
 from api.app import create_app
 from storage.database import Database
 
@@ -28,6 +29,7 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's ./data, .env keys or a real Gemini key."""
+    monkeypatch.setattr(config, "load_dotenv", lambda *a, **k: False)
     monkeypatch.setenv("REGISTRY_DATA_DIR", str(tmp_path / "data"))
     for key in ("DATABASE_URL", "ARTIFACT_ROOT", "GEMINI_API_KEY", "GOOGLE_API_KEY",
                 "REGISTRY_ADMIN_TOKEN", "GOOGLE_GEMINI_BASE_URL"):
@@ -131,3 +133,14 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     server = LiveServer(tmp_path / "server-data").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator["FakeGemini"]:
+    """A local fake Gemini server that the real SDK reaches through GOOGLE_GEMINI_BASE_URL."""
+    from tests.fake_gemini import FakeGemini
+    with FakeGemini() as fake:
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)
+        monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        yield fake

@@ -1,0 +1,72 @@
+"""Performance: per-version metrics, comparisons, time series, alerts, Prometheus."""
+from __future__ import annotations
+
+from flask import Blueprint, Response as FlaskResponse
+from spectree import Response
+
+from api.schemas import (AlertList, AlertsQuery, CompareQuery, Comparison, ErrorOut,
+                         MetricsQuery, ModelMetrics, Series, SeriesQuery)
+from api.services import services
+from api.spec import spec
+from tracking import prometheus
+
+bp = Blueprint("metrics", __name__)
+TAGS = ["metrics"]
+E = {"HTTP_400": ErrorOut, "HTTP_404": ErrorOut}
+
+
+def _version(name: str, ref: str | None) -> str | None:
+    """The exact version an alias or range names; the model must exist."""
+    registry = services().registry
+    if ref is None:
+        registry.get_model(name)
+        return None
+    return registry.resolve(name, ref).text
+
+
+@bp.get("/api/models/<name>/metrics")
+@spec.validate(query=MetricsQuery, resp=Response(HTTP_200=ModelMetrics, **E), tags=TAGS)
+def model_metrics(name: str, query: MetricsQuery):
+    """Latency (avg, p50, p95, p99 in seconds), success rate (percent), error rate (fraction),
+    tokens and throughput per version, over `window` (default: everything kept)."""
+    version = _version(name, query.version)
+    tracker = services().tracker
+    if version is None:
+        versions = tracker.get_metrics(name, None, query.window)
+    else:
+        versions = {version: tracker.get_metrics(name, version, query.window)}
+    return {"model": name, "window": query.window, "versions": versions}
+
+
+@bp.get("/api/models/<name>/compare")
+@spec.validate(query=CompareQuery, resp=Response(HTTP_200=Comparison, **E), tags=TAGS)
+def compare(name: str, query: CompareQuery):
+    """Two versions side by side, with deltas and ratios (v2 against v1)."""
+    v1, v2 = _version(name, query.v1), _version(name, query.v2)
+    return services().tracker.compare_versions(name, v1, v2, query.window)
+
+
+@bp.get("/api/models/<name>/metrics/series")
+@spec.validate(query=SeriesQuery, resp=Response(HTTP_200=Series, **E), tags=TAGS)
+def series(name: str, query: SeriesQuery):
+    """Metrics per `step` over `window`, per version (for charts)."""
+    version = _version(name, query.version)
+    return services().tracker.time_series(name, version, query.window, query.step)
+
+
+@bp.get("/api/alerts")
+@spec.validate(query=AlertsQuery, resp=Response(HTTP_200=AlertList, HTTP_400=ErrorOut),
+               tags=TAGS)
+def list_alerts(query: AlertsQuery):
+    """Alerts newest first; `active=true` for the ones not resolved yet."""
+    alerts, token = services().alerts.list_alerts(query.model, query.active, query.limit,
+                                                  query.page_token)
+    return {"alerts": alerts, "next_page_token": token}
+
+
+@bp.get("/metrics")
+def prometheus_metrics():
+    """Prometheus exposition (all gunicorn workers when PROMETHEUS_MULTIPROC_DIR is set)."""
+    services().collector.flush()
+    body, content_type = prometheus.render()
+    return FlaskResponse(body, content_type=content_type)

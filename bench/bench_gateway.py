@@ -1,0 +1,59 @@
+"""Gateway overhead (run by hand): ``python bench/bench_gateway.py [--n 20000]``.
+
+Calls one loaded ONNX model directly (``provider.predict``) and through the gateway in process
+(routing + loader lookup + tracking + response), interleaved in one run, and reports the median
+of each and the median overhead per prediction. Target: overhead ≤ 50 µs.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from api.services import build_services  # noqa: E402
+from config import Settings  # noqa: E402
+from tests.onnx_factory import linear_model  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=20_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        svc = build_services(Settings.from_env({"data_dir": Path(d)}))
+        svc.registry.register_model("bench")
+        svc.registry.register_version("bench", "1.0.0", "stable", provider="onnx")
+        digest, size = svc.artifacts.put_bytes(linear_model())
+        svc.registry.attach_artifact("bench", "1.0.0", digest, size)
+        x = [[1.0, 2.0, 3.0, 4.0]]
+        provider = svc.loader.get("bench", "1.0.0")
+        gateway = svc.gateway
+        for _ in range(2000):  # warm up both paths (and the router's cache)
+            provider.predict(x)
+            gateway.predict("bench", x)
+        direct, routed = [], []
+        clock = time.perf_counter_ns
+        for _ in range(args.n):
+            t0 = clock()
+            provider.predict(x)
+            t1 = clock()
+            gateway.predict("bench", x)
+            t2 = clock()
+            direct.append(t1 - t0)
+            routed.append(t2 - t1)
+        svc.close()
+    d_med, g_med = statistics.median(direct) / 1000, statistics.median(routed) / 1000
+    overhead = statistics.median(g - dd for g, dd in zip(routed, direct)) / 1000
+    print(f"{'path':34} median")
+    print(f"{'direct provider.predict':34} {d_med:8.1f} µs")
+    print(f"{'gateway.predict (route+load+track)':34} {g_med:8.1f} µs  ({g_med / d_med:.2f}x)")
+    print(f"{'overhead per prediction':34} {overhead:8.1f} µs  (target ≤ 50 µs, n={args.n})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,604 @@
+"""The rollout controller: a persisted state machine per deployment, advanced by ``tick()``.
+
+States and transitions (every transition is one transaction: the deployment row, the traffic
+table it changes, its event rows and any rollback record commit together)::
+
+    pending ──tick──▶ health_check ──probes fail──▶ failed          (traffic untouched, alert)
+                          │
+                          └─probes pass──▶ step 0 ─┬─ final step ──▶ succeeded
+                                                   └─ progressing (step i, analysis)
+    progressing ──pass──▶ step i+1 (progressing, or succeeded when it is the final step)
+    progressing ──fail──▶ aborted   (100% back to stable at once, rollback record, alert)
+    progressing ──not enough data by the deadline──▶ paused   (canary)
+                                                 └─▶ succeeded (blue-green: nothing went wrong)
+    progressing ──pause──▶ paused ──resume──▶ progressing (the step's window starts again)
+    progressing | paused ──promote──▶ next step (``full``: straight to the end)
+    any active state ──abort──▶ aborted         (traffic back to stable if it had moved)
+    any active state ──deploy(force=True) of the same model──▶ superseded (back to stable)
+    succeeded | active ──a later rollback (rollback manager)──▶ rolled_back
+
+Active states are ``pending``, ``health_check``, ``progressing`` and ``paused``: a model has at
+most one deployment in them (a second deploy answers FAILED_PRECONDITION / 409 unless it says
+``force``). The others are final.
+
+Plans (see ``deployment_strategy``): direct ``[100]``; blue-green ``[100]`` whose post-switch
+window is analysed while the old version stays the fallback (``stable_version`` of the traffic
+table) and stays loaded — a failing window switches back; canary ``[10, 50, 100]`` (or
+``steps``), every step but the last analysed. The first deployment of a model — nothing live,
+neither a traffic table nor a stable version serving by default — switches to 100% right after
+its health check, whatever its strategy.
+
+Restart safety and concurrency: nothing lives only in memory. A step's start, the next check
+and the deadline are stored times; a health check in progress holds a stored lease
+(``deadline_at``) that another process takes over when it expires. ``tick()`` reads the active
+deployments, decides, and applies each decision with
+``UPDATE deployments ... WHERE id = :id AND revision = :seen`` (see ``deployment_store``):
+when several processes tick at once, one applies a step and the others find the revision
+moved and drop their copy. So ``tick()`` is idempotent and can run in every process.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+from deployment.analysis import FAIL, PASS, Check, analyze
+from deployment.deployment_store import (ACTIVE_STATES, STATES, Deployment, DeploymentStore,
+                                         Lost, new_id)
+from deployment.deployment_strategy import (BLUE_GREEN, Plan, first_deployment_plan,
+                                            make_plan)
+from deployment.gateway import highest_stable
+from deployment.health_checker import HealthChecker, HealthReport
+from deployment.router import Router
+from deployment.traffic_store import TrafficStore
+from errors import FailedPrecondition
+from models.model_loader import ModelLoader, ProviderCatalog
+from registry.metadata_store import record_event
+from registry.model_registry import ModelRegistry, check_text
+from registry.pagination import check_limit
+from storage.database import Database, default_database
+from storage.model_store import ArtifactStore
+from storage.schema import iso, utcnow
+from tracking.alerting import ROLLBACK_RULE, AlertManager
+from tracking.performance_tracker import PerformanceTracker
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "system"
+_HEALTH_LEASE_MARGIN_S = 30.0
+_ACTION_RETRIES = 5
+_DEPLOY_RETRIES = 3
+
+Clock = Callable[[], datetime]
+BeforeDeploy = Callable[[str, str], None]
+Event = tuple[str, dict[str, Any]]
+T = TypeVar("T")
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class DeploymentManager:
+    """Deploys versions and drives their rollouts. ``DeploymentManager()`` works on the
+    default database; the collaborators it is not given are built on first use.
+
+    ``router``: the process's router, told to drop its cached table after each traffic change
+    made here (other processes revalidate within a second by themselves).
+    ``before_deploy(model, deployment_id)``: called before a deployment is created (the
+    snapshot manager records the serving state there); an exception refuses the deploy.
+    ``clock``: the time source of every stored time (tests inject one).
+    """
+
+    def __init__(self, database: Database | None = None, *,
+                 registry: ModelRegistry | None = None, loader: ModelLoader | None = None,
+                 tracker: PerformanceTracker | None = None, alerts: AlertManager | None = None,
+                 traffic: TrafficStore | None = None, router: Router | None = None,
+                 health_checker: HealthChecker | None = None,
+                 before_deploy: BeforeDeploy | None = None, clock: Clock | None = None) -> None:
+        if database is None:
+            database = registry.db if registry is not None else (
+                loader.registry.db if loader is not None else default_database())
+        self.db = database
+        self.store = DeploymentStore(database)
+        self.traffic = traffic or TrafficStore(database)
+        self.router = router
+        self.before_deploy = before_deploy
+        self.clock: Clock = clock or utcnow
+        self._given: dict[str, Any] = {"registry": registry, "loader": loader,
+                                       "tracker": tracker, "alerts": alerts,
+                                       "health": health_checker}
+        self._lazy_lock = threading.RLock()   # builders build their own dependencies
+
+    # -- collaborators, built on first use -----------------------------------------------------
+    def _lazy(self, name: str, build: Callable[[], T]) -> T:
+        value = self._given.get(name)
+        if value is None:
+            with self._lazy_lock:
+                value = self._given.get(name)
+                if value is None:
+                    value = self._given[name] = build()
+        return value
+
+    @property
+    def registry(self) -> ModelRegistry:
+        def build() -> ModelRegistry:
+            loader = self._given.get("loader")
+            if loader is not None:
+                return loader.registry
+            return ModelRegistry(self.db, validate_config=self._catalog().validate_config)
+        return self._lazy("registry", build)
+
+    def _catalog(self) -> ProviderCatalog:
+        return self._lazy("catalog", ProviderCatalog)
+
+    @property
+    def loader(self) -> ModelLoader:
+        def build() -> ModelLoader:
+            from config import get_settings
+            return ModelLoader(self.registry, ArtifactStore(get_settings().artifact_root),
+                               self._catalog())
+        return self._lazy("loader", build)
+
+    @property
+    def tracker(self) -> PerformanceTracker:
+        return self._lazy("tracker", lambda: PerformanceTracker(self.db))
+
+    @property
+    def alerts(self) -> AlertManager:
+        return self._lazy("alerts", lambda: AlertManager(self.db, tracker=self.tracker))
+
+    @property
+    def health(self) -> HealthChecker:
+        return self._lazy("health", lambda: HealthChecker(self.loader))
+
+    # -- deploying -----------------------------------------------------------------------------
+    def deploy(self, name: str, version: str, strategy: str = "direct",
+               steps: list[int] | None = None, analysis: dict[str, Any] | None = None,
+               force: bool = False, reason: str = "", actor: str = SYSTEM) -> str:
+        """Start rolling ``version`` (exact, ``latest``, an alias or a range) of model ``name``
+        out; returns the deployment id at once (state ``pending``): ``tick()`` — the server's
+        background ticker — does the rest. Raises NotFound (model, version),
+        InvalidArgument (strategy, steps, analysis), FailedPrecondition (archived version,
+        already serving, another rollout in progress without ``force``)."""
+        plan = make_plan(strategy, steps, analysis)
+        reason = check_text(reason, "reason")
+        row = self.registry.get_version(name, version)
+        exact = row["version"]
+        if row["status"] == "archived":
+            raise FailedPrecondition(f"version '{exact}' of model '{name}' is archived; "
+                                     "change its status before deploying it")
+        current = self.store.active_for_model(name)
+        if current is not None and not force:
+            raise _busy(current)
+        default = None if self.traffic.get(name) else highest_stable(self.registry)(name)
+        deployment_id = new_id("dep")
+        if self.before_deploy is not None:
+            self.before_deploy(name, deployment_id)
+        for attempt in range(_DEPLOY_RETRIES):
+            try:
+                with self.db.transaction() as conn:
+                    moved = self._create(conn, deployment_id, name, exact, plan, default, force,
+                                         reason, actor)
+                break
+            except Lost:  # a concurrent force deploy or tick moved the rollout we supersede
+                if attempt == _DEPLOY_RETRIES - 1:
+                    raise FailedPrecondition(f"the rollout of model '{name}' kept changing "
+                                             "while superseding it; retry") from None
+        if moved:
+            self._traffic_changed(name)
+        return deployment_id
+
+    def _create(self, conn: Any, deployment_id: str, name: str, version: str, plan: Plan,
+                default: str | None, force: bool, reason: str, actor: str) -> bool:
+        """Insert the deployment (superseding the active one when forced); True when that
+        moved the traffic back to stable."""
+        now = self.clock()
+        moved = False
+        active = self.store.active_for_model(name, conn)
+        if active is not None:
+            if not force:
+                raise _busy(active)
+            moved = self._supersede(conn, active, deployment_id, actor, now)
+        table = self.traffic.get(name, conn)
+        if table is not None:
+            stable = table.stable_version or max(table.weights, key=table.weights.get)
+            live = dict(table.weights)
+            if live == {version: 100}:
+                raise FailedPrecondition(f"version '{version}' of model '{name}' already serves "
+                                         "100% of its traffic")
+        else:
+            stable = default
+            live = {default: 100} if default else {}
+        first = table is None and stable in (None, version)
+        if first:
+            plan = first_deployment_plan(plan.strategy)
+            reason = reason or (f"first deployment of model '{name}': nothing is live yet, so "
+                                "it switches to 100% right after its health check")
+            stable = None
+        dep = Deployment(
+            id=deployment_id, model=name, version=version, previous_version=stable,
+            strategy=plan.strategy, state="pending", step=None, steps=list(plan.steps),
+            traffic=live, analysis=plan.stored()["analysis"], verdicts=[], reason=reason,
+            actor=actor, revision=1, step_started_at=None, next_check_at=now, deadline_at=None,
+            created_at=now, updated_at=now, finished_at=None)
+        self.store.insert(conn, dep)
+        record_event(conn, "deployment.created", actor=actor, model=name, version=version,
+                     deployment_id=deployment_id, reason=reason,
+                     detail={**plan.stored(), "previous_version": stable, "force": force,
+                             "first": first})
+        return moved
+
+    def _supersede(self, conn: Any, old: Deployment, by: str, actor: str,
+                   now: datetime) -> bool:
+        """End ``old`` as superseded; if it had moved traffic, put the stable version back at
+        100% in the same transaction ("a forced deploy starts from the stable traffic")."""
+        stable = old.previous_version
+        table = self.traffic.get(old.model, conn)
+        moved = (stable is not None and table is not None and table.deployment_id == old.id
+                 and (table.weights != {stable: 100} or table.stable_version != stable))
+        reason = f"superseded by {by}"
+        self.store.transition(conn, old, state="superseded", finished_at=now, updated_at=now,
+                              next_check_at=None, reason=reason,
+                              **({"traffic": {stable: 100}} if moved else {}))
+        if moved:
+            self.traffic.set(conn, old.model, {stable: 100}, stable, actor=actor,
+                             reason=f"{old.id} {reason}: back to the stable traffic",
+                             deployment_id=old.id)
+        record_event(conn, "deployment.superseded", actor=actor, model=old.model,
+                     version=old.version, deployment_id=old.id, reason=reason,
+                     detail={"from_state": old.state, "superseded_by": by})
+        return moved
+
+    # -- reading -------------------------------------------------------------------------------
+    def get(self, deployment_id: str) -> dict[str, Any]:
+        """One deployment with its event timeline (oldest first)."""
+        return self.store.get(deployment_id, with_events=True).as_dict()
+
+    def list(self, model: str | None = None, state: str | None = None, limit: int = 50,
+             page_token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """Deployments newest first; returns (deployments, next_page_token or None)."""
+        rows, token = self.store.list(model, state, check_limit(limit, 50), page_token)
+        return [d.as_dict() for d in rows], token
+
+    def traffic_table(self, model: str, at: datetime | None = None) -> dict[str, Any]:
+        """The model's traffic table now, or what served at ``at``. Before any table exists
+        the model is served by its highest stable version (revision 0); at a time before the
+        first change nothing is known to have been routed (empty weights)."""
+        self.registry.get_model(model)   # NotFound for an unknown model
+        table = self.traffic.at(model, _aware(at).astimezone(timezone.utc)) if at is not None \
+            else self.traffic.get(model)
+        if table is not None:
+            return table.as_dict()
+        default = None if at is not None else highest_stable(self.registry)(model)
+        return {"model": model, "revision": 0, "weights": {default: 100} if default else {},
+                "stable_version": default, "deployment_id": None, "updated_at": None}
+
+    # -- actions -------------------------------------------------------------------------------
+    def promote(self, deployment_id: str, reason: str = "", actor: str = SYSTEM,
+                full: bool = False) -> dict[str, Any]:
+        """Skip the current step's analysis: go to the next step (``full``: to the end)."""
+        reason = check_text(reason, "reason")
+
+        def act(dep: Deployment, now: datetime) -> Deployment:
+            if dep.state not in ("progressing", "paused"):
+                raise FailedPrecondition(f"deployment {dep.id} is {dep.state}; only a "
+                                         "progressing or paused deployment can be promoted")
+            plan = _plan(dep)
+            why = reason or f"promoted by {actor}"
+            verdict = _verdict(dep.step, "manual", "promoted", why, now)
+            promoted: Event = ("deployment.promoted", {"from_step": dep.step, "full": full})
+            if dep.step is None or dep.step >= plan.last:
+                return self._succeed(dep, now, why, verdict, actor, first=promoted)
+            target = plan.last if full else dep.step + 1
+            return self._enter_step(dep, target, now, actor=actor, reason=why, verdict=verdict,
+                                    first=promoted)
+        return self._act(deployment_id, act)
+
+    def pause(self, deployment_id: str, reason: str = "", actor: str = SYSTEM) -> dict[str, Any]:
+        """Hold the current step: no analysis verdict moves it until resume/promote/abort."""
+        reason = check_text(reason, "reason")
+
+        def act(dep: Deployment, now: datetime) -> Deployment:
+            if dep.state == "paused":
+                return dep
+            if dep.state != "progressing":
+                raise FailedPrecondition(f"deployment {dep.id} is {dep.state}; only a "
+                                         "progressing deployment can be paused")
+            why = reason or f"paused by {actor}"
+            return self._commit(dep, now, [("deployment.paused", {"step": dep.step})],
+                                reason=why, actor=actor, state="paused", next_check_at=None)
+        return self._act(deployment_id, act)
+
+    def resume(self, deployment_id: str, reason: str = "",
+               actor: str = SYSTEM) -> dict[str, Any]:
+        """Continue a paused deployment; the current step's window and deadline start anew."""
+        reason = check_text(reason, "reason")
+
+        def act(dep: Deployment, now: datetime) -> Deployment:
+            if dep.state == "progressing":
+                return dep
+            if dep.state != "paused":
+                raise FailedPrecondition(f"deployment {dep.id} is {dep.state}; only a paused "
+                                         "deployment can be resumed")
+            settings = _plan(dep).analysis
+            deadline = now + timedelta(seconds=settings.deadline_s) if settings else None
+            why = reason or f"resumed by {actor}"
+            return self._commit(dep, now, [("deployment.resumed", {"step": dep.step})],
+                                reason=why, actor=actor, state="progressing",
+                                step_started_at=now, next_check_at=now, deadline_at=deadline)
+        return self._act(deployment_id, act)
+
+    def abort(self, deployment_id: str, reason: str = "", actor: str = SYSTEM) -> dict[str, Any]:
+        """Stop the rollout; if it had moved traffic, 100% goes back to the stable version at
+        once and a (manual) rollback record says so."""
+        reason = check_text(reason, "reason")
+
+        def act(dep: Deployment, now: datetime) -> Deployment:
+            if not dep.active:
+                raise FailedPrecondition(f"deployment {dep.id} is already {dep.state}")
+            return self._abort(dep, now, actor=actor, reason=reason or f"aborted by {actor}",
+                               trigger="manual")
+        return self._act(deployment_id, act)
+
+    def _act(self, deployment_id: str,
+             act: Callable[[Deployment, datetime], Deployment]) -> dict[str, Any]:
+        """Apply a user's action to the latest state, re-reading when a tick got there first."""
+        for _ in range(_ACTION_RETRIES):
+            dep = self.store.get(deployment_id)
+            try:
+                return act(dep, self.clock()).as_dict()
+            except Lost:
+                continue
+        raise FailedPrecondition(f"deployment {deployment_id} kept changing; retry")
+
+    # -- the controller ------------------------------------------------------------------------
+    def tick(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Advance every active deployment that is due; returns those that changed.
+
+        Safe to call from many threads and processes at once (each change is guarded by the
+        deployment's revision). A deployment whose step cannot be judged yet costs one metrics
+        query and no write."""
+        now = _aware(now) if now is not None else self.clock()
+        changed: list[dict[str, Any]] = []
+        for dep in self.store.active():
+            self._warm(dep)
+            if dep.state == "paused" or (dep.next_check_at is not None
+                                         and dep.next_check_at > now):
+                continue
+            try:
+                result = self._advance(dep, now)
+            except Lost:
+                continue  # another process applied this state change first
+            except Exception:  # one broken deployment must not stall the others
+                log.exception("advancing deployment %s failed", dep.id)
+                continue
+            if result is not None:
+                changed.append(result.as_dict())
+        return changed
+
+    def _advance(self, dep: Deployment, now: datetime) -> Deployment | None:
+        if dep.state in ("pending", "health_check"):   # health_check here: its lease expired
+            return self._health_check(dep, now)
+        if dep.state == "progressing":
+            return self._judge(dep, now)
+        return None
+
+    def _warm(self, dep: Deployment) -> None:
+        """Load the versions a rollout is about to route to, in this process too, so that
+        no worker meets a first-request load when traffic moves (best effort)."""
+        for version in (dep.version, dep.previous_version):
+            if version is None:
+                continue
+            try:
+                self.loader.get(dep.model, version)
+            except Exception as exc:  # the health check reports it properly
+                log.debug("warming %s@%s failed: %s", dep.model, version, exc)
+
+    def _health_check(self, dep: Deployment, now: datetime) -> Deployment:
+        lease = timedelta(seconds=self.health.budget_s + _HEALTH_LEASE_MARGIN_S)
+        retry = dep.state == "health_check"
+        why = ("the previous health check did not finish in time; probing again" if retry
+               else f"probing {dep.model}@{dep.version}")
+        claimed = self._commit(dep, now, [("deployment.health_check", {"retry": retry})],
+                               reason=why, state="health_check", next_check_at=now + lease,
+                               deadline_at=now + lease)
+        started = time.monotonic()
+        report = self.health.check(dep.model, dep.version)
+        now = now + timedelta(seconds=time.monotonic() - started)
+        verdict = _verdict(None, "health", PASS if report.ok else FAIL, report.message, now,
+                           report.as_dict())
+        if report.ok:
+            self._best_effort(self.alerts.record_health_success, dep.model, dep.version)
+            return self._enter_step(claimed, 0, now, actor=SYSTEM, reason=report.message,
+                                    verdict=verdict, health=report)
+        failed = self._commit(claimed, now, [("deployment.failed", report.as_dict())],
+                              reason=f"health check failed: {report.message}", health=report,
+                              state="failed", finished_at=now, next_check_at=None,
+                              deadline_at=None, verdicts=claimed.verdicts + [verdict])
+        self._best_effort(self.alerts.record_health_failure, dep.model, dep.version,
+                          report.message, {"deployment_id": dep.id, **report.as_dict()})
+        return failed
+
+    def _judge(self, dep: Deployment, now: datetime) -> Deployment | None:
+        plan = _plan(dep)
+        index = dep.step or 0
+        if not plan.analyzed(index):  # nothing to wait for (defensive: never stored so)
+            return self._succeed(dep, now, "nothing left to analyse", None, SYSTEM)
+        assert plan.analysis is not None and dep.step_started_at is not None
+        elapsed = (now - dep.step_started_at).total_seconds()
+        result = analyze(self.tracker, dep.model, dep.version, dep.previous_version,
+                         plan.analysis, elapsed)
+        verdict = _verdict(index, "analysis", result.result, result.reason, now,
+                           result.evidence, weight=plan.steps[index])
+        if result.result == PASS:
+            if index < plan.last:
+                return self._enter_step(dep, index + 1, now, actor=SYSTEM, reason=result.reason,
+                                        verdict=verdict)
+            return self._succeed(dep, now, result.reason, verdict, SYSTEM)
+        if result.result == FAIL:
+            return self._abort(dep, now, actor=SYSTEM, reason=result.reason,
+                               trigger="automatic", verdict=verdict, failed=result.failed)
+        if dep.deadline_at is None or now < dep.deadline_at:
+            return None   # inconclusive: look again at the next tick, nothing to write
+        if plan.strategy == BLUE_GREEN:
+            return self._succeed(dep, now, f"the post-switch window ended without enough data "
+                                           f"to judge ({result.reason}); keeping {dep.version}",
+                                 verdict, SYSTEM)
+        return self._commit(dep, now, [("deployment.paused", {"step": index})],
+                            reason=f"not enough data by the deadline ({result.reason}); "
+                                   "waiting for promote or abort",
+                            state="paused", next_check_at=None,
+                            verdicts=dep.verdicts + [verdict])
+
+    # -- transitions ---------------------------------------------------------------------------
+    def _enter_step(self, dep: Deployment, index: int, now: datetime, *, actor: str,
+                    reason: str, verdict: dict[str, Any] | None = None,
+                    health: HealthReport | None = None,
+                    first: Event | None = None) -> Deployment:
+        """Move the traffic to step ``index``; the final step ends the rollout."""
+        plan = _plan(dep)
+        weights = plan.weights(index, dep.version, dep.previous_version)
+        final = plan.is_final(index)
+        events: list[Event] = [first] if first else []
+        events.append(("deployment.step", {"step": index, "weight": plan.steps[index],
+                                           "traffic": weights}))
+        changes: dict[str, Any] = dict(step=index, traffic=weights, step_started_at=now,
+                                       verdicts=dep.verdicts + ([verdict] if verdict else []))
+        if final:
+            events.append(("deployment.succeeded", {"version": dep.version}))
+            changes.update(state="succeeded", finished_at=now, next_check_at=None,
+                           deadline_at=None)
+        else:
+            assert plan.analysis is not None
+            changes.update(state="progressing", next_check_at=now,
+                           deadline_at=now + timedelta(seconds=plan.analysis.deadline_s))
+        # While analysed, the old version stays the table's stable one: the fallback of failed
+        # calls, and what an abort returns to.
+        stable = dep.version if final else (dep.previous_version or dep.version)
+        reason = (f"{reason}; step {index + 1}/{len(plan.steps)}: {plan.steps[index]}% to "
+                  f"{dep.version}")
+        new = self._commit(dep, now, events, reason=reason, actor=actor, health=health,
+                           set_traffic=(weights, stable), **changes)
+        if final:
+            self._release(new)
+        return new
+
+    def _succeed(self, dep: Deployment, now: datetime, reason: str,
+                 verdict: dict[str, Any] | None, actor: str,
+                 first: Event | None = None) -> Deployment:
+        """End at 100% on the new version, which becomes the stable one."""
+        weights = {dep.version: 100}
+        events: list[Event] = [first] if first else []
+        events.append(("deployment.succeeded", {"version": dep.version}))
+        new = self._commit(dep, now, events, reason=reason, actor=actor,
+                           set_traffic=(weights, dep.version), state="succeeded",
+                           traffic=weights, finished_at=now, next_check_at=None,
+                           deadline_at=None,
+                           verdicts=dep.verdicts + ([verdict] if verdict else []))
+        self._release(new)
+        return new
+
+    def _abort(self, dep: Deployment, now: datetime, *, actor: str, reason: str, trigger: str,
+               verdict: dict[str, Any] | None = None, failed: Check | None = None) -> Deployment:
+        """End as aborted. Traffic that had moved goes 100% back to stable in the same
+        transaction, with a rollback record carrying the evidence."""
+        stable = dep.previous_version
+        moved = dep.state in ("progressing", "paused") and stable is not None
+        changes: dict[str, Any] = dict(state="aborted", finished_at=now, next_check_at=None,
+                                       deadline_at=None,
+                                       verdicts=dep.verdicts + ([verdict] if verdict else []))
+        rollback = None
+        set_traffic = None
+        if moved:
+            changes["traffic"] = {stable: 100}
+            set_traffic = ({stable: 100}, stable)
+            rollback = dict(from_version=dep.version, to_version=stable, trigger=trigger,
+                            evidence=(verdict or {}).get("evidence") or
+                            {"state": dep.state, "step": dep.step, "traffic": dep.traffic})
+        new = self._commit(dep, now, [("deployment.aborted", {"trigger": trigger,
+                                                              "from_state": dep.state})],
+                           reason=reason, actor=actor, set_traffic=set_traffic,
+                           rollback=rollback, **changes)
+        if trigger == "automatic":
+            self._best_effort(
+                self.alerts.raise_alert, dep.model, dep.version, ROLLBACK_RULE,
+                failed.value if failed else None, failed.threshold if failed else None,
+                f"{dep.strategy} deployment {dep.id} of {dep.model}@{dep.version} aborted "
+                f"automatically, traffic back to {stable}: {reason}", "critical",
+                {"deployment_id": dep.id, "evidence": (verdict or {}).get("evidence")})
+        self._release(new)
+        return new
+
+    def _commit(self, dep: Deployment, now: datetime, events: list[Event], *, reason: str,
+                actor: str = SYSTEM, set_traffic: tuple[dict[str, int], str] | None = None,
+                rollback: dict[str, Any] | None = None, health: HealthReport | None = None,
+                **changes: Any) -> Deployment:
+        """One guarded transition: the row (if its revision is still ``dep``'s), the traffic
+        table, the rollback record, the health result and the events, in one transaction."""
+        with self.db.transaction() as conn:
+            new = self.store.transition(conn, dep, updated_at=now, reason=reason, **changes)
+            if health is not None:
+                self.store.record_health(conn, model=dep.model, version=dep.version,
+                                         deployment_id=dep.id, ok=health.ok,
+                                         message=health.message, probes=health.probes, now=now)
+            if set_traffic is not None:
+                weights, stable = set_traffic
+                self.traffic.set(conn, dep.model, weights, stable, actor=actor, reason=reason,
+                                 deployment_id=dep.id)
+            if rollback is not None:
+                self.store.insert_rollback(conn, model=dep.model, reason=reason, actor=actor,
+                                           deployment_id=dep.id, now=now, **rollback)
+            for kind, detail in events:
+                record_event(conn, kind, actor=actor, model=dep.model, version=dep.version,
+                             deployment_id=dep.id, reason=reason, detail=detail)
+        if set_traffic is not None:
+            self._traffic_changed(dep.model)
+        return new
+
+    # -- process-local effects -----------------------------------------------------------------
+    def _traffic_changed(self, model: str) -> None:
+        if self.router is not None:
+            self.router.invalidate(model)
+
+    def _release(self, dep: Deployment) -> None:
+        """A rollout ended: unload, in this process, the versions of the model nothing needs —
+        keeping what the table routes to and the previous version (an instant switch back)."""
+        keep = set(dep.traffic) | {v for v in (dep.previous_version,) if v}
+        if self._given.get("loader") is not None:   # nothing loaded here otherwise
+            self._best_effort(self.loader.retain, dep.model, keep)
+
+    @staticmethod
+    def _best_effort(fn: Callable[..., Any], *args: Any) -> None:
+        """Side effects after the commit (alerts, unloading) must not undo a transition."""
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("%s after a deployment transition failed",
+                          getattr(fn, "__name__", fn))
+
+
+def _plan(dep: Deployment) -> Plan:
+    return Plan.restore(dep.strategy, dep.steps, dep.analysis)
+
+
+def _verdict(step: int | None, check: str, result: str, reason: str, now: datetime,
+             evidence: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"step": step, "check": check, "result": result, "reason": reason,
+                           "at": iso(now), **extra}
+    if evidence is not None:
+        out["evidence"] = evidence
+    return out
+
+
+def _busy(active: Deployment) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"a rollout of model '{active.model}' is already in progress ({active.id}, "
+        f"{active.state}, {active.version}); wait for it, abort it, or deploy with "
+        "\"force\": true to supersede it", details={"deployment_id": active.id})
+
+
+__all__ = ["ACTIVE_STATES", "STATES", "DeploymentManager"]

@@ -1,0 +1,116 @@
+"""The prediction path: route → loaded provider → predict → record, with fallback.
+
+Nothing here writes SQL: the router reads a cached table, the loader a cached instance, and the
+collector aggregates in memory (flushed in batches by its own thread).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from deployment.router import Route, Router
+from errors import (DataCorrupted, FailedPrecondition, NotFound, ProviderError, ProviderTimeout,
+                    RateLimited, Unavailable)
+from models.base_model import Prediction
+from models.model_loader import ModelLoader
+from registry.model_registry import ModelRegistry
+from tracking.metrics_collector import MetricsCollector
+
+# Failures that are the version's fault: counted against it, and worth one retry on stable.
+VERSION_FAILURES = (ProviderError, ProviderTimeout, Unavailable, DataCorrupted, FailedPrecondition)
+
+
+def highest_stable(registry: ModelRegistry):
+    """What serves a model with no traffic table yet: its highest stable version."""
+    def pick(model: str) -> str | None:
+        try:
+            versions, _ = registry.list_versions(model, status="stable", limit=1)
+        except NotFound:
+            return None
+        return versions[0]["version"] if versions else None
+    return pick
+
+
+class InFlightLimit:
+    """At most ``limit`` predictions of one model in flight in this process, so that a slow
+    backend cannot hold every worker thread: the next one is refused at once (429)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, model: str) -> Iterator[None]:
+        with self._lock:
+            count = self._counts.get(model, 0)
+            if count >= self.limit:
+                raise RateLimited(f"model '{model}' already has {count} predictions in flight "
+                                  f"(MAX_INFLIGHT_PER_MODEL={self.limit}); retry shortly")
+            self._counts[model] = count + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._counts[model] -= 1
+
+
+class Gateway:
+    def __init__(self, registry: ModelRegistry, loader: ModelLoader, router: Router,
+                 collector: MetricsCollector, max_inflight_per_model: int = 64) -> None:
+        self.registry = registry
+        self.loader = loader
+        self.router = router
+        self.collector = collector
+        self.inflight = InFlightLimit(max_inflight_per_model)
+
+    def predict(self, model: str, input: Any, *, version: str | None = None,
+                key: str | None = None, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Serve one prediction. A failed call to a version other than the stable one is retried
+        once on the stable version (``fallback: true``) and still counted against the first."""
+        with self.inflight.hold(model):
+            return self._predict(model, input, version, key, params)
+
+    def _predict(self, model: str, input: Any, version: str | None, key: str | None,
+                 params: dict[str, Any] | None) -> dict[str, Any]:
+        if version is not None:
+            route = Route(self.registry.resolve(model, version).text, "pin", None, None)
+        else:
+            route = self.router.choose(model, key)
+            if route is None:
+                self.registry.get_model(model)  # NotFound for an unknown model
+                raise Unavailable(f"nothing is deployed for model '{model}': deploy a version "
+                                  f"(POST /api/models/{model}/deploy) or mark one stable")
+        try:
+            return self._call(model, route.version, input, params, route, fallback=False)
+        except VERSION_FAILURES:
+            stable = route.stable_version
+            if route.routed_by == "pin" or stable is None or stable == route.version:
+                raise
+            return self._call(model, stable, input, params, route, fallback=True)
+
+    def _call(self, model: str, version: str, input: Any, params: dict[str, Any] | None,
+              route: Route, fallback: bool) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            provider = self.loader.get(model, version)
+            started = time.perf_counter()  # a first load is not the model's latency
+            result: Prediction = provider.predict(input, params)
+        except VERSION_FAILURES as exc:
+            self.collector.record(model, version, time.perf_counter() - started, False,
+                                  exc.code)
+            raise
+        latency = time.perf_counter() - started
+        usage = result.usage
+        if usage is None:
+            self.collector.record(model, version, latency, True)
+        else:
+            self.collector.record(model, version, latency, True, None, usage.input_tokens,
+                                  usage.output_tokens, total_tokens=usage.total_tokens)
+        return {"model": model, "version": version, "output": result.output,
+                "latency": latency, "usage": usage.as_dict() if usage else None,
+                "deployment_id": route.deployment_id, "routed_by": route.routed_by,
+                "fallback": fallback}

@@ -1,0 +1,99 @@
+"""API keys: random tokens shown once, stored hashed, checked in constant time.
+
+A token looks like ``mr_<prefix>_<secret>``: the prefix finds the row, the sha256 of the whole
+token is compared with ``hmac.compare_digest``.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+
+from errors import InvalidArgument, NotFound
+from registry.metadata_store import record_event
+from storage.database import Database
+from storage.schema import api_keys, iso, utcnow
+
+ROLES = ("read", "write", "admin")
+_RANK = {role: i for i, role in enumerate(ROLES)}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key's name and role."""
+
+    name: str
+    role: str
+
+    def allows(self, needed: str) -> bool:
+        return _RANK[self.role] >= _RANK[needed]
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _key_dict(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "prefix": row.prefix, "role": row.role,
+            "created_at": iso(row.created_at), "revoked_at": iso(row.revoked_at),
+            "active": row.revoked_at is None}
+
+
+class KeyStore:
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    def create(self, name: str, role: str, actor: str = "system") -> tuple[dict[str, Any], str]:
+        """Create a key; returns (key, token). The token is shown this once and never stored."""
+        if role not in ROLES:
+            raise InvalidArgument(f"role must be one of {', '.join(ROLES)}")
+        if not isinstance(name, str) or not 0 < len(name) <= 128:
+            raise InvalidArgument("key name must be 1-128 characters")
+        prefix = secrets.token_hex(6)
+        token = f"mr_{prefix}_{secrets.token_urlsafe(32)}"
+        with self.db.transaction() as conn:
+            key_id = conn.execute(insert(api_keys).values(
+                name=name, prefix=prefix, digest=_digest(token), role=role,
+                created_at=utcnow())).inserted_primary_key[0]
+            record_event(conn, "key.created", actor=actor, detail={"key": name, "role": role})
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
+        return _key_dict(row), token
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            return [_key_dict(r) for r in conn.execute(select(api_keys).order_by(api_keys.c.id))]
+
+    def revoke(self, key_id: int, actor: str = "system") -> dict[str, Any]:
+        if not 0 < key_id < 2**63:  # beyond any id the database can hold
+            raise NotFound(f"api key {key_id} does not exist")
+        with self.db.transaction() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+            if row is None:
+                raise NotFound(f"api key {key_id} does not exist")
+            if row.revoked_at is None:
+                conn.execute(update(api_keys).where(api_keys.c.id == key_id)
+                             .values(revoked_at=utcnow()))
+                record_event(conn, "key.revoked", actor=actor, detail={"key": row.name})
+            return _key_dict(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one())
+
+    def active_count(self) -> int:
+        with self.db.read() as conn:
+            return conn.execute(select(func.count()).select_from(api_keys)
+                                .where(api_keys.c.revoked_at.is_(None))).scalar_one()
+
+    def verify(self, token: str) -> Principal | None:
+        """The key's principal, or None for an unknown, malformed or revoked token."""
+        parts = token.split("_", 2)
+        if len(parts) != 3 or parts[0] != "mr" or len(parts[1]) != 12:
+            return None
+        with self.db.read() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.prefix == parts[1])).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        if not hmac.compare_digest(row.digest, _digest(token)):
+            return None
+        return Principal(row.name, row.role)
