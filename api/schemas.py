@@ -268,3 +268,79 @@ class KeyEnvelope(BaseModel):
 
 class KeyList(BaseModel):
     keys: list[KeyOut]
+
+
+class RollbackBody(Body):
+    version: Optional[str] = Field(None, min_length=1, max_length=255,
+                                   description="target version; default: the previous one")
+    reason: str = Field("", max_length=10_000)
+
+
+class RollbackOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    model: str
+    from_version: Optional[str]
+    to_version: Optional[str]
+    trigger: Literal["manual", "automatic", "snapshot"]
+    reason: str
+    evidence: dict[str, Any]
+    created_at: str
+
+
+class RollbackEnvelope(BaseModel):
+    rollback: RollbackOut
+
+
+class RollbacksQuery(Page):
+    model: Optional[str] = Field(None, max_length=128)
+
+
+class RollbackList(BaseModel):
+    rollbacks: list[RollbackOut]
+    next_page_token: Optional[str]
+
+
+class SnapshotBody(Body):
+    model: Optional[str] = Field(None, pattern=NAME_PATTERN,
+                                 description="one model; default: every model")
+    reason: str = Field("", max_length=10_000)
+
+
+class SnapshotsQuery(Page):
+    model: Optional[str] = Field(None, max_length=128)
+    automatic: Optional[bool] = None
+
+
+class SnapshotOut(BaseModel):
+    id: str
+    model: Optional[str]
+    automatic: bool
+    state: dict[str, Any]
+    reason: str
+    actor: str
+    created_at: str
+
+
+class SnapshotEnvelope(BaseModel):
+    snapshot: SnapshotOut
+
+
+class SnapshotList(BaseModel):
+    snapshots: list[SnapshotOut]
+    next_page_token: Optional[str]
+
+
+class RestoreBody(Body):
+    reason: str = Field("", max_length=10_000)
+
+
+class RestoreOut(BaseModel):
+    snapshot_id: str
+    restored: list[str]
+    untouched: list[str]
+    rollbacks: list[RollbackOut]
+
+
+class RestoreEnvelope(BaseModel):
+    restore: RestoreOut

@@ -9,10 +9,13 @@ from config import Settings
 from api.auth import Authenticator
 from deployment.deployment_manager import DeploymentManager
 from deployment.gateway import Gateway, highest_stable
+from deployment.health_checker import HealthChecker
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
 from models.model_loader import ModelLoader, ProviderCatalog
 from registry.model_registry import ModelRegistry
+from rollback.rollback_manager import RollbackManager
+from rollback.snapshot_manager import SnapshotManager
 from storage.database import Database
 from storage.key_store import KeyStore
 from storage.model_store import ArtifactStore
@@ -39,6 +42,8 @@ class Services:
     deployments: DeploymentManager
     keys: KeyStore
     auth: Authenticator
+    rollbacks: RollbackManager
+    snapshots: SnapshotManager
 
     def close(self) -> None:
         self.collector.flush()
@@ -61,16 +66,21 @@ def build_services(settings: Settings) -> Services:
     router = Router(traffic, highest_stable(registry))
     alerts = AlertManager(database, tracker=tracker)
     keys = KeyStore(database)
-    # before_deploy (the serving-state snapshot) is set later by the rollback area.
+    health = HealthChecker(loader)
+    snapshots = SnapshotManager(database, health=health, router=router)
     deployments = DeploymentManager(database, registry=registry, loader=loader, tracker=tracker,
-                                    alerts=alerts, traffic=traffic, router=router)
+                                    alerts=alerts, traffic=traffic, router=router,
+                                    health_checker=health, before_deploy=snapshots.before_deploy)
+    rollbacks = RollbackManager(database, registry=registry, tracker=tracker, alerts=alerts,
+                                health=health, router=router)
     return Services(
         settings=settings, database=database, registry=registry, artifacts=artifacts,
         loader=loader, collector=collector, tracker=tracker,
         alerts=alerts, traffic=traffic, router=router,
         gateway=Gateway(registry, loader, router, collector,
                         settings.max_inflight_per_model), deployments=deployments,
-        keys=keys, auth=Authenticator(keys, settings.admin_token))
+        keys=keys, auth=Authenticator(keys, settings.admin_token), rollbacks=rollbacks,
+        snapshots=snapshots)
 
 
 def services() -> Services:

@@ -61,6 +61,11 @@ class TrafficStore:
         with self.db.read() as c:
             return self.get(model, c)
 
+    def models(self) -> list[str]:
+        """Every model that has a traffic table."""
+        with self.db.read() as conn:
+            return list(conn.execute(select(traffic.c.model).order_by(traffic.c.model)).scalars())
+
     def revision(self, model: str) -> int | None:
         """The cheap check every process makes to know whether its cached table is current."""
         with self.db.read() as conn:

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Connection, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from errors import AlreadyExists, NotFound
+from errors import AlreadyExists, FailedPrecondition, NotFound
 from storage.database import Database
 from storage.schema import aliases, events, iso, model_tags, model_versions, models, utcnow
 
@@ -192,6 +192,47 @@ class MetadataStore:
                 .join(aliases, aliases.c.version_id == model_versions.c.id)
                 .where(aliases.c.model_id == model.id, aliases.c.alias == alias)).first()
             return VersionKey(row.precedence, row.version) if row else None
+
+    # -- serving state, inside a caller's transaction (snapshot restore) ----------------------
+    @staticmethod
+    def model_names(conn: Connection) -> list[str]:
+        return list(conn.execute(select(models.c.name).order_by(models.c.name)).scalars())
+
+    def serving_state(self, conn: Connection, name: str) -> dict[str, Any]:
+        """Aliases and version statuses of a model, as a snapshot records them."""
+        model = self._model_row(conn, name)
+        statuses = {r.version: r.status for r in conn.execute(
+            select(model_versions.c.version, model_versions.c.status)
+            .where(model_versions.c.model_id == model.id))}
+        alias_rows = conn.execute(
+            select(aliases.c.alias, model_versions.c.version)
+            .join(model_versions, aliases.c.version_id == model_versions.c.id)
+            .where(aliases.c.model_id == model.id)).all()
+        return {"statuses": statuses, "aliases": {r.alias: r.version for r in alias_rows}}
+
+    def restore_serving_state(self, conn: Connection, name: str, statuses: dict[str, str],
+                              alias_map: dict[str, str], actor: str, reason: str) -> None:
+        """Put statuses and aliases back as recorded; every version named must still exist."""
+        model = self._model_row(conn, name)
+        ids = {r.version: r.id for r in conn.execute(
+            select(model_versions.c.version, model_versions.c.id)
+            .where(model_versions.c.model_id == model.id))}
+        missing = sorted({*statuses, *alias_map.values()} - set(ids))
+        if missing:
+            raise FailedPrecondition(f"model '{name}' no longer has version(s) {missing} that "
+                                     "the snapshot needs")
+        now = utcnow()
+        for version, status in statuses.items():
+            conn.execute(update(model_versions).where(model_versions.c.id == ids[version],
+                                                      model_versions.c.status != status)
+                         .values(status=status, updated_at=now))
+        conn.execute(delete(aliases).where(aliases.c.model_id == model.id))
+        if alias_map:
+            conn.execute(insert(aliases), [{"model_id": model.id, "alias": a,
+                                            "version_id": ids[v], "updated_at": now}
+                                           for a, v in alias_map.items()])
+        record_event(conn, "model.serving_state_restored", actor=actor, model=name,
+                     reason=reason, detail={"statuses": statuses, "aliases": alias_map})
 
     # -- helpers --------------------------------------------------------------------------
     @staticmethod

@@ -278,3 +278,18 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
 )
+
+# --- snapshots ------------------------------------------------------------------------------
+# The serving state (traffic tables, aliases, version statuses, active deployment) of one model
+# (``model`` set) or of all models (``model`` NULL), taken by hand or before every deployment.
+snapshots = Table(
+    "snapshots", metadata,
+    Column("id", String(64), primary_key=True),               # "snap_<hex>", time ordered
+    Column("model", String(128)),
+    Column("automatic", Boolean, nullable=False),
+    Column("state", JSON, nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("actor", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_snapshots_model_created", "model", "created_at"),
+)

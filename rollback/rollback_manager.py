@@ -1,0 +1,256 @@
+"""Rollback: back to the previous or any named version at once, by hand or automatically.
+
+A rollback is immediate (no canary): in one transaction the rollout in progress and the last
+succeeded deployment become ``rolled_back``, the traffic table serves the target at 100%, and a
+rollback record keeps the trigger, the reason and the evidence. It refuses (409) to roll onto an
+archived version or one that fails its health check: never trade a bad version for a broken one.
+
+"Previous" comes from the deployment history: during a rollout, the version it started from;
+otherwise the version the deployment that made the live version live replaced. Rolling back
+twice therefore walks further back, and with nothing before answers 409.
+
+The watcher (``watch()``, run by the server's background ticker) judges every live version that
+no rollout is analysing with ``AutoRollbackPolicy``; a breach rolls back to the previous good
+version with trigger ``automatic`` and raises an alert. A version rolled back automatically is
+never chosen again as an automatic target.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from deployment.deployment_store import DeploymentStore
+from deployment.health_checker import HealthChecker
+from deployment.router import Router
+from deployment.traffic_store import TrafficStore
+from errors import FailedPrecondition, InvalidArgument
+from registry.model_registry import ModelRegistry, check_text
+from registry.pagination import check_limit
+from rollback.snapshot_manager import live_version
+from storage.database import Database, default_database
+from storage.schema import utcnow
+from tracking.alerting import AlertManager
+from tracking.performance_tracker import PerformanceTracker
+
+
+def _env_float(name: str, default: float | None) -> float | None:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidArgument(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class AutoRollbackPolicy:
+    """When the watcher rolls a live version back. Thresholds: error rate (fraction) and p95
+    latency (seconds) over the last ``window_s`` seconds it has been live, judged only with at
+    least ``min_requests`` requests."""
+
+    max_error_rate: float = 0.2
+    max_p95_latency: float | None = None
+    min_requests: int = 20
+    window_s: float = 60.0
+    enabled: bool = True
+
+    @classmethod
+    def from_env(cls) -> "AutoRollbackPolicy":
+        return cls(
+            max_error_rate=_env_float("AUTO_ROLLBACK_MAX_ERROR_RATE", 0.2),
+            max_p95_latency=_env_float("AUTO_ROLLBACK_MAX_P95_S", None),
+            min_requests=int(_env_float("AUTO_ROLLBACK_MIN_REQUESTS", 20)),
+            window_s=_env_float("AUTO_ROLLBACK_WINDOW_S", 60.0),
+            enabled=os.environ.get("AUTO_ROLLBACK", "on").lower() not in ("off", "0", "false"))
+
+
+class RollbackManager:
+    """The seed's ``RollbackManager``: ``RollbackManager()`` works on the default database."""
+
+    def __init__(self, database: Database | None = None, *,
+                 registry: ModelRegistry | None = None, tracker: PerformanceTracker | None = None,
+                 alerts: AlertManager | None = None, health: HealthChecker | None = None,
+                 router: Router | None = None, policy: AutoRollbackPolicy | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = database or (registry.db if registry else default_database())
+        self.registry = registry or ModelRegistry(self.db)
+        self.tracker = tracker or PerformanceTracker(self.db)
+        self.alerts = alerts or AlertManager(self.db, tracker=self.tracker)
+        self.health = health if health is not None else _default_health(self.registry, self.db)
+        self.router = router
+        self.policy = policy or AutoRollbackPolicy.from_env()
+        self.clock = clock
+        self.traffic = TrafficStore(self.db)
+        self.deployments = DeploymentStore(self.db)
+
+    # -- the seed's API ------------------------------------------------------------------------
+    def rollback_to_previous(self, name: str, reason: str = "", actor: str = "system") -> str:
+        """Roll back to the version live before the current one; returns the version now
+        serving."""
+        return self.rollback(name, reason=reason, actor=actor)["to_version"]
+
+    def rollback_to_version(self, name: str, version: str, reason: str = "",
+                            actor: str = "system") -> bool:
+        """Roll back to ``version`` (exact, alias or range); True when done."""
+        self.rollback(name, version, reason=reason, actor=actor)
+        return True
+
+    def auto_rollback_on_error(self, name: str, error_threshold: float = 0.1,
+                               min_requests: int | None = None,
+                               window_s: float | None = None) -> bool:
+        """Judge the live version's recent error rate now; roll back when it is above
+        ``error_threshold`` (with enough requests). Returns whether it rolled back."""
+        policy = AutoRollbackPolicy(
+            max_error_rate=error_threshold, max_p95_latency=None,
+            min_requests=self.policy.min_requests if min_requests is None else min_requests,
+            window_s=self.policy.window_s if window_s is None else window_s)
+        return self._judge(name, policy) is not None
+
+    # -- rollback ------------------------------------------------------------------------------
+    def rollback(self, name: str, version: str | None = None, *, reason: str = "",
+                 actor: str = "system", trigger: str = "manual",
+                 evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Serve ``version`` (default: the previous one) at 100% now; the rollback record."""
+        reason = check_text(reason, "reason")
+        table = self.traffic.get(name)
+        if table is None:
+            self.registry.get_model(name)
+            raise FailedPrecondition(f"model '{name}' has never been deployed: nothing to roll "
+                                     "back")
+        active = self.deployments.active_for_model(name)
+        current = active.version if active else live_version(table.weights, table.stable_version)
+        if version is not None:
+            target = self.registry.get_version(name, version)["version"]
+        else:
+            target = self.previous_version(name, automatic=trigger == "automatic")
+            if target is None:
+                raise FailedPrecondition(f"model '{name}' has no version live before "
+                                         f"{current} to roll back to")
+        if table.weights == {target: 100} and active is None:
+            raise FailedPrecondition(f"version '{target}' of model '{name}' already serves "
+                                     "100% of its traffic")
+        row = self.registry.get_version(name, target)
+        if row["status"] == "archived":
+            raise FailedPrecondition(f"version '{target}' of model '{name}' is archived; "
+                                     "refusing to roll back onto it")
+        report = self.health.check(name, target)
+        if not report.ok:
+            raise FailedPrecondition(f"refusing to roll back onto {name}@{target}: its health "
+                                     f"check failed ({report.message})")
+        reason = reason or f"{trigger} rollback from {current} to {target}"
+        now = self.clock()
+        with self.db.transaction() as conn:
+            self.deployments.mark_rolled_back(conn, name, actor=actor, reason=reason, now=now)
+            self.traffic.set(conn, name, {target: 100}, target, actor=actor, reason=reason,
+                             expected_revision=table.revision)
+            record = self.deployments.insert_rollback(
+                conn, model=name, from_version=current, to_version=target, trigger=trigger,
+                reason=reason, evidence={**(evidence or {}), "health_check": report.as_dict()},
+                actor=actor, deployment_id=active.id if active else None, now=now)
+        if self.router is not None:
+            self.router.invalidate(name)
+        if trigger == "automatic":
+            self.alerts.record_automatic_rollback(name, current or "", reason, details=evidence)
+        return record
+
+    def previous_version(self, name: str, automatic: bool = False) -> str | None:
+        """The version to roll back to, from the deployment history (see the module doc).
+
+        ``automatic``: skip versions that were once rolled back automatically."""
+        table = self.traffic.get(name)
+        if table is None:
+            return None
+        banned = self._auto_rolled_back(name) if automatic else set()
+        active = self.deployments.active_for_model(name)
+        history, _ = self.deployments.list(name, None, 500, None)
+        made_live = {}  # version → the newest finished deployment that made it live
+        for dep in history:
+            if dep.state in ("succeeded", "rolled_back") and dep.version not in made_live:
+                made_live[dep.version] = dep
+        candidate = active.previous_version if active else \
+            self._before(made_live, live_version(table.weights, table.stable_version))
+        seen = set()
+        while candidate is not None and candidate in banned and candidate not in seen:
+            seen.add(candidate)
+            candidate = self._before(made_live, candidate)
+        return None if candidate in banned else candidate
+
+    @staticmethod
+    def _before(made_live: dict[str, Any], version: str | None) -> str | None:
+        dep = made_live.get(version) if version else None
+        return dep.previous_version if dep else None
+
+    def _auto_rolled_back(self, name: str) -> set[str]:
+        rows, _ = self.deployments.list_rollbacks(name, limit=500)
+        return {r["from_version"] for r in rows if r["trigger"] == "automatic"}
+
+    # -- the watcher ---------------------------------------------------------------------------
+    def watch(self) -> list[dict[str, Any]]:
+        """Judge every live version nothing is rolling out; the rollbacks it made."""
+        if not self.policy.enabled:
+            return []
+        done = []
+        for name in self.traffic.models():
+            if self.deployments.active_for_model(name) is not None:
+                continue  # the rollout controller's analysis is in charge
+            try:
+                record = self._judge(name, self.policy)
+            except FailedPrecondition:
+                continue  # nothing healthy to go back to: the alert below stays raised
+            if record is not None:
+                done.append(record)
+        return done
+
+    def _judge(self, name: str, policy: AutoRollbackPolicy) -> dict[str, Any] | None:
+        table = self.traffic.get(name)
+        if table is None:
+            return None
+        live = live_version(table.weights, table.stable_version)
+        updated = datetime.fromisoformat(table.updated_at.replace("Z", "+00:00"))
+        live_for = max(1.0, (self.clock() - updated).total_seconds())
+        window = min(policy.window_s, live_for)
+        metrics = self.tracker.get_metrics(name, live, window)
+        if metrics["requests"] < policy.min_requests:
+            return None
+        breaches = []
+        if (metrics["error_rate"] or 0) > policy.max_error_rate:
+            breaches.append(f"error rate {metrics['error_rate']:.1%} > "
+                            f"{policy.max_error_rate:.1%}")
+        if policy.max_p95_latency is not None and \
+                (metrics["p95_latency"] or 0) > policy.max_p95_latency:
+            breaches.append(f"p95 latency {metrics['p95_latency']:.3f}s > "
+                            f"{policy.max_p95_latency}s")
+        if not breaches:
+            return None
+        evidence = {"version": live, "window_s": window, "metrics": metrics,
+                    "policy": asdict(policy), "breaches": breaches}
+        reason = f"automatic rollback of {live}: " + "; ".join(breaches)
+        try:
+            return self.rollback(name, reason=reason, actor="auto-rollback",
+                                 trigger="automatic", evidence=evidence)
+        except FailedPrecondition as exc:
+            self.alerts.raise_alert(name, live, "auto_rollback_blocked",
+                                    metrics["error_rate"], policy.max_error_rate,
+                                    f"{reason}, but no rollback is possible: {exc.message}",
+                                    "critical", details=evidence)
+            raise
+
+    # -- history -------------------------------------------------------------------------------
+    def list(self, model: str | None = None, limit: int = 50,
+             page_token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        return self.deployments.list_rollbacks(model, check_limit(limit, 50), page_token)
+
+    def get(self, rollback_id: str) -> dict[str, Any]:
+        return self.deployments.get_rollback(rollback_id)
+
+
+def _default_health(registry: ModelRegistry, database: Database) -> HealthChecker:
+    from config import get_settings
+    from models.model_loader import ModelLoader, ProviderCatalog
+    from storage.model_store import ArtifactStore
+    loader = ModelLoader(registry, ArtifactStore(get_settings().artifact_root), ProviderCatalog())
+    return HealthChecker(loader)

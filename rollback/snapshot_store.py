@@ -1,0 +1,64 @@
+"""All SQL of snapshots."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select
+
+from errors import NotFound
+from registry.pagination import decode_token, encode_token
+from storage.database import Database
+from storage.schema import iso, snapshots
+
+
+def snapshot_dict(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "model": row.model, "automatic": row.automatic, "state": row.state,
+            "reason": row.reason, "actor": row.actor, "created_at": iso(row.created_at)}
+
+
+class SnapshotStore:
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    def insert(self, conn: Connection, values: dict[str, Any]) -> dict[str, Any]:
+        conn.execute(insert(snapshots).values(**values))
+        return snapshot_dict(conn.execute(select(snapshots)
+                                          .where(snapshots.c.id == values["id"])).one())
+
+    def get(self, snapshot_id: str) -> dict[str, Any]:
+        with self.db.read() as conn:
+            row = conn.execute(select(snapshots).where(snapshots.c.id == snapshot_id)).first()
+        if row is None:
+            raise NotFound(f"snapshot '{snapshot_id}' does not exist")
+        return snapshot_dict(row)
+
+    def list(self, model: str | None, automatic: bool | None, limit: int,
+             page_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first (ids are time ordered)."""
+        stmt = select(snapshots).order_by(snapshots.c.id.desc()).limit(limit + 1)
+        if model is not None:
+            stmt = stmt.where(snapshots.c.model == model)
+        if automatic is not None:
+            stmt = stmt.where(snapshots.c.automatic == automatic)
+        after = decode_token(page_token)
+        if after is not None:
+            stmt = stmt.where(snapshots.c.id < str(after))
+        with self.db.read() as conn:
+            rows = conn.execute(stmt).all()
+        page = [snapshot_dict(r) for r in rows[:limit]]
+        return page, (encode_token(page[-1]["id"]) if len(rows) > limit else None)
+
+    def delete(self, snapshot_id: str) -> None:
+        with self.db.transaction() as conn:
+            if not conn.execute(delete(snapshots).where(snapshots.c.id == snapshot_id)).rowcount:
+                raise NotFound(f"snapshot '{snapshot_id}' does not exist")
+
+    def prune_automatic(self, conn: Connection, model: str | None, keep: int) -> int:
+        """Keep the newest ``keep`` automatic snapshots of ``model``."""
+        scope = snapshots.c.model.is_(None) if model is None else snapshots.c.model == model
+        old = select(snapshots.c.id).where(scope, snapshots.c.automatic.is_(True)) \
+            .order_by(snapshots.c.id.desc()).offset(keep)
+        ids = [r.id for r in conn.execute(old)]
+        if ids:
+            conn.execute(delete(snapshots).where(snapshots.c.id.in_(ids)))
+        return len(ids)
