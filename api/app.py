@@ -11,13 +11,16 @@ if __package__ in (None, ""):  # run as `python api/app.py`: make the project im
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import logging
+import math
+import re
 from typing import Any
 
 import click
 from flask import Flask, jsonify, request
 
-from api import (artifacts_routes, auth, deployments_routes, health_routes, keys_routes,
-                 metrics_routes, models_routes, predict_routes, rollback_routes)
+from api import (artifacts_routes, auth, background, dashboard_routes, deployments_routes,
+                 health_routes, keys_routes, metrics_routes, models_routes, predict_routes,
+                 rollback_routes)
 from api.errors import register_error_handlers
 from api.services import EXTENSION_KEY, build_services
 from api.spec import openapi_document, spec
@@ -26,24 +29,58 @@ from errors import InvalidArgument, UnsupportedMediaType
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 BLUEPRINTS = (models_routes.bp, artifacts_routes.bp, predict_routes.bp, metrics_routes.bp,
-              health_routes.bp, deployments_routes.bp, rollback_routes.bp, keys_routes.bp)
+              health_routes.bp, deployments_routes.bp, rollback_routes.bp, keys_routes.bp,
+              dashboard_routes.bp)
 # Endpoints whose body is raw bytes rather than JSON.
 RAW_BODY_ENDPOINTS = {"artifacts.put_artifact"}
 
 
+# Deep enough for any tensor, config or metadata; shallow enough that nothing recursive
+# downstream (response validation, JSON columns) can exhaust the stack: 400, never 500.
+MAX_JSON_DEPTH = 64
+# Cheap hint that a body may hold a number JSON cannot carry (NaN, Infinity, beyond the float
+# range); only then is the parsed body walked to decide.
+_NON_FINITE_HINT = re.compile(rb"NaN|Infinity|[eE]\+?0*[1-9][0-9]{2}|[0-9]{300}")
+
+
 def _check_json_body() -> None:
-    """Reject a body that is not JSON (415) or not valid JSON (400) before any view runs."""
+    """Reject a body that is not JSON (415) or not valid JSON (400) before any view runs:
+    also NaN/Infinity (not JSON, though Python's parser takes them), numbers beyond the float
+    range and nesting deeper than MAX_JSON_DEPTH."""
+    if request.routing_exception is not None:   # no such URL or method: the 404/405 wins
+        return
     if request.method not in ("POST", "PUT", "PATCH") or request.endpoint in RAW_BODY_ENDPOINTS:
         return
-    if not request.get_data(cache=True):
+    raw = request.get_data(cache=True)
+    if not raw:
         return
     if not request.is_json:
         raise UnsupportedMediaType(
             f"expected Content-Type: application/json, got {request.mimetype or 'none'!r}")
     try:
-        request.get_json()
+        body = request.get_json()
     except Exception:  # werkzeug's BadRequest, or RecursionError for absurdly deep nesting
         raise InvalidArgument("request body is not valid JSON") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
+        level, depth = [body], 0
+        while level:
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise InvalidArgument(f"request body is nested deeper than {MAX_JSON_DEPTH} levels")
+            level = [child for item in level
+                     for child in (item.values() if isinstance(item, dict) else item)
+                     if isinstance(child, (dict, list))]
+    if _NON_FINITE_HINT.search(raw):
+        stack = [body]
+        while stack:
+            item = stack.pop()
+            for child in (item.values() if isinstance(item, dict) else
+                          item if isinstance(item, list) else (item,)):
+                if isinstance(child, float) and not math.isfinite(child):
+                    raise InvalidArgument("request body holds a number JSON cannot carry: NaN, "
+                                          "Infinity or beyond the float range (about 1.8e308)")
+                if isinstance(child, (dict, list)):
+                    stack.append(child)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -70,10 +107,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return jsonify(openapi_document())
 
     _register_cli(app)
-    # The rollout ticker: on in a server, off under TESTING (tests tick explicitly) or with
-    # "TICKER": False.
+    # The background ticker (rollouts, automatic rollback, alerts, retention): on in a server,
+    # off under TESTING (tests tick explicitly) or with "TICKER": False.
     if app.config.get("TICKER", not app.testing):
-        deployments_routes.start_ticker(app)
+        background.start(app)
     return app
 
 

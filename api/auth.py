@@ -18,8 +18,9 @@ from errors import PermissionDenied, Unauthenticated
 from storage.key_store import KeyStore, Principal
 
 CACHE_TTL_S = 5.0
-PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "openapi_json", "static"}
-PUBLIC_PREFIXES = ("/docs",)
+PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "openapi_json", "static",
+                    "dashboard.index"}
+PUBLIC_PREFIXES = ("/docs", "/ui")
 READ_ENDPOINTS = {"predict.predict"}  # a POST that only reads
 
 

@@ -1,29 +1,26 @@
 """Deployments and traffic: start a rollout, follow it, steer it; read the traffic table.
 
-The rollout itself runs in the background ticker (``start_ticker``), so ``deploy`` answers
+The rollout itself runs in the background ticker (``api/background.py``), so ``deploy`` answers
 202 with the deployment still ``pending``.
 """
 from __future__ import annotations
 
-import atexit
 from datetime import datetime
 
-from flask import Blueprint, Flask
+from flask import Blueprint
 from spectree import Response
 
 from api.deployment_schemas import (ActionBody, DeployBody, DeploymentEnvelope, DeploymentList,
                                     ListDeploymentsQuery, PromoteBody, TrafficEnvelope,
                                     TrafficQuery)
 from api.schemas import ErrorOut
-from api.services import EXTENSION_KEY, actor, services
+from api.services import actor, services
 from api.spec import spec
-from deployment.ticker import Ticker
 from errors import InvalidArgument
 
 bp = Blueprint("deployments", __name__)
 TAGS = ["deployments"]
 E = {"HTTP_400": ErrorOut, "HTTP_404": ErrorOut}
-TICKER_KEY = "deployment_ticker"
 
 
 @bp.post("/api/models/<name>/deploy")
@@ -107,14 +104,3 @@ def _parse_time(text: str | None) -> datetime | None:
     except ValueError:
         raise InvalidArgument(f"at={text!r} is not an ISO 8601 time such as "
                               "2025-01-31T12:00:00Z") from None
-
-
-def start_ticker(app: Flask) -> Ticker:
-    """Run this process's rollout ticker (stopped at interpreter exit)."""
-    ticker = app.extensions.get(TICKER_KEY)
-    if ticker is None:
-        ticker = Ticker(app.extensions[EXTENSION_KEY].deployments.tick,
-                        interval_s=float(app.config.get("TICKER_INTERVAL_S", 0.5)))
-        app.extensions[TICKER_KEY] = ticker
-        atexit.register(ticker.stop)
-    return ticker.start()

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from errors import RegistryError
@@ -77,6 +78,23 @@ def register_error_handlers(app: Flask) -> None:
         if status == 405 and err.get_response().headers.get("Allow"):
             response.headers["Allow"] = err.get_response().headers["Allow"]
         return response, status
+
+    # Text the database cannot take is bad input, wherever it came from (path, query, body):
+    # lone UTF-16 surrogates (JSON allows "\ud800"; UTF-8 cannot encode it) and, on
+    # PostgreSQL, NUL characters.
+    @app.errorhandler(UnicodeEncodeError)
+    def _unencodable(err: UnicodeEncodeError):  # type: ignore[no-untyped-def]
+        if err.reason != "surrogates not allowed":
+            return _unexpected(err)
+        return error_response("INVALID_ARGUMENT", "the request holds a lone UTF-16 surrogate "
+                              "(such as \\ud800): not valid Unicode text")
+
+    @app.errorhandler(DataError)
+    def _data(err: DataError):  # type: ignore[no-untyped-def]
+        if "NUL (0x00)" not in str(err.orig):
+            return _unexpected(err)
+        return error_response("INVALID_ARGUMENT", "the request holds a NUL character "
+                              "(\\u0000), which the database cannot store")
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):  # type: ignore[no-untyped-def]

@@ -49,7 +49,19 @@ def compare(name: str, query: CompareQuery):
 @bp.get("/api/models/<name>/metrics/series")
 @spec.validate(query=SeriesQuery, resp=Response(HTTP_200=Series, **E), tags=TAGS)
 def series(name: str, query: SeriesQuery):
-    """Metrics per `step` over `window`, per version (for charts)."""
+    """Metrics per `step` over `window`, per version (for charts).
+
+    `window` (default `1h`) and `step` (default `1m`) are durations such as `30s`, `15m`,
+    `24h`, `7d`. The step is rounded up to whole stored buckets — 10 s for the last day, 5 min
+    for the last week, 1 h beyond — and the answer's `step` gives the one used, in seconds
+    (`window` too); at most 1440 points. With `version` (exact, an alias or a range) `points`
+    is a list; without it, `{version: [...]}` for every version with data in the window. Each
+    point is `{"start", "end"}` (ISO 8601 UTC) plus that interval's metrics: `requests`,
+    `successes`, `failures`, `success_rate` (percent), `error_rate` (fraction), `avg_latency`,
+    `p50_latency`, `p95_latency`, `p99_latency`, `min_latency`, `max_latency` (seconds),
+    `input_tokens`, `output_tokens`, `total_tokens`, `avg_tokens`, `throughput` (requests/s)
+    and `errors` (failures by kind); rates and latencies are null where it had no requests.
+    Example: `GET /api/models/lin/metrics/series?window=15m&step=10s`."""
     version = _version(name, query.version)
     return services().tracker.time_series(name, version, query.window, query.step)
 

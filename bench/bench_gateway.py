@@ -17,13 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.services import build_services  # noqa: E402
 from config import Settings  # noqa: E402
-from tests.onnx_factory import linear_model  # noqa: E402
+from models.onnx_examples import linear_model  # noqa: E402
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=20_000)
-    args = parser.parse_args()
+def main(n: int = 20_000) -> list[tuple[str, str, str]]:
     with tempfile.TemporaryDirectory() as d:
         svc = build_services(Settings.from_env({"data_dir": Path(d)}))
         svc.registry.register_model("bench")
@@ -38,7 +35,7 @@ def main() -> None:
             gateway.predict("bench", x)
         direct, routed = [], []
         clock = time.perf_counter_ns
-        for _ in range(args.n):
+        for _ in range(n):
             t0 = clock()
             provider.predict(x)
             t1 = clock()
@@ -52,8 +49,14 @@ def main() -> None:
     print(f"{'path':34} median")
     print(f"{'direct provider.predict':34} {d_med:8.1f} µs")
     print(f"{'gateway.predict (route+load+track)':34} {g_med:8.1f} µs  ({g_med / d_med:.2f}x)")
-    print(f"{'overhead per prediction':34} {overhead:8.1f} µs  (target ≤ 50 µs, n={args.n})")
+    print(f"{'overhead per prediction':34} {overhead:8.1f} µs  (target ≤ 50 µs, n={n})")
+    return [("ONNX predict, direct (median)", f"{d_med:.1f} µs", ""),
+            ("ONNX predict through the gateway, in process", f"{g_med:.1f} µs",
+             f"{g_med / d_med:.2f}x direct"),
+            ("gateway overhead per prediction (median)", f"{overhead:.1f} µs", "≤ 50 µs")]
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=20_000)
+    main(parser.parse_args().n)

@@ -73,7 +73,7 @@ def time_query(tracker: PerformanceTracker, model: str, window: object, runs: in
     return statistics.median(samples), samples[int(len(samples) * 0.95) - 1]
 
 
-def main() -> None:
+def main() -> list[tuple[str, str, str]]:
     url = os.environ.get("BENCH_DATABASE_URL")
     tmp = tempfile.TemporaryDirectory()
     db = Database(url or f"sqlite:///{Path(tmp.name) / 'bench.db'}")
@@ -83,8 +83,10 @@ def main() -> None:
 
     print("\nrecord() throughput (flusher + Prometheus exporter running)")
     print(f"{'threads':>8} {'events/s':>12}")
+    rates = {}
     for threads in (1, 2):
-        print(f"{threads:>8} {bench_record(collector, 400_000, threads):>12,.0f}")
+        rates[threads] = bench_record(collector, 400_000, threads)
+        print(f"{threads:>8} {rates[threads]:>12,.0f}")
     collector.flush()
 
     now = time.time()
@@ -109,6 +111,12 @@ def main() -> None:
     assert tracker.get_metrics(models[1_000_000], "1.0.0")["requests"] == 1_000_000
     collector.close()
     db.dispose()
+    small, large = medians[1_000][0], medians[1_000_000][0]
+    return [("metrics ingestion, in process (1 / 2 threads)",
+             f"{rates[1]:,.0f} / {rates[2]:,.0f} /s", "≥ 100,000/s"),
+            ("get_metrics, 1,000 tracked predictions", f"{small:.2f} ms", "≤ 20 ms"),
+            ("get_metrics, 1,000,000 tracked predictions", f"{large:.2f} ms",
+             f"≤ 20 ms; {large / small:.2f}x the 1k time")]
 
 
 if __name__ == "__main__":

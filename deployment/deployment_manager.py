@@ -3,19 +3,18 @@
 States and transitions (every transition is one transaction: the deployment row, the traffic
 table it changes, its event rows and any rollback record commit together)::
 
-    pending ──tick──▶ health_check ──probes fail──▶ failed          (traffic untouched, alert)
-                          │
-                          └─probes pass──▶ step 0 ─┬─ final step ──▶ succeeded
-                                                   └─ progressing (step i, analysis)
-    progressing ──pass──▶ step i+1 (progressing, or succeeded when it is the final step)
-    progressing ──fail──▶ aborted   (100% back to stable at once, rollback record, alert)
-    progressing ──not enough data by the deadline──▶ paused   (canary)
-                                                 └─▶ succeeded (blue-green: nothing went wrong)
-    progressing ──pause──▶ paused ──resume──▶ progressing (the step's window starts again)
-    progressing | paused ──promote──▶ next step (``full``: straight to the end)
-    any active state ──abort──▶ aborted         (traffic back to stable if it had moved)
-    any active state ──deploy(force=True) of the same model──▶ superseded (back to stable)
-    succeeded | active ──a later rollback (rollback manager)──▶ rolled_back
+    pending ─tick─▶ health_check ─probes fail─▶ failed    (traffic untouched, alert)
+                        └─probes pass─▶ step 0: final? ─yes─▶ succeeded
+                                                    └─no──▶ progressing (analysis)
+    progressing ─pass─▶ step i+1 (progressing; succeeded when it is the final step)
+    progressing ─fail─▶ aborted    (100% back to stable at once, rollback record, alert)
+    progressing ─not enough data by the deadline─▶ paused      (canary)
+                                              └──▶ succeeded   (blue-green: no failure seen)
+    progressing ─pause─▶ paused ─resume─▶ progressing  (the step's window starts again)
+    progressing | paused ─promote─▶ next step    (``full``: straight to the end)
+    any active state ─abort─▶ aborted             (traffic back to stable if it had moved)
+    any active state ─deploy(force=True)─▶ superseded   (traffic back to stable)
+    succeeded | active ─a later rollback (rollback manager)─▶ rolled_back
 
 Active states are ``pending``, ``health_check``, ``progressing`` and ``paused``: a model has at
 most one deployment in them (a second deploy answers FAILED_PRECONDITION / 409 unless it says
@@ -45,14 +44,18 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
+from sqlalchemy import Connection
+
+from config import get_settings
 from deployment.analysis import FAIL, PASS, Check, analyze
 from deployment.deployment_store import (ACTIVE_STATES, STATES, Deployment, DeploymentStore,
                                          Lost, new_id)
-from deployment.deployment_strategy import (BLUE_GREEN, Plan, first_deployment_plan,
-                                            make_plan)
+from deployment.deployment_strategy import (BLUE_GREEN, AnalysisSettings, Plan,
+                                            first_deployment_plan, make_plan)
 from deployment.gateway import highest_stable
 from deployment.health_checker import HealthChecker, HealthReport
 from deployment.router import Router
+from deployment.ticker import ErrorLog
 from deployment.traffic_store import TrafficStore
 from errors import FailedPrecondition
 from models.model_loader import ModelLoader, ProviderCatalog
@@ -111,6 +114,7 @@ class DeploymentManager:
         self._given: dict[str, Any] = {"registry": registry, "loader": loader,
                                        "tracker": tracker, "alerts": alerts,
                                        "health": health_checker}
+        self._errors = ErrorLog(log)
         self._lazy_lock = threading.RLock()   # builders build their own dependencies
 
     # -- collaborators, built on first use -----------------------------------------------------
@@ -138,7 +142,6 @@ class DeploymentManager:
     @property
     def loader(self) -> ModelLoader:
         def build() -> ModelLoader:
-            from config import get_settings
             return ModelLoader(self.registry, ArtifactStore(get_settings().artifact_root),
                                self._catalog())
         return self._lazy("loader", build)
@@ -157,7 +160,8 @@ class DeploymentManager:
 
     # -- deploying -----------------------------------------------------------------------------
     def deploy(self, name: str, version: str, strategy: str = "direct",
-               steps: list[int] | None = None, analysis: dict[str, Any] | None = None,
+               steps: list[int] | None = None,
+               analysis: AnalysisSettings | dict[str, Any] | None = None,
                force: bool = False, reason: str = "", actor: str = SYSTEM) -> str:
         """Start rolling ``version`` (exact, ``latest``, an alias or a range) of model ``name``
         out; returns the deployment id at once (state ``pending``): ``tick()`` — the server's
@@ -192,7 +196,7 @@ class DeploymentManager:
             self._traffic_changed(name)
         return deployment_id
 
-    def _create(self, conn: Any, deployment_id: str, name: str, version: str, plan: Plan,
+    def _create(self, conn: Connection, deployment_id: str, name: str, version: str, plan: Plan,
                 default: str | None, force: bool, reason: str, actor: str) -> bool:
         """Insert the deployment (superseding the active one when forced); True when that
         moved the traffic back to stable."""
@@ -232,7 +236,7 @@ class DeploymentManager:
                              "first": first})
         return moved
 
-    def _supersede(self, conn: Any, old: Deployment, by: str, actor: str,
+    def _supersede(self, conn: Connection, old: Deployment, by: str, actor: str,
                    now: datetime) -> bool:
         """End ``old`` as superseded; if it had moved traffic, put the stable version back at
         100% in the same transaction ("a forced deploy starts from the stable traffic")."""
@@ -373,8 +377,8 @@ class DeploymentManager:
                 result = self._advance(dep, now)
             except Lost:
                 continue  # another process applied this state change first
-            except Exception:  # one broken deployment must not stall the others
-                log.exception("advancing deployment %s failed", dep.id)
+            except Exception as exc:  # one broken deployment must not stall the others
+                self._errors.exception(dep.id, exc, "advancing deployment %s failed", dep.id)
                 continue
             if result is not None:
                 changed.append(result.as_dict())

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from deployment.router import Route, Router
-from errors import (DataCorrupted, FailedPrecondition, NotFound, ProviderError, ProviderTimeout,
+from errors import (DataCorrupted, FailedPrecondition, ProviderError, ProviderTimeout,
                     RateLimited, Unavailable)
 from models.base_model import Prediction
 from models.model_loader import ModelLoader
@@ -26,11 +26,7 @@ VERSION_FAILURES = (ProviderError, ProviderTimeout, Unavailable, DataCorrupted, 
 def highest_stable(registry: ModelRegistry):
     """What serves a model with no traffic table yet: its highest stable version."""
     def pick(model: str) -> str | None:
-        try:
-            versions, _ = registry.list_versions(model, status="stable", limit=1)
-        except NotFound:
-            return None
-        return versions[0]["version"] if versions else None
+        return registry.highest_stable([model]).get(model)
     return pick
 
 

@@ -20,6 +20,30 @@ log = logging.getLogger(__name__)
 _REPEAT_LOG_S = 60.0
 
 
+class ErrorLog:
+    """Logs a failure's traceback once, and the same failure (same key and message) again only
+    at debug level for a minute: a tick every half second must not flood the log."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = _REPEAT_LOG_S) -> None:
+        self.logger = logger
+        self.every_s = every_s
+        self._last: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def exception(self, key: str, exc: BaseException, message: str, *args: Any) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            repeat = last is not None and last[0] == text and now - last[1] < self.every_s
+            if not repeat:
+                self._last[key] = (text, now)
+        if repeat:
+            self.logger.debug(message + " (again): %s", *args, text)
+        else:
+            self.logger.error(message, *args, exc_info=exc)
+
+
 class Ticker:
     """Calls ``tick()`` every ``interval_s`` (±20% jitter, so that the tickers of several
     processes spread out instead of colliding on every beat)."""
@@ -32,7 +56,7 @@ class Ticker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._last_error: tuple[str, float] | None = None
+        self._errors = ErrorLog(log)
 
     @property
     def running(self) -> bool:
@@ -58,15 +82,5 @@ class Ticker:
             try:
                 self.tick()
             except Exception as exc:
-                self._log(exc)
-
-    def _log(self, exc: Exception) -> None:
-        """The full traceback once; the same error again within a minute only at debug."""
-        text = f"{type(exc).__name__}: {exc}"
-        now = time.monotonic()
-        if self._last_error and self._last_error[0] == text \
-                and now - self._last_error[1] < _REPEAT_LOG_S:
-            log.debug("tick failed again: %s", text)
-            return
-        self._last_error = (text, now)
-        log.exception("deployment tick failed (the ticker keeps running)")
+                self._errors.exception("tick", exc, "deployment tick failed (the ticker keeps "
+                                                    "running)")

@@ -61,6 +61,14 @@ class TrafficStore:
         with self.db.read() as c:
             return self.get(model, c)
 
+    def get_many(self, names: list[str]) -> dict[str, TrafficTable]:
+        """The tables of many models in one query (models without one are left out)."""
+        if not names:
+            return {}
+        with self.db.read() as conn:
+            rows = conn.execute(select(traffic).where(traffic.c.model.in_(names))).all()
+        return {row.model: _table(row) for row in rows}
+
     def models(self) -> list[str]:
         """Every model that has a traffic table."""
         with self.db.read() as conn:

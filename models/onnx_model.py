@@ -156,7 +156,9 @@ class OnnxModel(ModelProvider):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: failures reach callers as exceptions
+        # Fatal only: a failed run reaches the caller as an exception with the same message, so
+        # onnxruntime's own error log would print every failure twice.
+        options.log_severity_level = 4
         try:
             session = ort.InferenceSession(str(self.spec.artifact_path), sess_options=options,
                                            providers=["CPUExecutionProvider"])

@@ -130,6 +130,22 @@ class MetadataStore:
             names = self._aliases_for(conn, [r.id for r in rows])
             return [self._version_dict(conn, name, r, names.get(r.id, [])) for r in rows]
 
+    def highest_with_status(self, names: list[str], status: str) -> dict[str, str]:
+        """{model: its highest-precedence version with ``status``} for many models, one query."""
+        if not names:
+            return {}
+        inner = model_versions.alias("inner")
+        # ORDER BY ... LIMIT 1, not max(): PostgreSQL has no max() over bytea.
+        best = (select(inner.c.precedence)
+                .where(inner.c.model_id == model_versions.c.model_id, inner.c.status == status)
+                .order_by(inner.c.precedence.desc()).limit(1).scalar_subquery())
+        stmt = (select(models.c.name, model_versions.c.version)
+                .join(models, models.c.id == model_versions.c.model_id)
+                .where(models.c.name.in_(names), model_versions.c.status == status,
+                       model_versions.c.precedence == best))
+        with self.db.read() as conn:
+            return {r.name: r.version for r in conn.execute(stmt)}
+
     def update_version(self, name: str, key: VersionKey, changes: dict[str, Any],
                        actor: str) -> dict[str, Any]:
         with self.db.transaction() as conn:

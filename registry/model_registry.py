@@ -185,6 +185,10 @@ class ModelRegistry:
             return fallback
         raise NotFound(f"no version of model '{name}' matches '{label}'")
 
+    def highest_stable(self, names: list[str]) -> dict[str, str]:
+        """{model: its highest stable version} — what serves a model never deployed."""
+        return self.store.highest_with_status(list(names), "stable")
+
     def get_version(self, name: str, ref: str) -> dict[str, Any]:
         return self.store.get_version(name, self.resolve(name, ref))
 

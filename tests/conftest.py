@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 import config
 from api.app import create_app
 from storage.database import Database
+from tests.fake_gemini import FakeGemini
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("TEST_DATABASE_URL")
@@ -67,10 +68,21 @@ def database(database_url: str) -> Iterator[Database]:
     db.dispose()
 
 
+# TEST_ALL_ON_POSTGRES=1 (with TEST_DATABASE_URL): every test using ``app`` runs on a fresh
+# PostgreSQL schema instead of SQLite (apps that tests build themselves stay on SQLite).
+ALL_ON_POSTGRES = bool(PG_URL) and os.environ.get("TEST_ALL_ON_POSTGRES") == "1"
+
+
 @pytest.fixture
-def app(tmp_path: Path):
-    app = create_app({"TESTING": True, "data_dir": tmp_path / "data"})
+def app(request: pytest.FixtureRequest, tmp_path: Path):
+    test_config = {"TESTING": True, "data_dir": tmp_path / "data"}
+    if ALL_ON_POSTGRES:
+        test_config.update(database_url=request.getfixturevalue("pg_schema_url"),
+                           artifact_root=tmp_path / "data" / "artifacts")
+    app = create_app(test_config)
     yield app
+    if ALL_ON_POSTGRES:   # its flusher must not outlive the schema (nor hold a connection)
+        app.extensions["model_registry"].collector.close()
     app.extensions["model_registry"].database.dispose()
 
 
@@ -99,20 +111,28 @@ class LiveServer:
         self.env = {**os.environ, "REGISTRY_DATA_DIR": str(data_dir), "PORT": str(self.port),
                     "HOST": "127.0.0.1", **(env or {})}
         self.proc: subprocess.Popen | None = None
+        self.log_path = Path(data_dir) / "server.log"
 
     def start(self, timeout: float = 20.0) -> "LiveServer":
+        # The log goes to a file: a pipe nobody reads fills up and blocks the server.
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "api/app.py"], cwd=ROOT, env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"server exited: {self.log()[-2000:]}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).ok:
                     return self
             except requests.ConnectionError:
                 time.sleep(0.1)
-        raise RuntimeError("server did not start in time")
+        raise RuntimeError(f"server did not start in time: {self.log()[-2000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -136,9 +156,8 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator["FakeGemini"]:
+def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
     """A local fake Gemini server that the real SDK reaches through GOOGLE_GEMINI_BASE_URL."""
-    from tests.fake_gemini import FakeGemini
     with FakeGemini() as fake:
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)
         monkeypatch.setenv("GEMINI_API_KEY", "test-key")

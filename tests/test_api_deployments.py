@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from api import background
 from api.app import create_app
 from storage.schema import iso
-from tests import onnx_factory
+from models import onnx_examples as onnx_factory
 
 DEPLOYMENT_KEYS = {"id", "model", "version", "previous_version", "strategy", "state", "step",
                    "steps", "traffic", "analysis", "reason", "created_at", "updated_at",
@@ -217,7 +218,7 @@ def test_predict_follows_the_table(app, live):
 def test_the_ticker_drives_rollouts_when_enabled(tmp_path: Path):
     app = create_app({"TESTING": True, "TICKER": True, "TICKER_INTERVAL_S": 0.05,
                       "data_dir": tmp_path / "ticking"})
-    ticker = app.extensions["deployment_ticker"]
+    ticker = app.extensions[background.TICKER_KEY]
     try:
         assert ticker.running
         client = app.test_client()
@@ -237,5 +238,5 @@ def test_the_ticker_drives_rollouts_when_enabled(tmp_path: Path):
 
 def test_no_ticker_with_ticker_false(tmp_path: Path):
     app = create_app({"TICKER": False, "data_dir": tmp_path / "quiet"})
-    assert "deployment_ticker" not in app.extensions
+    assert background.TICKER_KEY not in app.extensions
     app.extensions["model_registry"].database.dispose()

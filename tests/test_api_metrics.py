@@ -11,7 +11,7 @@ def served(client):
     onnx_model(client, version="1.0.0")
     client.post("/api/models/lin/versions/register",
                 json={"version": "1.1.0", "provider": "onnx", "status": "stable"})
-    from tests.onnx_factory import linear_model
+    from models.onnx_examples import linear_model
     client.put("/api/models/lin/versions/1.1.0/artifact", data=linear_model(),
                content_type="application/octet-stream")
     for i in range(30):

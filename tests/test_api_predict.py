@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from api.app import create_app
-from tests.onnx_factory import default_weights, linear_model
+from models.onnx_examples import default_weights, linear_model
 
 
 def onnx_model(client, name="lin", version="1.0.0", status="stable", upload=True):

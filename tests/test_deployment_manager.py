@@ -20,7 +20,7 @@ from registry.model_registry import ModelRegistry
 from storage.database import Database
 from storage.model_store import ArtifactStore
 from storage.schema import utcnow
-from tests import onnx_factory
+from models import onnx_examples as onnx_factory
 from tracking.alerting import AlertManager
 from tracking.metrics_collector import MetricsCollector
 from tracking.metrics_store import MetricsStore
@@ -130,7 +130,8 @@ def test_first_deployment_switches_directly_after_its_health_check(env: Env):
     assert env.table() == ({"1.0.0": 100}, "1.0.0")
     assert env.kinds(dep) == ["deployment.created", "deployment.health_check", "traffic.changed",
                               "deployment.step", "deployment.succeeded"]
-    assert changed["verdicts"][0]["check"] == "health" and changed["verdicts"][0]["result"] == "pass"
+    health = changed["verdicts"][0]
+    assert health["check"] == "health" and health["result"] == "pass"
     [check] = env.manager.store.health_checks("m", "1.0.0")
     assert check["ok"] and check["deployment_id"] == dep and len(check["probes"]) == 2
     assert env.manager.get(dep)["events"][0]["actor"] == "alice"

@@ -2,7 +2,9 @@
 rollout controller, without a database."""
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from deployment.deployment_strategy import (DEFAULT_CANARY_STEPS, AnalysisSettin
                                             check_steps, first_deployment_plan, make_plan,
                                             parse_analysis)
 from deployment.health_checker import HealthChecker
+from deployment.ticker import Ticker
 from errors import FailedPrecondition, InvalidArgument
 from models.base_model import HealthResult
 
@@ -237,3 +240,29 @@ def test_health_check_reports_a_version_that_cannot_load():
     report = HealthChecker(loader).check("m", "1.0.0")
     assert not report.ok and "cannot be loaded" in report.message
     assert report.probes[0]["stage"] == "load"
+
+
+# -- the ticker ----------------------------------------------------------------------------------
+def test_ticker_keeps_ticking_through_errors_logs_them_once_and_stops(caplog):
+    calls: list[int] = []
+
+    def tick() -> None:
+        calls.append(1)
+        if len(calls) % 2:
+            raise RuntimeError("database unreachable")
+
+    ticker = Ticker(tick, interval_s=0.01)
+    with caplog.at_level(logging.DEBUG, logger="deployment.ticker"):
+        assert ticker.start() is ticker.start()        # idempotent
+        deadline = time.monotonic() + 5
+        while len(calls) < 6:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        ticker.stop()
+    assert not ticker.running
+    stopped_at = len(calls)
+    time.sleep(0.05)
+    assert len(calls) == stopped_at
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info      # the same failure again: debug only
+    assert any("again" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)

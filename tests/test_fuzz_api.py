@@ -6,7 +6,6 @@ server errors: the fuzzed models have nothing deployed, so predict answers 404/5
 """
 from __future__ import annotations
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (content_type_conformance, not_a_server_error,

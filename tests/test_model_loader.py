@@ -20,7 +20,7 @@ from models.model_loader import ENTRY_POINT_GROUP, ModelLoader, ProviderCatalog
 from models.onnx_model import OnnxModel
 from registry.model_registry import ModelRegistry
 from storage.model_store import ArtifactStore
-from tests import onnx_factory
+from models import onnx_examples as onnx_factory
 
 
 def counting_provider(load_delay: float = 0.0, fail: Exception | None = None

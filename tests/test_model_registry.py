@@ -188,3 +188,15 @@ def test_seed_usage_runs_as_written(monkeypatch, tmp_path):
     assert [v["version"] for v in registry.list_versions("sentiment-analyzer")[0]] == [
         "1.1.0", "1.0.0"]
     assert (tmp_path / "seed" / "registry.db").exists()
+
+
+def test_highest_stable_for_many_models_in_one_call(registry):
+    registry.register_model("a")
+    registry.register_model("b")
+    registry.register_model("c")
+    for v, status in [("1.0.0", "stable"), ("1.10.0", "stable"), ("2.0.0", "beta"),
+                      ("1.9.0", "stable")]:
+        registry.register_version("a", v, status=status)
+    registry.register_version("b", "0.1.0", status="experimental")
+    assert registry.highest_stable(["a", "b", "c", "ghost"]) == {"a": "1.10.0"}
+    assert registry.highest_stable([]) == {}

@@ -1,4 +1,4 @@
-"""models.onnx_model: real ONNX files (built by tests/onnx_factory.py) run by onnxruntime."""
+"""models.onnx_model: real ONNX files (built by models/onnx_examples.py) run by onnxruntime."""
 from __future__ import annotations
 
 import threading
@@ -11,7 +11,7 @@ import pytest
 from errors import FailedPrecondition, InvalidArgument, ProviderError, Unavailable
 from models.base_model import VersionSpec
 from models.onnx_model import OnnxModel
-from tests import onnx_factory
+from models import onnx_examples as onnx_factory
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from api.services import build_services
 from config import Settings
 from errors import FailedPrecondition, NotFound
 from rollback.rollback_manager import AutoRollbackPolicy, RollbackManager
-from tests import onnx_factory
+from models import onnx_examples as onnx_factory
 
 X = [[1.0, 2.0, 3.0, 4.0]]
 

@@ -1,0 +1,123 @@
+"""HTTP predict throughput (run by hand): ``python bench/bench_http.py [--seconds 5]``.
+
+One gunicorn server (gthread) serves both ``POST /api/models/{m}/predict`` (the gateway: routing,
+validation, tracking) and a bare Flask endpoint calling the same loaded ONNX session
+(``bench/http_app.py``). Client threads in this process send keep-alive requests to each in
+turn, for the same time; the ratio is gateway / bare. Target ≥ 0.8x.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import free_port  # noqa: E402
+
+
+def start_server(data_dir: Path, port: int, workers: int, threads: int) -> subprocess.Popen:
+    env = {**os.environ, "REGISTRY_DATA_DIR": str(data_dir), "AUTO_ROLLBACK": "off"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread", "--threads",
+         str(threads), "-b", f"127.0.0.1:{port}", "--log-level", "warning", "bench.http_app:app"],
+        cwd=ROOT, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def call(conn: http.client.HTTPConnection, path: str, body: bytes) -> int:
+    conn.request("POST", path, body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def throughput(port: int, path: str, body: bytes, clients: int, seconds: float) -> tuple[float, int]:
+    done, failed = [0] * clients, [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while time.monotonic() < stop:
+            if call(conn, path, body) == 200:
+                done[i] += 1
+            else:
+                failed[i] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.monotonic() - started), sum(failed)
+
+
+def main(seconds: float = 5.0, clients: int = 8, workers: int = 1,
+         threads: int = 8) -> list[tuple[str, str, str]]:
+    with tempfile.TemporaryDirectory() as d:
+        data = Path(d)
+        setup = subprocess.run([sys.executable, "-c", (
+            "from api.services import build_services; from config import Settings;"
+            "from models.onnx_examples import linear_model; from pathlib import Path;"
+            f"s = build_services(Settings.from_env({{'data_dir': Path({str(data)!r})}}));"
+            "s.registry.register_model('bench');"
+            "s.registry.register_version('bench', '1.0.0', 'stable', provider='onnx');"
+            "dg, n = s.artifacts.put_bytes(linear_model());"
+            "s.registry.attach_artifact('bench', '1.0.0', dg, n); s.close()")],
+            cwd=ROOT, env={**os.environ, "REGISTRY_DATA_DIR": str(data)})
+        setup.check_returncode()
+        port = free_port()
+        proc = start_server(data, port, workers, threads)
+        try:
+            body = json.dumps({"input": [[0.1, 0.2, 0.3, 0.4]]}).encode()
+            routes = {"bare": "/bare/bench/1.0.0", "gateway": "/api/models/bench/predict"}
+            for path in routes.values():  # warm up: load the model in every worker
+                throughput(port, path, body, clients, 1.0)
+            results = {name: [] for name in routes}
+            for _ in range(2):  # alternate, so both see the same machine state
+                for name, path in routes.items():
+                    results[name].append(throughput(port, path, body, clients, seconds / 2))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    rate = {name: sum(r for r, _ in runs) / len(runs) for name, runs in results.items()}
+    failed = {name: sum(f for _, f in runs) for name, runs in results.items()}
+    rows = [
+        ("HTTP predict, bare Flask + same ONNX session", f"{rate['bare']:.0f} req/s", ""),
+        ("HTTP predict through the gateway", f"{rate['gateway']:.0f} req/s", ""),
+        ("gateway / bare throughput", f"{rate['gateway'] / rate['bare']:.2f}x", "≥ 0.8x"),
+    ]
+    print(f"gunicorn gthread, {workers} worker(s) x {threads} threads; {clients} keep-alive "
+          f"clients; failed: {failed}")
+    for row in rows:
+        print(f"  {row[0]:48} {row[1]:>12} {row[2]}")
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=8)
+    a = parser.parse_args()
+    main(a.seconds, a.clients, a.workers, a.threads)
