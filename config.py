@@ -11,14 +11,22 @@ from pathlib import Path
 from dotenv import load_dotenv
 
 
-def _float(name: str, default: float) -> float:
+def env_number(name: str, default: float | None) -> float | None:
+    """A number from the environment; a value that is not one stops with a clear message."""
     raw = os.environ.get(name)
     if raw in (None, ""):
         return default
     try:
         return float(raw)
     except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not a number; set it to e.g. {default}") from None
+        example = f"; set it to e.g. {default}" if default is not None else ""
+        raise SystemExit(f"{name}={raw!r} is not a number{example}") from None
+
+
+def _float(name: str, default: float) -> float:
+    value = env_number(name, default)
+    assert value is not None
+    return value
 
 
 @dataclass(frozen=True)

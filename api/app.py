@@ -1,6 +1,6 @@
 """The application factory; ``python api/app.py`` serves on HOST:PORT.
 
-Production: ``gunicorn -w 4 -b 0.0.0.0:5000 'api.app:create_app()'``.
+Production: ``gunicorn -c gunicorn.conf.py 'api.app:create_app()'`` (see the README).
 """
 from __future__ import annotations
 

@@ -251,7 +251,12 @@ class OnnxModel(ModelProvider):
                 raise self._invalid(f"input '{tensor.name}' expects {_values(tensor)}, got "
                                     "values outside that range")
         self._check_shape(tensor, array.shape, bound)
-        return array.astype(tensor.dtype, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # judged just below
+            converted = array.astype(tensor.dtype, copy=False)
+        if converted.size and tensor.dtype.kind == "f" and not np.isfinite(converted).all():
+            raise self._invalid(f"input '{tensor.name}' expects finite {tensor.dtype.name} "
+                                "values; got a value out of that range")
+        return converted
 
     def _check_shape(self, tensor: TensorInfo, shape: tuple[int, ...],
                      bound: dict[str, int]) -> None:
@@ -273,6 +278,11 @@ class OnnxModel(ModelProvider):
                                     f"{bound[want]}")
 
     def _output_json(self, results: list[Any]) -> Any:
+        for name, result in zip(self._output_names, results):
+            if isinstance(result, np.ndarray) and result.dtype.kind == "f" \
+                    and not np.isfinite(result).all():
+                raise ProviderError(f"{self.label} produced NaN or infinite values in output "
+                                    f"'{name}', which JSON cannot carry")
         values = [_jsonable(r) for r in results]
         if self._labels is None:
             return values[0] if len(values) == 1 else dict(zip(self._output_names, values))

@@ -25,7 +25,7 @@ ConfigValidator = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 def check_name(name: Any, what: str = "model name") -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise InvalidArgument(
             f"invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit")
@@ -43,9 +43,9 @@ def check_tags(tags: Any) -> dict[str, str]:
         return {}
     if not isinstance(tags, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 128 and len(v) <= 512
-            for k, v in tags.items()):
+            and "\x00" not in k + v for k, v in tags.items()):
         raise InvalidArgument("tags must be an object of strings (keys 1-128 characters, "
-                              "values up to 512)")
+                              "values up to 512, no NUL characters)")
     return tags
 
 
@@ -62,6 +62,8 @@ def check_text(value: Any, what: str = "description") -> str:
         return ""
     if not isinstance(value, str) or len(value) > 10_000:
         raise InvalidArgument(f"{what} must be a string of at most 10000 characters")
+    if "\x00" in value:  # PostgreSQL cannot store it; refuse it on every database alike
+        raise InvalidArgument(f"{what} must not contain NUL characters")
     return value
 
 
@@ -113,13 +115,7 @@ class ModelRegistry:
     def update_model(self, name: str, *, description: str | None = None,
                      tags: dict[str, str] | None = None, metadata: dict[str, Any] | None = None,
                      actor: str = "system") -> dict[str, Any]:
-        changes: dict[str, Any] = {}
-        if description is not None:
-            changes["description"] = check_text(description)
-        if tags is not None:
-            changes["tags"] = check_tags(tags)
-        if metadata is not None:
-            changes["metadata"] = check_object(metadata, "metadata")
+        changes = _editable(description=description, tags=tags, metadata=metadata)
         return self.store.update_model(name, changes, actor)
 
     def delete_model(self, name: str, *, actor: str = "system") -> None:
@@ -163,7 +159,7 @@ class ModelRegistry:
             parsed = None
         if parsed is not None:
             return VersionKey(precedence_key(parsed), str(parsed))
-        if _NAME_RE.match(ref):
+        if _NAME_RE.fullmatch(ref):
             key = self.store.resolve_alias(name, ref)
             if key is not None:
                 return key
@@ -234,15 +230,8 @@ class ModelRegistry:
                        metadata: dict[str, Any] | None = None,
                        actor: str = "system") -> dict[str, Any]:
         """Change what is editable: status, description, tags, metadata (never the content)."""
-        changes: dict[str, Any] = {}
-        if status is not None:
-            changes["status"] = check_status(status)
-        if description is not None:
-            changes["description"] = check_text(description)
-        if tags is not None:
-            changes["tags"] = check_tags(tags)
-        if metadata is not None:
-            changes["metadata"] = check_object(metadata, "metadata")
+        changes = _editable(status=status, description=description, tags=tags,
+                            metadata=metadata)
         return self.store.update_version(name, self.resolve(name, ref), changes, actor)
 
     def attach_artifact(self, name: str, ref: str, digest: str, size: int, *,
@@ -260,6 +249,17 @@ class ModelRegistry:
 
     def delete_alias(self, name: str, alias: str, *, actor: str = "system") -> None:
         self.store.delete_alias(name, alias, actor)
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "status": check_status, "description": check_text, "tags": check_tags,
+    "metadata": lambda value: check_object(value, "metadata"),
+}
+
+
+def _editable(**fields: Any) -> dict[str, Any]:
+    """The fields given (not None), each checked."""
+    return {name: _CHECKS[name](value) for name, value in fields.items() if value is not None}
 
 
 def _is_version(text: str) -> bool:

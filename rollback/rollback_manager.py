@@ -22,11 +22,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from config import env_number
 from deployment.deployment_store import DeploymentStore
 from deployment.health_checker import HealthChecker
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
-from errors import FailedPrecondition, InvalidArgument
+from errors import FailedPrecondition
 from registry.model_registry import ModelRegistry, check_text
 from registry.pagination import check_limit
 from rollback.snapshot_manager import live_version
@@ -34,16 +35,6 @@ from storage.database import Database, default_database
 from storage.schema import utcnow
 from tracking.alerting import AlertManager
 from tracking.performance_tracker import PerformanceTracker
-
-
-def _env_float(name: str, default: float | None) -> float | None:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise InvalidArgument(f"{name}={raw!r} is not a number") from None
 
 
 @dataclass(frozen=True)
@@ -61,10 +52,10 @@ class AutoRollbackPolicy:
     @classmethod
     def from_env(cls) -> "AutoRollbackPolicy":
         return cls(
-            max_error_rate=_env_float("AUTO_ROLLBACK_MAX_ERROR_RATE", 0.2),
-            max_p95_latency=_env_float("AUTO_ROLLBACK_MAX_P95_S", None),
-            min_requests=int(_env_float("AUTO_ROLLBACK_MIN_REQUESTS", 20)),
-            window_s=_env_float("AUTO_ROLLBACK_WINDOW_S", 60.0),
+            max_error_rate=env_number("AUTO_ROLLBACK_MAX_ERROR_RATE", 0.2),
+            max_p95_latency=env_number("AUTO_ROLLBACK_MAX_P95_S", None),
+            min_requests=int(env_number("AUTO_ROLLBACK_MIN_REQUESTS", 20)),
+            window_s=env_number("AUTO_ROLLBACK_WINDOW_S", 60.0),
             enabled=os.environ.get("AUTO_ROLLBACK", "on").lower() not in ("off", "0", "false"))
 
 

@@ -12,7 +12,7 @@ import pytest
 from api import background
 from api.app import create_app
 from storage.schema import iso
-from models import onnx_examples as onnx_factory
+from models import onnx_examples
 
 DEPLOYMENT_KEYS = {"id", "model", "version", "previous_version", "strategy", "state", "step",
                    "steps", "traffic", "analysis", "reason", "created_at", "updated_at",
@@ -24,7 +24,7 @@ def add_version(client, version: str, status: str = "experimental", name: str = 
                     json={"version": version, "status": status, "provider": "onnx"})
     assert r.status_code == 201, r.json
     r = client.put(f"/api/models/{name}/versions/{version}/artifact",
-                   data=onnx_factory.linear_model(),
+                   data=onnx_examples.linear_model(),
                    headers={"Content-Type": "application/octet-stream"})
     assert r.status_code in (200, 201), r.json
 

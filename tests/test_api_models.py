@@ -148,3 +148,22 @@ def test_health_and_openapi(client):
 def test_cli_db_upgrade(runner):
     result = runner.invoke(args=["db-upgrade"])
     assert result.exit_code == 0 and "newest revision" in result.output
+
+
+def test_seed_calls_against_a_running_server(live_server):
+    """The seed's curl calls, as requests against `python api/app.py`."""
+    import requests
+    url = live_server.url
+    r = requests.post(f"{url}/api/models/register",
+                      data='{"name": "sentiment-analyzer", "description": "Sentiment analysis"}',
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 201
+    r = requests.post(f"{url}/api/models/sentiment-analyzer/versions/register",
+                      data='{"version": "1.0.0", "status": "stable", '
+                           '"config": {"model": "gemini-2.5-flash"}}',
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 201 and r.json()["version"]["provider"] == "gemini"
+    assert [m["name"] for m in requests.get(f"{url}/api/models").json()["models"]] == [
+        "sentiment-analyzer"]
+    versions = requests.get(f"{url}/api/models/sentiment-analyzer/versions").json()["versions"]
+    assert [v["version"] for v in versions] == ["1.0.0"]

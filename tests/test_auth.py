@@ -89,3 +89,8 @@ def test_keys_enforce_auth_without_admin_token(app, client, runner):
 def test_bad_key_requests(secured, body):
     r = secured.test_client().post("/api/keys", json=body, headers=bearer("s3cret-admin"))
     assert r.status_code == 400
+
+
+def test_root_redirects_to_the_dashboard_even_with_auth_on(secured):
+    r = secured.test_client().get("/")
+    assert r.status_code in (301, 302, 308) and r.headers["Location"].endswith("/ui/")

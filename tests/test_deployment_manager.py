@@ -20,7 +20,7 @@ from registry.model_registry import ModelRegistry
 from storage.database import Database
 from storage.model_store import ArtifactStore
 from storage.schema import utcnow
-from models import onnx_examples as onnx_factory
+from models import onnx_examples
 from tracking.alerting import AlertManager
 from tracking.metrics_collector import MetricsCollector
 from tracking.metrics_store import MetricsStore
@@ -76,7 +76,7 @@ class Env:
 
     def version(self, version: str, status: str = "experimental", failing: bool = False) -> None:
         self.registry.register_version("m", version, status=status, provider="onnx")
-        data = onnx_factory.failing_model() if failing else onnx_factory.linear_model()
+        data = onnx_examples.failing_model() if failing else onnx_examples.linear_model()
         digest, size = self.artifacts.put_bytes(data)
         self.registry.attach_artifact("m", version, digest, size)
 
@@ -497,7 +497,7 @@ def test_default_construction_uses_the_default_database(monkeypatch, tmp_path: P
     registry = manager.registry
     registry.register_model("seed")
     registry.register_version("seed", "1.0.0", provider="onnx")
-    digest, size = manager.loader.store.put_bytes(onnx_factory.linear_model())
+    digest, size = manager.loader.store.put_bytes(onnx_examples.linear_model())
     registry.attach_artifact("seed", "1.0.0", digest, size)
     dep = manager.deploy("seed", "1.0.0", "canary")
     assert dep.startswith("dep_")

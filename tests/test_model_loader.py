@@ -20,7 +20,7 @@ from models.model_loader import ENTRY_POINT_GROUP, ModelLoader, ProviderCatalog
 from models.onnx_model import OnnxModel
 from registry.model_registry import ModelRegistry
 from storage.model_store import ArtifactStore
-from models import onnx_examples as onnx_factory
+from models import onnx_examples
 
 
 def counting_provider(load_delay: float = 0.0, fail: Exception | None = None
@@ -64,7 +64,7 @@ class Env:
         self.registry.register_version(model, version, provider="onnx", config=config)
         if not upload:
             return None
-        digest, size = self.store.put_bytes(onnx_factory.linear_model())
+        digest, size = self.store.put_bytes(onnx_examples.linear_model())
         self.registry.attach_artifact(model, version, digest, size)
         return digest
 
@@ -91,7 +91,7 @@ def test_onnx_version_is_loaded_once_and_served(env):
     first = env.loader.get("m", "1.0.0")
     assert isinstance(first, OnnxModel)
     assert first.spec.artifact_path is not None and first.spec.artifact_path.is_file()
-    w, b = onnx_factory.default_weights(4, 2)
+    w, b = onnx_examples.default_weights(4, 2)
     np.testing.assert_allclose(first.predict([[1, 2, 3, 4]]).output,
                                np.array([[1, 2, 3, 4]], np.float32) @ w + b, rtol=1e-6)
     assert env.loader.get("m", "1.0.0") is first
@@ -167,7 +167,7 @@ def test_missing_artifact_is_a_failed_precondition_until_uploaded(env):
         env.loader.get("m", "1.0.0")
     assert "upload an artifact first: PUT /api/models/m/versions/1.0.0/artifact" in \
         info.value.message
-    digest, size = env.store.put_bytes(onnx_factory.linear_model())
+    digest, size = env.store.put_bytes(onnx_examples.linear_model())
     env.registry.attach_artifact("m", "1.0.0", digest, size)
     assert isinstance(env.loader.get("m", "1.0.0"), OnnxModel)  # no remembered failure
 
@@ -186,7 +186,7 @@ def test_corrupted_artifact_is_refused_and_the_failure_remembered(env, monkeypat
             env.loader.get("m", "1.0.0")
     assert hashed == [digest]  # re-hashed once, not on every request
     assert env.loader.loaded() == []
-    env.store.put_bytes(onnx_factory.linear_model())  # the original bytes repair the copy
+    env.store.put_bytes(onnx_examples.linear_model())  # the original bytes repair the copy
     env.loader.unload("m", "1.0.0")  # forgets the failure at once
     assert isinstance(env.loader.get("m", "1.0.0"), OnnxModel)
 
@@ -197,7 +197,7 @@ def test_a_remembered_failure_expires(env):
     env.store.delete(digest)
     with pytest.raises(DataCorrupted, match="missing from the artifact store"):
         env.loader.get("m", "1.0.0")
-    env.store.put_bytes(onnx_factory.linear_model())
+    env.store.put_bytes(onnx_examples.linear_model())
     time.sleep(0.06)
     assert isinstance(env.loader.get("m", "1.0.0"), OnnxModel)
 

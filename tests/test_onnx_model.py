@@ -11,7 +11,7 @@ import pytest
 from errors import FailedPrecondition, InvalidArgument, ProviderError, Unavailable
 from models.base_model import VersionSpec
 from models.onnx_model import OnnxModel
-from models import onnx_examples as onnx_factory
+from models import onnx_examples
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def make(tmp_path: Path) -> Callable[..., OnnxModel]:
     """Write a model built by ``builder`` and load it as an ``OnnxModel``."""
     loaded: list[OnnxModel] = []
 
-    def build(builder: Callable[..., bytes] = onnx_factory.linear_model,
+    def build(builder: Callable[..., bytes] = onnx_examples.linear_model,
               config: dict | None = None, **kwargs) -> OnnxModel:
         path = tmp_path / f"model{len(loaded)}.onnx"
         builder(path, **kwargs)
@@ -48,7 +48,7 @@ def test_linear_prediction_matches_numpy(make):
 
 def test_integers_are_cast_to_the_declared_float_type(make):
     model = make()
-    w, b = onnx_factory.default_weights(4, 2)
+    w, b = onnx_examples.default_weights(4, 2)
     np.testing.assert_allclose(model.predict([[1, 2, 3, 4]]).output,
                                np.array([[1, 2, 3, 4]], np.float32) @ w + b, rtol=1e-6)
 
@@ -60,13 +60,13 @@ def test_single_input_can_also_be_named(make):
 
 
 def test_named_inputs_and_several_outputs(make):
-    model = make(onnx_factory.two_input_model)
+    model = make(onnx_examples.two_input_model)
     out = model.predict({"a": [[0.5, 1.5, 2.5]], "b": [[1, 2, 3]]}).output
     assert out == {"sum": [[1.5, 3.5, 5.5]], "product": [[0.5, 3.0, 7.5]]}
 
 
 def test_classifier_with_labels(make):
-    model = make(onnx_factory.classifier_model, config={"labels": ["cat", "dog", "bird"]})
+    model = make(onnx_examples.classifier_model, config={"labels": ["cat", "dog", "bird"]})
     out = model.predict([[0, 0, 0, 0], [9, 9, 9, 9]]).output
     probabilities = np.array(out["probabilities"])
     np.testing.assert_allclose(probabilities.sum(axis=1), [1.0, 1.0], rtol=1e-6)
@@ -76,7 +76,7 @@ def test_classifier_with_labels(make):
 
 def test_label_count_must_match_the_classes(tmp_path):
     path = tmp_path / "c.onnx"
-    onnx_factory.classifier_model(path, classes=3)
+    onnx_examples.classifier_model(path, classes=3)
     model = OnnxModel(VersionSpec("m", "1.0.0", "onnx", {"labels": ["a", "b"]}, path))
     with pytest.raises(ProviderError, match="2 labels .* 3 classes"):
         model.load()
@@ -116,7 +116,7 @@ def test_bad_inputs_name_the_expected_signature(make, bad, fragment):
      "dimension 'N' must be the same for every input"),
 ])
 def test_bad_named_inputs(make, bad, fragment):
-    model = make(onnx_factory.two_input_model)
+    model = make(onnx_examples.two_input_model)
     with pytest.raises(InvalidArgument) as info:
         model.predict(bad)
     assert fragment in info.value.message
@@ -129,7 +129,7 @@ def test_params_are_refused(make):
 
 
 def test_runtime_failure_is_a_provider_error(make):
-    model = make(onnx_factory.failing_model)
+    model = make(onnx_examples.failing_model)
     with pytest.raises(ProviderError, match="Reshape"):
         model.predict([[1.0, 2.0, 3.0, 4.0]])
     health = model.health()
@@ -150,15 +150,15 @@ def test_no_artifact_is_a_failed_precondition():
 
 def test_sample_input_is_derived_from_the_input_shapes(make):
     assert make().sample_input() == [[0.0, 0.0, 0.0, 0.0]]
-    assert make(onnx_factory.two_input_model).sample_input() == {
+    assert make(onnx_examples.two_input_model).sample_input() == {
         "a": [[0.0, 0.0, 0.0]], "b": [[0, 0, 0]]}
     configured = make(config={"sample_input": [[1, 1, 1, 1]]})
     assert configured.sample_input() == [[1, 1, 1, 1]]
 
 
 def test_health_ok(make):
-    for model in (make(), make(onnx_factory.two_input_model),
-                  make(onnx_factory.classifier_model, config={"labels": ["a", "b", "c"]})):
+    for model in (make(), make(onnx_examples.two_input_model),
+                  make(onnx_examples.classifier_model, config={"labels": ["a", "b", "c"]})):
         health = model.health()
         assert health.ok, health.message
         assert health.latency >= 0

@@ -8,7 +8,7 @@ from api.services import build_services
 from config import Settings
 from errors import FailedPrecondition, NotFound
 from rollback.rollback_manager import AutoRollbackPolicy, RollbackManager
-from models import onnx_examples as onnx_factory
+from models import onnx_examples
 
 X = [[1.0, 2.0, 3.0, 4.0]]
 
@@ -24,7 +24,7 @@ def svc(database_url, tmp_path):
 
 def add_version(svc, version, failing=False, status="experimental"):
     svc.registry.register_version("m", version, status=status, provider="onnx")
-    data = onnx_factory.failing_model() if failing else onnx_factory.linear_model()
+    data = onnx_examples.failing_model() if failing else onnx_examples.linear_model()
     digest, size = svc.artifacts.put_bytes(data)
     svc.registry.attach_artifact("m", version, digest, size)
 

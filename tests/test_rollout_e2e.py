@@ -23,7 +23,7 @@ from typing import Any, Callable
 import pytest
 import requests
 
-from models import onnx_examples as onnx_factory
+from models import onnx_examples
 from tests.conftest import LiveServer
 from tests.fake_gemini import FakeGemini
 
@@ -61,7 +61,7 @@ class Api:
             self.post(f"/api/models/{name}/versions/register",
                       {"version": version, "provider": "onnx"}, 201)
             r = self.http.put(f"{self.url}/api/models/{name}/versions/{version}/artifact",
-                              data=onnx_factory.linear_model(),
+                              data=onnx_examples.linear_model(),
                               headers={"Content-Type": "application/octet-stream"}, timeout=30)
             assert r.status_code in (200, 201), r.text
 

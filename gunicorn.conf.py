@@ -1,0 +1,169 @@
+"""Production configuration: ``gunicorn -c gunicorn.conf.py 'api.app:create_app()'``.
+
+Every setting comes from the environment (see ``docs/production.md``):
+
+==========================  ==========================================================
+``HOST`` / ``PORT``         where to listen (default ``127.0.0.1:5000``). With auth off
+                            (no ``REGISTRY_ADMIN_TOKEN`` and no active API key) a
+                            non-loopback ``HOST`` is refused: we bind 127.0.0.1 and say so.
+``WEB_CONCURRENCY``         worker processes (default 2 x CPU cores)
+``GUNICORN_THREADS``        threads per worker, gthread (default 8)
+``GUNICORN_TIMEOUT``        seconds a silent worker lives before the master kills it (60)
+``GUNICORN_GRACEFUL_TIMEOUT``  seconds a worker may finish its requests on SIGTERM (30)
+``PROMETHEUS_MULTIPROC_DIR``   where the workers' metric files live. Default: a fresh
+                            private directory made by ``tempfile.mkdtemp`` under the system
+                            temp dir, removed when the master exits. Whatever the directory,
+                            the master empties it (its ``*.db`` files) at start: files left
+                            by a previous run would otherwise be added to this run's counters.
+``GUNICORN_CONTROL_SOCKET`` gunicorn's control socket (default: one per port under the temp
+                            dir, so that two servers on one host do not share one)
+==========================  ==========================================================
+
+Process model. ``preload_app`` stays False: the master never builds the app, every worker runs
+``create_app()`` after the fork and so owns its engine and connection pool, its metrics
+collector (flushed every second and at exit), its router cache and its rollout ticker. Do not
+turn preloading on: background threads do not survive a fork, and onnxruntime's thread pool is
+not fork-safe (a preloaded worker can abort at exit). Ticks
+racing in several workers are safe (each transition is guarded by the deployment's revision)
+and migrations racing at start are safe (an advisory lock on PostgreSQL, the write lock on
+SQLite). ``post_fork`` still disposes an inherited pool if someone turns preloading on, so that
+no two processes ever share a database socket.
+"""
+from __future__ import annotations
+
+import glob
+import ipaddress
+import os
+import shutil
+import tempfile
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") \
+            from None
+    if value < 1:
+        raise SystemExit(f"{name}={raw!r} must be at least 1")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _auth_enabled() -> bool:
+    """What ``api.auth.Authenticator.enabled`` will say: the admin token is set, or an active
+    API key exists (an unreachable or empty database counts as no key)."""
+    if os.environ.get("REGISTRY_ADMIN_TOKEN"):
+        return True
+    try:
+        from storage.database import Database
+        from storage.key_store import KeyStore
+        db = Database(migrate=False)
+        try:
+            return KeyStore(db).active_count() > 0
+        finally:
+            db.dispose()   # the master keeps no connection: nothing to inherit at fork
+    except Exception:
+        return False
+
+
+# -- where to listen -----------------------------------------------------------------------------
+_host = os.environ.get("HOST") or "127.0.0.1"
+_port = _int("PORT", 5000)
+_auth_on = _auth_enabled() if not _is_loopback(_host) else None
+_refused_host = _host if _auth_on is False else None
+if _refused_host is not None:
+    _host = "127.0.0.1"
+bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
+
+# -- workers -------------------------------------------------------------------------------------
+workers = _int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1))
+worker_class = "gthread"
+threads = _int("GUNICORN_THREADS", 8)
+preload_app = False
+timeout = _int("GUNICORN_TIMEOUT", 60)
+graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+keepalive = 5
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"   # the heartbeat file: never on a slow disk
+errorlog = "-"
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL") or "info"
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or os.path.join(
+    tempfile.gettempdir(), f"model-registry-gunicorn-{_port}.ctl")
+
+# -- Prometheus multiprocess mode ----------------------------------------------------------------
+# Set before any worker imports prometheus_client (workers inherit the environment). A reload
+# (SIGHUP) re-reads this file: the variable is then already set, so the directory stays the same.
+_OWN_PROMETHEUS_DIR: str | None = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _OWN_PROMETHEUS_DIR = tempfile.mkdtemp(prefix="model-registry-prometheus-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _OWN_PROMETHEUS_DIR
+
+
+def _empty_prometheus_dir(path: str) -> int:
+    """Remove the metric files (``*.db``) of an earlier run; nothing else is touched."""
+    os.makedirs(path, exist_ok=True)
+    removed = 0
+    for name in glob.glob(os.path.join(glob.escape(path), "*.db")):
+        try:
+            os.unlink(name)
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+# -- hooks ---------------------------------------------------------------------------------------
+def on_starting(server) -> None:  # type: ignore[no-untyped-def]
+    """Master, once, before the first fork: a clean metrics directory; say how auth stands."""
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    removed = _empty_prometheus_dir(path)
+    server.log.info("prometheus multiprocess dir %s (%d stale files removed)", path, removed)
+    if _refused_host is not None:
+        server.log.warning(
+            "authentication is off (no API key exists and REGISTRY_ADMIN_TOKEN is not set): "
+            "listening on 127.0.0.1 only instead of %s. Set REGISTRY_ADMIN_TOKEN or create a "
+            "key (flask --app api.app keys create NAME --role admin) to serve other hosts.",
+            _refused_host)
+    elif _auth_on is None and not os.environ.get("REGISTRY_ADMIN_TOKEN"):
+        server.log.info("listening on loopback only; authentication applies once "
+                        "REGISTRY_ADMIN_TOKEN is set or an API key exists")
+
+
+def post_fork(server, worker) -> None:  # type: ignore[no-untyped-def]
+    """Worker, right after the fork. With ``preload_app`` off (our default) the app is built
+    after this hook and there is no pool to drop. With it on, the master's engine came
+    along: drop its pooled connections *without closing them* (closing would end the
+    master's sessions) so that this worker opens its own."""
+    app = getattr(server.app, "callable", None)
+    extensions = getattr(app, "extensions", None) or {}
+    services = extensions.get("model_registry")
+    if services is not None:
+        services.database.engine.dispose(close=False)
+
+
+def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
+    """Master, after a worker died (any way, even SIGKILL): its live gauges stop counting.
+    Its counters and histograms stay in the directory, so totals never go backwards."""
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:  # type: ignore[no-untyped-def]
+    """Master, at shutdown: remove the metrics directory if this file made it."""
+    if _OWN_PROMETHEUS_DIR and os.environ.get("PROMETHEUS_MULTIPROC_DIR") == _OWN_PROMETHEUS_DIR:
+        shutil.rmtree(_OWN_PROMETHEUS_DIR, ignore_errors=True)
