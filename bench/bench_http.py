@@ -43,6 +43,20 @@ def start_server(data_dir: Path, port: int, workers: int, threads: int) -> subpr
     raise RuntimeError("server did not start")
 
 
+def prepare(data: Path, model: str, versions: list[str], status: str = "experimental") -> None:
+    """Register ONNX versions with an artifact in a data dir, in a separate process (the server
+    then opens the same SQLite file)."""
+    subprocess.run([sys.executable, "-c", (
+        "from api.services import build_services; from config import Settings;"
+        "from models.onnx_examples import linear_model; from pathlib import Path;"
+        f"s = build_services(Settings.from_env({{'data_dir': Path({str(data)!r})}}));"
+        f"s.registry.register_model({model!r});"
+        "dg, n = s.artifacts.put_bytes(linear_model());"
+        f"[(s.registry.register_version({model!r}, v, {status!r}, provider='onnx'),"
+        f"  s.registry.attach_artifact({model!r}, v, dg, n)) for v in {versions!r}];"
+        "s.close()")], cwd=ROOT, check=True, env={**os.environ, "REGISTRY_DATA_DIR": str(data)})
+
+
 def call(conn: http.client.HTTPConnection, path: str, body: bytes) -> int:
     conn.request("POST", path, body, {"Content-Type": "application/json"})
     response = conn.getresponse()
@@ -75,16 +89,7 @@ def main(seconds: float = 5.0, clients: int = 8, workers: int = 1,
          threads: int = 8) -> list[tuple[str, str, str]]:
     with tempfile.TemporaryDirectory() as d:
         data = Path(d)
-        setup = subprocess.run([sys.executable, "-c", (
-            "from api.services import build_services; from config import Settings;"
-            "from models.onnx_examples import linear_model; from pathlib import Path;"
-            f"s = build_services(Settings.from_env({{'data_dir': Path({str(data)!r})}}));"
-            "s.registry.register_model('bench');"
-            "s.registry.register_version('bench', '1.0.0', 'stable', provider='onnx');"
-            "dg, n = s.artifacts.put_bytes(linear_model());"
-            "s.registry.attach_artifact('bench', '1.0.0', dg, n); s.close()")],
-            cwd=ROOT, env={**os.environ, "REGISTRY_DATA_DIR": str(data)})
-        setup.check_returncode()
+        prepare(data, "bench", ["1.0.0"], status="stable")
         port = free_port()
         proc = start_server(data, port, workers, threads)
         try:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -22,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_http import start_server  # noqa: E402
+from bench.bench_http import prepare, start_server  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 
@@ -38,16 +36,7 @@ def post(conn: http.client.HTTPConnection, path: str, body: dict) -> dict:
 def main(trials: int = 5, workers: int = 3, clients: int = 6) -> list[tuple[str, str, str]]:
     with tempfile.TemporaryDirectory() as d:
         data = Path(d)
-        subprocess.run([sys.executable, "-c", (
-            "from api.services import build_services; from config import Settings;"
-            "from models.onnx_examples import linear_model; from pathlib import Path;"
-            f"s = build_services(Settings.from_env({{'data_dir': Path({str(data)!r})}}));"
-            "s.registry.register_model('m');"
-            "[s.registry.register_version('m', v, provider='onnx') for v in ('1.0.0', '1.1.0')];"
-            "dg, n = s.artifacts.put_bytes(linear_model());"
-            "[s.registry.attach_artifact('m', v, dg, n) for v in ('1.0.0', '1.1.0')];"
-            "s.close()")], cwd=ROOT, check=True,
-            env={**os.environ, "REGISTRY_DATA_DIR": str(data)})
+        prepare(data, "m", ["1.0.0", "1.1.0"])
         port = free_port()
         proc = start_server(data, port, workers, 4)
         try:

@@ -20,6 +20,9 @@ import config
 from api.app import create_app
 from storage.database import Database
 from tests.fake_gemini import FakeGemini
+from tracking.metrics_collector import MetricsCollector
+from tracking.metrics_store import MetricsStore
+from tracking.performance_tracker import PerformanceTracker
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("TEST_DATABASE_URL")
@@ -71,6 +74,24 @@ def database(database_url: str) -> Iterator[Database]:
 # TEST_ALL_ON_POSTGRES=1 (with TEST_DATABASE_URL): every test using ``app`` runs on a fresh
 # PostgreSQL schema instead of SQLite (apps that tests build themselves stay on SQLite).
 ALL_ON_POSTGRES = bool(PG_URL) and os.environ.get("TEST_ALL_ON_POSTGRES") == "1"
+
+
+@pytest.fixture
+def db(database: Database) -> Database:
+    return database
+
+
+@pytest.fixture
+def collector(database: Database) -> Iterator[MetricsCollector]:
+    """A collector that flushes only when told to (tests decide when data is stored)."""
+    c = MetricsCollector(MetricsStore(database), start_thread=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def tracker(database: Database, collector: MetricsCollector) -> PerformanceTracker:
+    return PerformanceTracker(database, collector)
 
 
 @pytest.fixture

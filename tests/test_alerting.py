@@ -1,32 +1,13 @@
 """AlertManager: rules on the aggregates, one active alert per key, resolution, event alerts."""
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 
 import pytest
 
 from errors import InvalidArgument, NotFound
-from storage.database import Database
 from tracking.alerting import AlertManager, AlertRule
-from tracking.metrics_collector import MetricsCollector
-from tracking.metrics_store import MetricsStore
-from tracking.performance_tracker import PerformanceTracker
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = Database(os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path / 't.db'}")
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def tracker(db):
-    collector = MetricsCollector(MetricsStore(db), start_thread=False)
-    yield PerformanceTracker(db, collector)
-    collector.close()
 
 
 def _name() -> str:

@@ -1,13 +1,12 @@
 """The hot path: in-memory aggregation, flushing, accuracy, concurrency, several processes.
 
-Runs on a SQLite file under tmp_path, or on the database of ``TEST_DATABASE_URL``; every test
-uses its own model names so that runs against a shared PostgreSQL do not collide.
+Runs on a SQLite file and, with ``TEST_DATABASE_URL``, on a PostgreSQL schema of its own; every
+test uses its own model names.
 """
 from __future__ import annotations
 
 import math
 import multiprocessing
-import os
 import threading
 import time
 import uuid
@@ -23,20 +22,6 @@ from tracking.metrics_collector import (RELATIVE_ACCURACY, MetricsCollector, ind
                                         latency_index)
 from tracking.metrics_store import MetricsStore, cover
 from tracking.performance_tracker import PerformanceTracker
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = Database(os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path / 't.db'}")
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def collector(db):
-    c = MetricsCollector(MetricsStore(db), start_thread=False)
-    yield c
-    c.close()
 
 
 def _name() -> str:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 import uuid
 from datetime import timedelta
@@ -10,10 +9,7 @@ from datetime import timedelta
 import pytest
 
 from errors import InvalidArgument
-from storage.database import Database
 from tracking import metrics_collector
-from tracking.metrics_collector import MetricsCollector
-from tracking.metrics_store import MetricsStore
 from tracking.performance_tracker import PerformanceTracker, parse_window
 
 CONTRACT_KEYS = {"requests", "successes", "failures", "success_rate", "error_rate",
@@ -22,21 +18,7 @@ CONTRACT_KEYS = {"requests", "successes", "failures", "success_rate", "error_rat
 
 
 def _url(tmp_path) -> str:  # type: ignore[no-untyped-def]
-    return os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path / 't.db'}"
-
-
-@pytest.fixture
-def db(tmp_path):
-    database = Database(_url(tmp_path))
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def tracker(db):
-    collector = MetricsCollector(MetricsStore(db), start_thread=False)
-    yield PerformanceTracker(db, collector)
-    collector.close()
+    return f"sqlite:///{tmp_path / 't.db'}"   # the seed's default database: a SQLite file
 
 
 def _name() -> str:
