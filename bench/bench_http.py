@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import print_rows  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 
@@ -113,9 +114,7 @@ def main(seconds: float = 5.0, clients: int = 8, workers: int = 1,
     ]
     print(f"gunicorn gthread, {workers} worker(s) x {threads} threads; {clients} keep-alive "
           f"clients; failed: {failed}")
-    for row in rows:
-        print(f"  {row[0]:48} {row[1]:>12} {row[2]}")
-    return rows
+    return print_rows(rows)
 
 
 if __name__ == "__main__":

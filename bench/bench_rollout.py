@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_http import prepare, start_server  # noqa: E402
+from bench.report import print_rows  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 
@@ -84,9 +85,7 @@ def main(trials: int = 5, workers: int = 3, clients: int = 6) -> list[tuple[str,
     rows = [(f"traffic change seen by all {workers} workers (max of {trials})",
              f"{max(lags) * 1000:.0f} ms", "≤ 1000 ms"),
             ("  median over the switches", f"{statistics.median(lags) * 1000:.0f} ms", "")]
-    for row in rows:
-        print(f"  {row[0]:48} {row[1]:>12} {row[2]}")
-    return rows
+    return print_rows(rows)
 
 
 if __name__ == "__main__":
