@@ -13,7 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from errors import AlreadyExists, FailedPrecondition, NotFound
 from storage.database import Database
-from storage.schema import aliases, events, iso, model_tags, model_versions, models, utcnow
+from storage.schema import (aliases, events, iso, model_tags, model_versions, models, traffic,
+                            utcnow)
 
 VERSION_FIELDS = ("status", "description", "tags", "metadata")
 
@@ -86,8 +87,13 @@ class MetadataStore:
             return self._model_dict(conn, self._model_row(conn, name))
 
     def delete_model(self, name: str, actor: str) -> None:
+        """Delete a model and its versions; refused while a traffic table serves it."""
         with self.db.transaction() as conn:
             row = self._model_row(conn, name)
+            if conn.execute(select(traffic.c.model).where(traffic.c.model == name)).first():
+                raise FailedPrecondition(
+                    f"model '{name}' is deployed (it has a traffic table); deleting it would "
+                    "break every caller. Archive its versions instead")
             conn.execute(delete(models).where(models.c.id == row.id))
             record_event(conn, "model.deleted", actor=actor, model=name)
 

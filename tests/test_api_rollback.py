@@ -73,3 +73,9 @@ def test_snapshot_errors(client):
     assert client.get("/api/snapshots?automatic=perhaps").status_code == 400
     r = client.post("/api/snapshots", json={})
     assert r.status_code == 201 and r.json["snapshot"]["model"] is None
+
+
+def test_deleting_a_deployed_model_is_refused(deployed):
+    r = deployed.delete("/api/models/lin")
+    assert r.status_code == 409 and "deployed" in r.json["error"]["message"]
+    assert deployed.get("/api/models/lin").status_code == 200
