@@ -21,7 +21,8 @@ CACHE_TTL_S = 5.0
 PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "openapi_json", "static",
                     "dashboard.index"}
 PUBLIC_PREFIXES = ("/docs", "/ui")
-READ_ENDPOINTS = {"predict.predict"}  # a POST that only reads
+READ_ENDPOINTS = {"predict.predict",  # POSTs that only read
+                  "mlflow.get_latest_versions"}
 
 
 def required_role(method: str, endpoint: str | None) -> str:

@@ -98,6 +98,10 @@ class VersionOut(BaseModel):
     metadata: dict[str, Any]
     description: str
     aliases: list[str]
+    number: Optional[int] = Field(None, description="MLflow's integer version: 1, 2, 3... per "
+                                  "model in registration order, never reused")
+    source: Optional[str] = Field(None, description="where an MLflow client said it came from")
+    run_id: Optional[str] = None
     created_at: str
     updated_at: str
 

@@ -103,9 +103,15 @@ class MetadataStore:
         try:
             with self.db.transaction() as conn:
                 model = self._model_row(conn, name)
+                # Taking the number bumps the model's row first: concurrent registrations of
+                # one model queue on its row lock, and a number is never handed out twice.
+                conn.execute(update(models).where(models.c.id == model.id).values(
+                    updated_at=now, next_number=models.c.next_number + 1))
+                number = conn.execute(select(models.c.next_number).where(
+                    models.c.id == model.id)).scalar_one() - 1
                 conn.execute(insert(model_versions).values(
-                    model_id=model.id, created_at=now, updated_at=now, **values))
-                conn.execute(update(models).where(models.c.id == model.id).values(updated_at=now))
+                    model_id=model.id, number=number, created_at=now, updated_at=now,
+                    **values))
                 record_event(conn, "version.registered", actor=actor, model=name,
                              version=values["version"], detail={"status": values["status"]})
                 row = self._version_row(
@@ -115,6 +121,89 @@ class MetadataStore:
             raise AlreadyExists(f"version '{values['version']}' of model '{name}' already exists "
                                 "(versions that differ only in build metadata are the same "
                                 "version)") from None
+
+    def key_for_number(self, name: str, number: int) -> VersionKey:
+        """The version that carries MLflow's integer ``number``."""
+        with self.db.read() as conn:
+            model = self._model_row(conn, name)
+            row = conn.execute(select(model_versions.c.precedence, model_versions.c.version)
+                               .where(model_versions.c.model_id == model.id,
+                                      model_versions.c.number == number)).first()
+            if row is None:
+                raise NotFound(f"version {number} of model '{name}' does not exist")
+            return VersionKey(row.precedence, row.version)
+
+    def highest_number(self, name: str) -> VersionKey | None:
+        """The most recently numbered version (MLflow's notion of "latest")."""
+        with self.db.read() as conn:
+            model = self._model_row(conn, name)
+            row = conn.execute(select(model_versions.c.precedence, model_versions.c.version)
+                               .where(model_versions.c.model_id == model.id)
+                               .order_by(model_versions.c.number.desc()).limit(1)).first()
+            return VersionKey(row.precedence, row.version) if row else None
+
+    def delete_version(self, name: str, key: VersionKey, actor: str) -> None:
+        """Delete one version (its number is not reused); refused while it serves traffic."""
+        with self.db.transaction() as conn:
+            model = self._model_row(conn, name)
+            row = self._version_row(conn, model.id, key, name)
+            live = conn.execute(select(traffic.c.weights, traffic.c.stable_version)
+                                .where(traffic.c.model == name)).first()
+            if live is not None and (row.version == live.stable_version
+                                     or (live.weights or {}).get(row.version)):
+                raise FailedPrecondition(
+                    f"version '{row.version}' of model '{name}' is deployed; deploy another "
+                    "version or archive this one instead")
+            conn.execute(delete(model_versions).where(model_versions.c.id == row.id))
+            conn.execute(update(models).where(models.c.id == model.id).values(updated_at=utcnow()))
+            record_event(conn, "version.deleted", actor=actor, model=name, version=row.version)
+
+    def rename_model(self, name: str, new_name: str, actor: str) -> dict[str, Any]:
+        """Rename a model; refused while it is deployed (traffic, metrics and deployments are
+        recorded under its name)."""
+        try:
+            with self.db.transaction() as conn:
+                row = self._model_row(conn, name)
+                if conn.execute(select(traffic.c.model).where(traffic.c.model == name)).first():
+                    raise FailedPrecondition(f"model '{name}' is deployed; renaming it would "
+                                             "break every caller")
+                conn.execute(update(models).where(models.c.id == row.id)
+                             .values(name=new_name, updated_at=utcnow()))
+                record_event(conn, "model.renamed", actor=actor, model=new_name,
+                             detail={"from": name})
+                return self._model_dict(conn, self._model_row(conn, new_name))
+        except IntegrityError:
+            raise AlreadyExists(f"model '{new_name}' already exists") from None
+
+    def set_model_tag(self, name: str, key: str, value: str | None, actor: str) -> None:
+        """Set one tag (``value`` None deletes it; deleting a missing tag is NOT_FOUND)."""
+        with self.db.transaction() as conn:
+            row = self._model_row(conn, name)
+            gone = conn.execute(delete(model_tags).where(model_tags.c.model_id == row.id,
+                                                         model_tags.c.key == key)).rowcount
+            if value is None and not gone:
+                raise NotFound(f"model '{name}' has no tag '{key}'")
+            if value is not None:
+                self._write_tags(conn, row.id, {key: value})
+            conn.execute(update(models).where(models.c.id == row.id).values(updated_at=utcnow()))
+            record_event(conn, "model.updated", actor=actor, model=name,
+                         detail={"fields": ["tags"], "tag": key})
+
+    def set_version_tag(self, name: str, key: VersionKey, tag: str, value: str | None,
+                        actor: str) -> None:
+        """Set one version tag (``value`` None deletes it), read and written in one transaction."""
+        with self.db.transaction() as conn:
+            model = self._model_row(conn, name)
+            row = self._version_row(conn, model.id, key, name)
+            tags = dict(row.tags or {})
+            if value is None and tags.pop(tag, None) is None:
+                raise NotFound(f"version '{row.version}' of model '{name}' has no tag '{tag}'")
+            if value is not None:
+                tags[tag] = value
+            conn.execute(update(model_versions).where(model_versions.c.id == row.id)
+                         .values(tags=tags, updated_at=utcnow()))
+            record_event(conn, "version.updated", actor=actor, model=name, version=row.version,
+                         detail={"fields": ["tags"], "tag": tag})
 
     def get_version(self, name: str, key: VersionKey) -> dict[str, Any]:
         with self.db.read() as conn:
@@ -205,6 +294,16 @@ class MetadataStore:
             if not gone:
                 raise NotFound(f"alias '{alias}' of model '{name}' does not exist")
             record_event(conn, "alias.deleted", actor=actor, model=name, detail={"alias": alias})
+
+    def model_aliases(self, name: str) -> list[dict[str, Any]]:
+        """[{alias, version, number}] of one model, by alias."""
+        with self.db.read() as conn:
+            model = self._model_row(conn, name)
+            return [{"alias": r.alias, "version": r.version, "number": r.number}
+                    for r in conn.execute(
+                        select(aliases.c.alias, model_versions.c.version, model_versions.c.number)
+                        .join(model_versions, aliases.c.version_id == model_versions.c.id)
+                        .where(aliases.c.model_id == model.id).order_by(aliases.c.alias))]
 
     def resolve_alias(self, name: str, alias: str) -> VersionKey | None:
         with self.db.read() as conn:
@@ -318,4 +417,5 @@ class MetadataStore:
                 "status": row.status, "provider": row.provider, "config": row.config,
                 "artifact": artifact, "tags": row.tags, "metadata": row.metadata,
                 "description": row.description, "aliases": alias_names,
+                "number": row.number, "source": row.source, "run_id": row.run_id,
                 "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}

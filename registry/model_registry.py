@@ -121,12 +121,30 @@ class ModelRegistry:
     def delete_model(self, name: str, *, actor: str = "system") -> None:
         self.store.delete_model(name, actor)
 
+    def rename_model(self, name: str, new_name: str, *, actor: str = "system") -> dict[str, Any]:
+        return self.store.rename_model(name, check_name(new_name), actor)
+
+    def set_model_tag(self, name: str, key: str, value: str, *, actor: str = "system") -> None:
+        check_tags({key: value})
+        self.store.set_model_tag(name, key, value, actor)
+
+    def delete_model_tag(self, name: str, key: str, *, actor: str = "system") -> None:
+        self.store.set_model_tag(name, key, None, actor)
+
+    def set_version_tag(self, name: str, ref: str, key: str, value: str, *,
+                        actor: str = "system") -> None:
+        check_tags({key: value})
+        self.store.set_version_tag(name, self.resolve(name, ref), key, value, actor)
+
+    def delete_version_tag(self, name: str, ref: str, key: str, *, actor: str = "system") -> None:
+        self.store.set_version_tag(name, self.resolve(name, ref), key, None, actor)
+
     # -- versions -------------------------------------------------------------------------
     def register_version(self, name: str, version: str, status: str = DEFAULT_STATUS,
                          description: str = "", tags: dict[str, str] | None = None,
                          metadata: dict[str, Any] | None = None, provider: str = DEFAULT_PROVIDER,
-                         config: dict[str, Any] | None = None, *,
-                         actor: str = "system") -> dict[str, Any]:
+                         config: dict[str, Any] | None = None, *, source: str | None = None,
+                         run_id: str | None = None, actor: str = "system") -> dict[str, Any]:
         parsed = parse_version(version)
         config = check_object(config, "config")
         if not isinstance(provider, str) or not provider:
@@ -140,8 +158,33 @@ class ModelRegistry:
             "status": check_status(status), "provider": provider, "config": config,
             "description": check_text(description), "tags": check_tags(tags),
             "metadata": check_object(metadata, "metadata"),
+            "source": check_text(source, "source") or None,
+            "run_id": check_text(run_id, "run_id")[:64] or None,
         }
         return self.store.create_version(name, values, actor)
+
+    def next_patch(self, name: str) -> str:
+        """The version a registration without a SemVer gets: ``1.0.0`` for a model's first,
+        else the next patch of its highest version (``1.2.3`` → ``1.2.4``; a pre-release
+        ``1.3.0-rc.1`` → its release ``1.3.0``)."""
+        page, _ = self.list_versions(name, limit=1)
+        if not page:
+            return "1.0.0"
+        highest = parse_version(page[0]["version"]).replace(build=None)
+        return str(highest.finalize_version() if highest.prerelease else highest.bump_patch())
+
+    def resolve_number(self, name: str, number: int) -> VersionKey:
+        return self.store.key_for_number(name, number)
+
+    def newest_number(self, name: str) -> VersionKey | None:
+        """The version registered last (the highest number): MLflow's "latest"."""
+        return self.store.highest_number(name)
+
+    def delete_version(self, name: str, ref: str, *, actor: str = "system") -> None:
+        self.store.delete_version(name, self.resolve(name, ref), actor)
+
+    def version_by_key(self, name: str, key: VersionKey) -> dict[str, Any]:
+        return self.store.get_version(name, key)
 
     def resolve(self, name: str, ref: str) -> VersionKey:
         """Turn an exact version, ``latest``, an alias or a range into the version it names.
@@ -246,6 +289,10 @@ class ModelRegistry:
             raise InvalidArgument(f"alias {alias!r} would be read as a version or a range; "
                                   "pick a word such as 'production'")
         return self.store.set_alias(name, alias, self.resolve(name, version), actor)
+
+    def aliases(self, name: str) -> list[dict[str, Any]]:
+        """Every alias of a model: [{alias, version, number}]."""
+        return self.store.model_aliases(name)
 
     def delete_alias(self, name: str, alias: str, *, actor: str = "system") -> None:
         self.store.delete_alias(name, alias, actor)

@@ -33,6 +33,8 @@ models = Table(
     Column("metadata", JSON, nullable=False, default=dict),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # issue 17: the next MLflow version number of this model; numbers are never reused.
+    Column("next_number", Integer, nullable=False, server_default="1"),
 )
 
 # Tags live in their own table so that `?tag=key:value` is an indexed lookup on any database.
@@ -68,6 +70,12 @@ model_versions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("model_id", "precedence", name="uq_model_versions_precedence"),
+    # issue 17: MLflow's integer version (1, 2, 3... per model, never reused), and where an
+    # MLflow client said the version came from.
+    Column("number", Integer),
+    Column("source", Text),
+    Column("run_id", String(64)),
+    Index("uq_model_versions_number", "model_id", "number", unique=True),
 )
 
 aliases = Table(
