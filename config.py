@@ -43,6 +43,9 @@ class Settings:
     max_artifact_bytes: int = 512 * 1024 * 1024
     max_body_bytes: int = 1024 * 1024
     max_inflight_per_model: int = 64
+    # issue 17: MLflow compatibility and bundles
+    mlflow_tracking_token: str | None = None   # bearer token import-mlflow sends to MLflow
+    max_bundle_bytes: int = 8 * 1024 * 1024 * 1024   # POST /api/import body limit
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -64,6 +67,9 @@ class Settings:
             max_artifact_bytes=int(_float("MAX_ARTIFACT_BYTES", 512 * 1024 * 1024)),
             max_body_bytes=int(_float("MAX_BODY_BYTES", 1024 * 1024)),
             max_inflight_per_model=int(_float("MAX_INFLIGHT_PER_MODEL", 64)),
+            # issue 17
+            mlflow_tracking_token=env.get("MLFLOW_TRACKING_TOKEN") or None,
+            max_bundle_bytes=int(_float("MAX_BUNDLE_BYTES", 8 * 1024 * 1024 * 1024)),
         )
         if overrides:
             if "data_dir" in overrides and "database_url" not in overrides:

@@ -26,7 +26,7 @@ READ_ENDPOINTS = {"predict.predict",  # POSTs that only read
 
 
 def required_role(method: str, endpoint: str | None) -> str:
-    if method == "DELETE" or (endpoint or "").startswith("keys."):
+    if method == "DELETE" or (endpoint or "").startswith(("keys.", "bundle.")):
         return "admin"
     if endpoint in READ_ENDPOINTS or method in ("GET", "HEAD", "OPTIONS"):
         return "read"

@@ -95,6 +95,14 @@ def patch_version(name: str, ref: str, json: PatchVersionBody):
     return {"version": version}
 
 
+@bp.delete("/<name>/versions/<path:ref>")
+@spec.validate(resp=Response("HTTP_204", HTTP_409=ErrorOut, **E), tags=TAGS)
+def delete_version(name: str, ref: str):
+    """Delete a version (refused while it serves traffic). Its MLflow number is not reused."""
+    services().registry.delete_version(name, ref, actor=actor())
+    return "", 204
+
+
 @bp.put("/<name>/aliases/<alias>")
 @spec.validate(json=AliasBody, resp=Response(HTTP_200=AliasEnvelope, **E), tags=TAGS)
 def put_alias(name: str, alias: str, json: AliasBody):

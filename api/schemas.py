@@ -348,3 +348,19 @@ class RestoreOut(BaseModel):
 
 class RestoreEnvelope(BaseModel):
     restore: RestoreOut
+
+
+# --- issue 17: bundles ----------------------------------------------------------------------
+class ImportQuery(BaseModel):
+    dry_run: bool = False
+
+
+class ImportReportOut(BaseModel):
+    dry_run: bool
+    rows: dict[str, int] = Field(description="rows added (or that would be) per table")
+    artifacts_added: int
+    models: list[str]
+
+
+class ImportReport(BaseModel):
+    import_: ImportReportOut = Field(alias="import")
