@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 from api.errors import describe_validation_error
 from api.mlflow_filter import MODEL_KEYS, VERSION_KEYS, parse_filter
 from api.services import actor, services
+from api.spec import EXTRA_OPERATIONS
 from errors import AlreadyExists, InvalidArgument, NotFound, RegistryError
 from models.mlflow_model import MLMODEL_FILE, ONNX_FILE, mlmodel_descriptor
 from registry.metadata_store import VersionKey
@@ -517,3 +518,89 @@ def download_artifact(path: str):
     digest = v["artifact"]["digest"]
     return send_file(services().artifacts.open(digest), mimetype="application/octet-stream",
                      etag=digest, conditional=True, download_name=file)
+
+
+# -- OpenAPI: MLflow's own protocol, described by hand (its shapes are MLflow's, not ours) ----
+_MLFLOW_ERROR = {"description": "MLflow's error shape", "content": {"application/json": {
+    "schema": {"type": "object", "required": ["error_code", "message"],
+               "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}}}}}}
+_OPERATIONS = [  # (path under /api/2.0/mlflow, method, summary, required fields, other fields)
+    ("/registered-models/create", "post", "Create a registered model.", ["name"],
+     ["tags", "description"]),
+    ("/registered-models/get", "get", "Get a registered model.", ["name"], []),
+    ("/registered-models/update", "patch", "Update a model's description.", ["name"],
+     ["description"]),
+    ("/registered-models/rename", "post", "Rename a model (refused while deployed).",
+     ["name", "new_name"], []),
+    ("/registered-models/delete", "delete", "Delete a model.", ["name"], []),
+    ("/registered-models/search", "get", "Search models (filter, order_by, paging).", [],
+     ["filter", "max_results", "order_by", "page_token"]),
+    ("/registered-models/get-latest-versions", "post",
+     "Latest version per stage; a stage may be a SemVer, alias or range.", ["name"],
+     ["stages"]),
+    ("/registered-models/set-tag", "post", "Set a model tag.", ["name", "key", "value"], []),
+    ("/registered-models/delete-tag", "delete", "Delete a model tag.", ["name", "key"], []),
+    ("/registered-models/alias", "post", "Point an alias at a version.",
+     ["name", "alias", "version"], []),
+    ("/registered-models/alias", "delete", "Delete an alias.", ["name", "alias"], []),
+    ("/registered-models/alias", "get", "The version an alias points at.", ["name", "alias"],
+     []),
+    ("/model-versions/create", "post", "Create a version (SemVer from the semver tag, else "
+     "the next patch).", ["name"], ["source", "run_id", "tags", "description"]),
+    ("/model-versions/get", "get", "Get a version (number, SemVer, alias, range).",
+     ["name", "version"], []),
+    ("/model-versions/update", "patch", "Update a version's description.",
+     ["name", "version"], ["description"]),
+    ("/model-versions/delete", "delete", "Delete a version.", ["name", "version"], []),
+    ("/model-versions/search", "get", "Search versions.", [],
+     ["filter", "max_results", "order_by", "page_token"]),
+    ("/model-versions/get-download-uri", "get", "Where the client downloads a version from.",
+     ["name", "version"], []),
+    ("/model-versions/set-tag", "post", "Set a version tag.",
+     ["name", "version", "key", "value"], []),
+    ("/model-versions/delete-tag", "delete", "Delete a version tag.",
+     ["name", "version", "key"], []),
+    ("/model-versions/transition-stage", "post", "Refused: stages are not supported.",
+     ["name", "version", "stage"], []),
+]
+
+
+def _describe(method: str, summary: str, required: list[str],
+              optional: list[str]) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary, "tags": ["mlflow"],
+        "responses": {"200": {"description": "MLflow's answer",
+                              "content": {"application/json": {"schema": {"type": "object"}}}},
+                      **{code: _MLFLOW_ERROR for code in ("400", "401", "403", "404")}}}
+    fields = {f: {"type": "array", "items": {"type": "object"}} if f == "tags" else
+              {"type": "string"} for f in required + optional}
+    if method == "get":
+        op["parameters"] = [{"name": f, "in": "query", "required": f in required,
+                             "schema": schema} for f, schema in fields.items()]
+    else:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": required, "properties": fields}}}}
+    return op
+
+
+for _path, _method, _summary, _required, _optional in _OPERATIONS:
+    EXTRA_OPERATIONS.setdefault(bp.url_prefix + _path, {})[_method] = _describe(
+        _method, _summary, _required, _optional)
+EXTRA_OPERATIONS[artifacts_bp.url_prefix] = {"get": {
+    "summary": "List a version's files as an MLflow model directory (?path=registry/m/N).",
+    "tags": ["mlflow"], "parameters": [{"name": "path", "in": "query", "required": False,
+                                        "schema": {"type": "string"}}],
+    "responses": {"200": {"description": "{\"files\": [{path, is_dir, file_size}]}",
+                          "content": {"application/json": {"schema": {"type": "object"}}}}}}}
+EXTRA_OPERATIONS[artifacts_bp.url_prefix + "/{path}"] = {"get": {
+    "summary": "Download MLmodel (generated) or model.onnx of registry/<model>/<number>.",
+    "tags": ["mlflow"], "parameters": [{"name": "path", "in": "path", "required": True,
+                                        "schema": {"type": "string"}}],
+    "responses": {"200": {"description": "the file", "content": {
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "text/yaml": {"schema": {"type": "string"}}}},
+        "400": _MLFLOW_ERROR,
+        # a path this server never routes (e.g. empty) is answered by the app's own 404
+        "404": {"description": "no such file", "content": {"application/json": {"schema": {
+            "anyOf": [_MLFLOW_ERROR["content"]["application/json"]["schema"],
+                      {"type": "object", "required": ["error"]}]}}}}}}}

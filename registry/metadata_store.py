@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from errors import AlreadyExists, FailedPrecondition, NotFound
@@ -105,10 +105,17 @@ class MetadataStore:
                 model = self._model_row(conn, name)
                 # Taking the number bumps the model's row first: concurrent registrations of
                 # one model queue on its row lock, and a number is never handed out twice.
-                conn.execute(update(models).where(models.c.id == model.id).values(
-                    updated_at=now, next_number=models.c.next_number + 1))
-                number = conn.execute(select(models.c.next_number).where(
-                    models.c.id == model.id)).scalar_one() - 1
+                number = values.pop("number", None)
+                if number is None:
+                    conn.execute(update(models).where(models.c.id == model.id).values(
+                        updated_at=now, next_number=models.c.next_number + 1))
+                    number = conn.execute(select(models.c.next_number).where(
+                        models.c.id == model.id)).scalar_one() - 1
+                else:  # a number given (copied from MLflow): later ones count on from it
+                    conn.execute(update(models).where(models.c.id == model.id).values(
+                        updated_at=now, next_number=func.max(models.c.next_number, number + 1)
+                        if self.db.is_sqlite else func.greatest(models.c.next_number,
+                                                                number + 1)))
                 conn.execute(insert(model_versions).values(
                     model_id=model.id, number=number, created_at=now, updated_at=now,
                     **values))
@@ -118,7 +125,8 @@ class MetadataStore:
                     conn, model.id, VersionKey(values["precedence"], values["version"]), name)
                 return self._version_dict(conn, name, row)
         except IntegrityError:
-            raise AlreadyExists(f"version '{values['version']}' of model '{name}' already exists "
+            raise AlreadyExists(f"version '{values['version']}' (or its number) of model "
+                                f"'{name}' already exists "
                                 "(versions that differ only in build metadata are the same "
                                 "version)") from None
 

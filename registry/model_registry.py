@@ -144,7 +144,10 @@ class ModelRegistry:
                          description: str = "", tags: dict[str, str] | None = None,
                          metadata: dict[str, Any] | None = None, provider: str = DEFAULT_PROVIDER,
                          config: dict[str, Any] | None = None, *, source: str | None = None,
-                         run_id: str | None = None, actor: str = "system") -> dict[str, Any]:
+                         run_id: str | None = None, number: int | None = None,
+                         actor: str = "system") -> dict[str, Any]:
+        """Register a version. ``number`` (MLflow's integer version) is normally the next of
+        the model's sequence; an importer copying MLflow versions passes it explicitly."""
         parsed = parse_version(version)
         config = check_object(config, "config")
         if not isinstance(provider, str) or not provider:
@@ -161,6 +164,10 @@ class ModelRegistry:
             "source": check_text(source, "source") or None,
             "run_id": check_text(run_id, "run_id")[:64] or None,
         }
+        if number is not None:
+            if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+                raise InvalidArgument(f"number must be a positive integer, got {number!r}")
+            values["number"] = number
         return self.store.create_version(name, values, actor)
 
     def next_patch(self, name: str) -> str:
