@@ -14,6 +14,7 @@ else the rule: ``major`` (the default) makes MLflow version N ``N.0.0``, ``minor
 from __future__ import annotations
 
 import posixpath
+from urllib.parse import urlparse
 from typing import Any
 
 import requests
@@ -53,11 +54,12 @@ class MlflowReader:
             self.session.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
 
-    def _get(self, path: str, **params: Any) -> dict[str, Any]:
-        r = self.session.get(f"{self.url}/api/2.0/{path}", params=params, timeout=self.timeout)
+    def _get(self, endpoint: str, **params: Any) -> dict[str, Any]:
+        r = self.session.get(f"{self.url}/api/2.0/{endpoint}", params=params,
+                             timeout=self.timeout)
         if r.status_code != 200:
             raise InvalidArgument(f"MLflow server at {self.url} answered {r.status_code} to "
-                                  f"{path}: {r.text[:300]}")
+                                  f"{endpoint}: {r.text[:300]}")
         return r.json()
 
     def _pages(self, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
@@ -87,7 +89,7 @@ class MlflowReader:
         or the ``*.onnx`` of a model directory); None when there is none to fetch."""
         if not uri.startswith("mlflow-artifacts:"):
             return None
-        root = uri.split(":", 1)[1].lstrip("/")
+        root = urlparse(uri).path.lstrip("/")  # mlflow-artifacts:/p or mlflow-artifacts://host/p
         if root.endswith(".onnx"):
             return self._download(root)
         listing = self._get("mlflow-artifacts/artifacts", path=root).get("files", [])

@@ -162,27 +162,27 @@ def test_search_registered_models_filters_and_pages(client: MlflowClient) -> Non
 def test_onnx_version_loads_through_pyfunc_with_our_numbers(client: MlflowClient,
                                                             server: LiveServer) -> None:
     pytest.importorskip("pandas")
-    _native_onnx_version(server, "fraud", "1.2.0", 1.0)
-    _native_onnx_version(server, "fraud", "1.2.5", 2.0)
-    _native_onnx_version(server, "fraud", "2.0.0", 3.0)
-    client.set_registered_model_alias("fraud", "champion", "2")
-    assert client.get_model_version_download_uri("fraud", "2") == \
-        "mlflow-artifacts:/registry/fraud/2"
+    _native_onnx_version(server, "fraud-onnx", "1.2.0", 1.0)
+    _native_onnx_version(server, "fraud-onnx", "1.2.5", 2.0)
+    _native_onnx_version(server, "fraud-onnx", "2.0.0", 3.0)
+    client.set_registered_model_alias("fraud-onnx", "champion", "2")
+    assert client.get_model_version_download_uri("fraud-onnx", "2") == \
+        "mlflow-artifacts:/registry/fraud-onnx/2"
     x = np.array([[0.5, 1.0, -2.0, 3.0], [1.0, 0.0, 0.0, 0.25]], dtype=np.float32)
-    for uri, semver in (("models:/fraud@champion", "1.2.5"), ("models:/fraud/3", "2.0.0"),
-                        ("models:/fraud/^1.2", "1.2.5"), ("models:/fraud/1.2.0", "1.2.0"),
-                        ("models:/fraud/latest", "2.0.0")):
-        ours = requests.post(f"{server.url}/api/models/fraud/predict",
+    for uri, semver in (("models:/fraud-onnx@champion", "1.2.5"), ("models:/fraud-onnx/3", "2.0.0"),
+                        ("models:/fraud-onnx/^1.2", "1.2.5"), ("models:/fraud-onnx/1.2.0", "1.2.0"),
+                        ("models:/fraud-onnx/latest", "2.0.0")):
+        ours = requests.post(f"{server.url}/api/models/fraud-onnx/predict",
                              json={"input": x.tolist(), "version": semver}, headers=H,
                              timeout=30)
         assert ours.status_code == 200, ours.text
         expected = np.asarray(ours.json()["output"], dtype=np.float32)
         got = mlflow.pyfunc.load_model(uri).predict(x)
         np.testing.assert_allclose(np.asarray(got["y"]), expected, rtol=1e-6, err_msg=uri)
-    meta = mlflow.pyfunc.load_model("models:/fraud/^1.2").metadata
+    meta = mlflow.pyfunc.load_model("models:/fraud-onnx/^1.2").metadata
     assert list(meta.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 4]
     # "latest" is the highest number, as in MLflow
-    assert client.get_latest_versions("fraud")[0].version == "3"
+    assert client.get_latest_versions("fraud-onnx")[0].version == "3"
 
 
 def test_errors_are_mlflow_shaped_and_never_5xx(client: MlflowClient,
@@ -221,3 +221,19 @@ def test_errors_are_mlflow_shaped_and_never_5xx(client: MlflowClient,
         assert r.json()["error_code"] in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"), r.text
     r = requests.get(url + "/registered-models/get", params={"name": "errs"}, timeout=10)
     assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED"
+
+
+def test_readme_mlflow_example_runs_as_written(server: LiveServer, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.test_readme_python import ROOT, readme_block
+    code = readme_block("## MLflow compatibility")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "MLFLOW_TRACKING_TOKEN": TOKEN}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["1 1.2.0", "2 1.2.1", "2"], result.stdout
+    assert "'fraud'" in lines[3]
+    assert lines[-1].startswith("[[")

@@ -28,7 +28,7 @@ from storage.model_store import ArtifactStore
 from tests.conftest import free_port
 
 mlflow = pytest.importorskip("mlflow")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a full MLflow server is slow
 MLFLOW_VERSION = "3.17.2"
 
 
@@ -64,18 +64,18 @@ def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         cwd=root, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while True:
             try:
-                if requests.get(url + "/health", timeout=2).ok:
+                if requests.get(url + "/health", timeout=10).ok:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or too busy starting
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail("MLflow server did not start: "
                             + (root / "server.log").read_text(errors="replace")[-3000:])
             time.sleep(0.5)
-        _fill(url)
+        _fill(url, root)
         yield url
     finally:
         proc.terminate()
@@ -89,10 +89,16 @@ def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 ONNX = onnx_examples.linear_model()
 
 
-def _fill(url: str) -> None:
-    """20 models, 1-3 versions each, tags on both, aliases; model-07 has an ONNX model
-    uploaded through MLflow's artifact API; model-02 v2 carries its own semver tag."""
+def _fill(url: str, tmp: Path) -> None:
+    """20 models, 1-3 versions each, tags on both, aliases; model-07's versions are ONNX
+    models logged as run artifacts through MLflow's artifact proxy; model-02 v2 carries its own
+    semver tag."""
     client = mlflow.MlflowClient(tracking_uri=url, registry_uri=url)
+    experiment = client.create_experiment("onnx-models")
+    model_dir = tmp / "model"
+    model_dir.mkdir()
+    (model_dir / "model.onnx").write_bytes(ONNX)
+    (model_dir / "MLmodel").write_text("flavors: {}\n")
     for i in range(20):
         name = f"model-{i:02d}"
         client.create_registered_model(name, tags={"team": f"t{i % 3}"},
@@ -101,13 +107,12 @@ def _fill(url: str) -> None:
             tags = {"quality": "gold"} if n == 1 else {}
             if name == "model-02" and n == 2:
                 tags["semver"] = "1.5.0"
-            source = f"s3://bucket/{name}/{n}"
+            source, run_id = f"s3://bucket/{name}/{n}", None
             if name == "model-07":
-                base = f"{url}/api/2.0/mlflow-artifacts/artifacts/onnx/{name}/{n}"
-                assert requests.put(f"{base}/model.onnx", data=ONNX, timeout=30).ok
-                assert requests.put(f"{base}/MLmodel", data=b"flavors: {}\n", timeout=30).ok
-                source = f"mlflow-artifacts:/onnx/{name}/{n}"
-            client.create_model_version(name, source, run_id=None, tags=tags,
+                run = client.create_run(experiment)
+                client.log_artifacts(run.info.run_id, str(model_dir), artifact_path="model")
+                source, run_id = f"{run.info.artifact_uri}/model", run.info.run_id
+            client.create_model_version(name, source, run_id=run_id, tags=tags,
                                         description=f"v{n}")
         client.set_registered_model_alias(name, "champion", "1")
 
