@@ -18,9 +18,9 @@ from typing import Any
 import click
 from flask import Flask, jsonify, request
 
-from api import (artifacts_routes, auth, background, bundle_routes, dashboard_routes, deployments_routes,
-                 health_routes, keys_routes, metrics_routes, mlflow_routes, models_routes,
-                 predict_routes, rollback_routes)
+from api import (artifacts_routes, auth, background, bundle_routes, dashboard_routes,
+                 deployments_routes, health_routes, keys_routes, metrics_routes, mlflow_routes,
+                 models_routes, predict_routes, rollback_routes)
 from api.errors import register_error_handlers
 from api.services import EXTENSION_KEY, build_services
 from api.spec import openapi_document, spec

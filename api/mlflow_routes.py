@@ -468,6 +468,13 @@ def delete_model_version_tag():
     return {}
 
 
+@bp.route("/<path:rest>", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
+def not_implemented(rest: str):
+    """Any other MLflow endpoint (experiments, runs, logged models...): MLflow's own answer."""
+    return _error("ENDPOINT_NOT_FOUND", f"{request.method} /api/2.0/mlflow/{rest} is not served "
+                  "here: this server implements MLflow's Model Registry API only", 404)
+
+
 # -- artifacts: a version as an MLflow model directory ----------------------------------------
 def _version_for_path(path: str) -> tuple[dict[str, Any], str]:
     """(version, file name or "") for ``registry/<model>/<number>[/<file>]``."""

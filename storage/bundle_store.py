@@ -5,7 +5,8 @@ without touching this module. Values are written as JSON (times as ISO 8601, byt
 and read back by the column's type. On the way in, integer surrogate keys (``id``) are kept
 when they are free in the target (an empty database gets back exactly what was exported);
 where they are taken, rows get fresh ids and every foreign key is mapped to them, so a bundle
-also imports into a database that already holds other models. All rows go in in one transaction: all or nothing.
+also imports into a database that already holds other models. All rows go in in one
+transaction: all or nothing.
 """
 from __future__ import annotations
 

@@ -169,8 +169,9 @@ def test_onnx_version_loads_through_pyfunc_with_our_numbers(client: MlflowClient
     assert client.get_model_version_download_uri("fraud-onnx", "2") == \
         "mlflow-artifacts:/registry/fraud-onnx/2"
     x = np.array([[0.5, 1.0, -2.0, 3.0], [1.0, 0.0, 0.0, 0.25]], dtype=np.float32)
-    for uri, semver in (("models:/fraud-onnx@champion", "1.2.5"), ("models:/fraud-onnx/3", "2.0.0"),
-                        ("models:/fraud-onnx/^1.2", "1.2.5"), ("models:/fraud-onnx/1.2.0", "1.2.0"),
+    for uri, semver in (("models:/fraud-onnx@champion", "1.2.5"),
+                        ("models:/fraud-onnx/3", "2.0.0"), ("models:/fraud-onnx/^1.2", "1.2.5"),
+                        ("models:/fraud-onnx/1.2.0", "1.2.0"),
                         ("models:/fraud-onnx/latest", "2.0.0")):
         ours = requests.post(f"{server.url}/api/models/fraud-onnx/predict",
                              json={"input": x.tolist(), "version": semver}, headers=H,
@@ -221,6 +222,11 @@ def test_errors_are_mlflow_shaped_and_never_5xx(client: MlflowClient,
         assert r.json()["error_code"] in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST"), r.text
     r = requests.get(url + "/registered-models/get", params={"name": "errs"}, timeout=10)
     assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED"
+    r = requests.get(url + "/experiments/get", params={"experiment_id": "0"}, headers=H,
+                     timeout=10)
+    assert r.status_code == 404 and r.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+    with pytest.raises(MlflowException):  # the tracking API is not served: a clear refusal
+        mlflow.register_model("runs:/0123/model", "errs")
 
 
 def test_readme_mlflow_example_runs_as_written(server: LiveServer, tmp_path: Path) -> None:
