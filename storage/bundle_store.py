@@ -72,7 +72,7 @@ class BundleStore:
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         """{table: rows} of every carried table, in one read transaction, by primary key."""
         out: dict[str, list[dict[str, Any]]] = {}
-        with self.db.read() as conn:
+        with self.db.read(snapshot=True) as conn:
             for table in _tables():
                 rows = conn.execute(select(table).order_by(*table.primary_key.columns))
                 out[table.name] = [{c.name: _out(c, row._mapping[c.name]) for c in table.columns}

@@ -75,10 +75,15 @@ class Database:
             yield conn
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
-        """A read-only unit of work (a deferred transaction on SQLite: never takes the write lock)."""
+    def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """A read-only unit of work (a deferred transaction on SQLite: never takes the write lock).
+
+        ``snapshot``: every statement sees the same moment (REPEATABLE READ on PostgreSQL;
+        SQLite's read transactions always do), for reads of many tables such as an export."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(read_only=True)
+            if snapshot and not self.is_sqlite:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
                 yield conn
 
