@@ -79,6 +79,20 @@ def _field(token: tuple[str, str], keys: tuple[str, ...],
     return text.lower(), None, 1
 
 
+def exact_name(text: str | None) -> str | None:
+    """The model name a filter pins with a ``name = '...'`` clause (clauses are ANDed, so one
+    such clause confines the search to that model), else None."""
+    if not text:
+        return None
+    tokens = _tokens(text)
+    for i in range(len(tokens) - 2):
+        if (tokens[i][0] == "word" and tokens[i][1].lower() in ("name", "attributes.name")
+                and tokens[i + 1][1] == "=" and tokens[i + 2][0] == "str"
+                and (i == 0 or tokens[i - 1][1].upper() == "AND")):
+            return _unquote(tokens[i + 2][1])
+    return None
+
+
 def parse_filter(text: str | None, keys: tuple[str, ...] = MODEL_KEYS) -> Predicate:
     """A predicate for ``text`` (None or empty: everything matches). Bad filters raise
     InvalidArgument, which the MLflow API answers as INVALID_PARAMETER_VALUE (400)."""

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from api.errors import describe_validation_error
-from api.mlflow_filter import MODEL_KEYS, VERSION_KEYS, parse_filter
+from api.mlflow_filter import MODEL_KEYS, VERSION_KEYS, exact_name, parse_filter
 from api.services import actor, services
 from api.spec import EXTRA_OPERATIONS
 from errors import AlreadyExists, InvalidArgument, NotFound, RegistryError
@@ -408,12 +408,21 @@ def transition_model_version_stage():
 @bp.get("/model-versions/search")
 def search_model_versions():
     args = _args()
-    matches = parse_filter(_text(args, "filter", required=False), VERSION_KEYS)
+    text = _text(args, "filter", required=False)
+    matches = parse_filter(text, VERSION_KEYS)
     registry = services().registry
+    pinned = exact_name(text)  # the usual "name='m'": read that model's versions only
+    if pinned is not None:
+        try:
+            names = [registry.get_model(pinned)["name"]]
+        except NotFound:
+            names = []
+    else:
+        names = [m["name"] for m in _all_models()]
     rows = []
-    for model in _all_models():
-        for v in registry.iter_versions(model["name"]):
-            row = {"name": model["name"], "version_number": v["number"], "run_id": v["run_id"],
+    for name in names:
+        for v in registry.iter_versions(name):
+            row = {"name": name, "version_number": v["number"], "run_id": v["run_id"],
                    "source_path": v["source"], "tags": {**v["tags"], SEMVER_TAG: v["version"]},
                    "created_ms": _ms(v["created_at"]), "updated_ms": _ms(v["updated_at"]),
                    "v": v}
