@@ -114,6 +114,13 @@ def _int(args: dict[str, Any], field: str, default: int, high: int) -> int:
     return number
 
 
+def _description(args: dict[str, Any]) -> str | None:
+    """An update's description: absent leaves it as it is, "" clears it."""
+    if "description" not in args:
+        return None
+    return _text(args, "description", required=False) or ""
+
+
 def _tag_list(args: dict[str, Any]) -> dict[str, str]:
     tags = args.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, dict) and isinstance(t.get("key"), str)
@@ -221,9 +228,8 @@ def get_registered_model():
 @bp.patch("/registered-models/update")
 def update_registered_model():
     args = _args()
-    model = services().registry.update_model(
-        _text(args, "name"), description=_text(args, "description", required=False) or "",
-        actor=actor())
+    model = services().registry.update_model(_text(args, "name"),
+                                             description=_description(args), actor=actor())
     return {"registered_model": _model_json(model)}
 
 
@@ -386,8 +392,8 @@ def update_model_version():
     args = _args()
     name = _text(args, "name")
     updated = services().registry.update_version(
-        name, _ref(name, _text(args, "version")),
-        description=_text(args, "description", required=False) or "", actor=actor())
+        name, _ref(name, _text(args, "version")), description=_description(args),
+        actor=actor())
     return {"model_version": _version_json(updated)}
 
 
