@@ -132,7 +132,7 @@ def _tag_list(args: dict[str, Any]) -> dict[str, str]:
 def _key(name: str, version: str) -> VersionKey:
     """MLflow's version string: all digits is the number, else any reference of ours."""
     registry = services().registry
-    if version.isdigit():
+    if version.isascii() and version.isdigit():
         return registry.resolve_number(name, int(version))
     return registry.resolve(name, version)
 

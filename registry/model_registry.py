@@ -181,6 +181,9 @@ class ModelRegistry:
         return str(highest.finalize_version() if highest.prerelease else highest.bump_patch())
 
     def resolve_number(self, name: str, number: int) -> VersionKey:
+        if not 0 < number < 2**31:  # beyond the column's range: no such version, not a 500
+            self.store.get_model(name)
+            raise NotFound(f"version {number} of model '{name}' does not exist")
         return self.store.key_for_number(name, number)
 
     def newest_number(self, name: str) -> VersionKey | None:

@@ -73,6 +73,9 @@ def test_registered_model_lifecycle(client: MlflowClient) -> None:
     rm = client.create_registered_model("churn", tags={"team": "risk"}, description="first")
     assert rm.name == "churn" and rm.tags == {"team": "risk"} and rm.description == "first"
     client.update_registered_model("churn", description="second")
+    r = requests.patch(f"{client.tracking_uri}/api/2.0/mlflow/registered-models/update",
+                       json={"name": "churn"}, headers=H, timeout=10)
+    assert r.json()["registered_model"]["description"] == "second"  # absent: left as it is
     client.set_registered_model_tag("churn", "stage.owner", "ana")
     client.delete_registered_model_tag("churn", "team")
     got = client.get_registered_model("churn")
@@ -201,6 +204,9 @@ def test_errors_are_mlflow_shaped_and_never_5xx(client: MlflowClient,
     with pytest.raises(RestException) as e:
         client.create_model_version("errs", "s3://b/m", tags={"semver": "1.0"})
     assert _code(e) == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(RestException) as e:
+        client.get_model_version("errs", "99999999999999999999")
+    assert _code(e) == "RESOURCE_DOES_NOT_EXIST"
     with pytest.raises(RestException) as e:
         client.get_model_version_by_alias("errs", "missing")
     assert _code(e) == "RESOURCE_DOES_NOT_EXIST"
