@@ -1,9 +1,9 @@
 """Authentication and roles: ``Authorization: Bearer <key>``.
 
 Enforced as soon as ``REGISTRY_ADMIN_TOKEN`` is set or any API key exists. Roles: ``read``
-(GET and predict), ``write`` (register, deploy, rollback, snapshots, changes), ``admin`` (keys
-and deletes). Verified tokens are cached for a few seconds, so a revoked key stops working within
-``CACHE_TTL_S``.
+(GET and predict), ``write`` (register, deploy, rollback, snapshots, changes), ``admin`` (keys,
+webhooks and deletes). Verified tokens are cached for a few seconds, so a revoked key stops
+working within ``CACHE_TTL_S``.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ READ_ENDPOINTS = {"predict.predict"}  # a POST that only reads
 
 
 def required_role(method: str, endpoint: str | None) -> str:
-    if method == "DELETE" or (endpoint or "").startswith("keys."):
+    if method == "DELETE" or (endpoint or "").startswith(("keys.", "webhooks.")):
         return "admin"
     if endpoint in READ_ENDPOINTS or method in ("GET", "HEAD", "OPTIONS"):
         return "read"
