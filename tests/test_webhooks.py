@@ -14,6 +14,7 @@ import pytest
 
 from api.app import create_app
 from storage.schema import utcnow
+from tests.conftest import BACKENDS
 from tests.test_readme_python import readme_block
 from tests.webhook_receiver import Receiver
 from webhooks.payloads import dedup_key
@@ -29,11 +30,26 @@ def make_app(tmp_path: Path, **settings):
 
 
 @pytest.fixture
-def wapp(tmp_path: Path):
-    app = make_app(tmp_path)
+def wdb_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """SQLite by default; tests that prove storage behaviour parametrize it over BACKENDS."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return request.getfixturevalue("pg_schema_url")
+    return f"sqlite:///{tmp_path / 'registry.db'}"
+
+
+@pytest.fixture
+def wapp(tmp_path: Path, wdb_url: str):
+    app = make_app(tmp_path, database_url=wdb_url)
     yield app
-    svc = app.extensions["model_registry"]
-    svc.close()
+    app.extensions["model_registry"].close()
+
+
+@pytest.fixture(scope="module")
+def shared_client(tmp_path_factory: pytest.TempPathFactory):
+    """One app for the tests that only validate requests."""
+    app = make_app(tmp_path_factory.mktemp("shared"))
+    yield app.test_client()
+    app.extensions["model_registry"].close()
 
 
 @pytest.fixture
@@ -130,8 +146,8 @@ def test_list_is_paged(wclient, receiver):
     ({"url": "https://example.com/h", "model": "no spaces"}, "model"),
     ({"url": "https://example.com/h", "surprise": 1}, "surprise"),
 ])
-def test_bad_subscriptions_are_refused_with_a_message(wclient, body, fragment):
-    response = wclient.post("/api/webhooks", json=body)
+def test_bad_subscriptions_are_refused_with_a_message(shared_client, body, fragment):
+    response = shared_client.post("/api/webhooks", json=body)
     assert response.status_code == 400
     assert fragment in response.get_json()["error"]["message"]
 
@@ -176,6 +192,7 @@ def test_webhooks_are_admin_only(tmp_path, monkeypatch):
 
 
 # -- delivery ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("wdb_url", BACKENDS, indirect=True)
 def test_generic_delivery_is_signed_as_the_readme_says(wclient, svc, receiver):
     hook, secret = subscribe(wclient, receiver.url + "/ci", events=["model.created",
                                                                     "version.*"])
@@ -196,6 +213,7 @@ def test_generic_delivery_is_signed_as_the_readme_says(wclient, svc, receiver):
     assert got[1].json()["data"]["version"] == "1.0.0"
 
 
+@pytest.mark.parametrize("wdb_url", BACKENDS, indirect=True)
 def test_503_503_200_is_delivered_on_the_third_attempt_and_logged(wclient, svc, receiver):
     url = receiver.script("/flaky", 503, 503, 200)
     hook, _ = subscribe(wclient, url, events=["model.created"])
@@ -263,6 +281,7 @@ def test_4xx_and_redirects_fail_at_once(wclient, svc, receiver):
     assert len(receiver.at("/moved")) == 1
 
 
+@pytest.mark.parametrize("wdb_url", BACKENDS, indirect=True)
 def test_repeated_failures_disable_the_subscription_and_raise_an_alert(wclient, svc, receiver):
     url = receiver.script("/down", 500)
     hook, _ = subscribe(wclient, url, events=["model.created"])
@@ -325,6 +344,33 @@ def test_hanging_receiver_times_out_and_is_retried(tmp_path, receiver):
     finally:
         release.set()
         svc.close()
+
+
+@pytest.mark.parametrize("wdb_url", BACKENDS, indirect=True)
+def test_senders_racing_on_one_database_send_each_delivery_once(wclient, svc, wdb_url, receiver):
+    from storage.database import Database
+    from webhooks.sender import WebhookSender
+    from webhooks.webhook_store import WebhookStore
+    subscribe(wclient, receiver.url + "/race", events=["model.created"])
+    for i in range(12):
+        register(wclient, f"m{i}")
+    others = [Database(wdb_url) for _ in range(2)]
+    senders = [svc.webhook_sender] + [WebhookSender(WebhookStore(db), svc.settings)
+                                      for db in others]
+    try:
+        threads = [threading.Thread(target=s.run_due) for s in senders]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        deliver_all(svc)
+    finally:
+        for db in others:
+            db.dispose()
+    ids = Counter(r.headers["X-MLflow-Delivery-Id"] for r in receiver.at("/race"))
+    assert len(ids) == 12 and set(ids.values()) == {1}
+    assert [r.json()["data"]["model"] for r in receiver.at("/race")] == [
+        f"m{i}" for i in range(12)]                            # in order, too
 
 
 def test_a_change_that_rolls_back_queues_nothing(wclient, svc, receiver):
@@ -437,6 +483,7 @@ def test_slack_text_is_escaped():
     assert "&lt;!channel&gt; &amp; co" in message["blocks"][1]["text"]["text"]
 
 
+@pytest.mark.parametrize("wdb_url", BACKENDS, indirect=True)
 def test_pagerduty_trigger_and_resolve_with_the_same_dedup_key(wclient, svc, receiver):
     trigger_doc = json.loads((FIXTURES / "pagerduty_trigger.json").read_text())
     resolve_doc = json.loads((FIXTURES / "pagerduty_resolve.json").read_text())

@@ -62,7 +62,11 @@ class WebhookManager:
         return page, (encode_token(page[-1]["id"]) if len(rows) > limit else None)
 
     def update(self, subscription_id: str, **changes: Any) -> dict[str, Any]:
-        """Change url, events, model, description or enabled; enabling clears the failures."""
+        """Change url, events, model, description or enabled; enabling clears the failures.
+        ``model=None`` widens the subscription to every model."""
+        for name in ("url", "events", "description", "enabled"):
+            if name in changes and changes[name] is None:
+                raise InvalidArgument(f"{name} cannot be null")
         if "url" in changes:
             self.destinations.check_url(changes["url"])
         if "events" in changes:

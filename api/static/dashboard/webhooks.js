@@ -12,14 +12,19 @@
   const logPager = Dash.pager($("deliveries-pager"), () => { lastLog = ""; poller.now(); });
   const path = (id) => `/api/webhooks/${encodeURIComponent(id)}`;
 
-  function testButton(w) {
-    return h("button", {type: "button", "data-action": "test", onclick: async () => {
+  /* A button that POSTs to `url` and reports the queued delivery. */
+  function queueButton(label, action, url, done) {
+    return h("button", {type: "button", "data-action": action, onclick: async () => {
       try {
-        const d = (await api("POST", path(w.id) + "/test")).delivery;
-        Dash.toast(`Test delivery ${d.id} queued.`);
-        select(w.id);
+        const d = (await api("POST", url)).delivery;
+        Dash.toast(`Delivery ${d.id} queued.`);
+        done();
       } catch (err) { Dash.toast(Dash.errorText(err)); }
-    }}, "Send test");
+    }}, label);
+  }
+
+  function testButton(w) {
+    return queueButton("Send test", "test", path(w.id) + "/test", () => select(w.id));
   }
 
   function render(list) {
@@ -61,14 +66,9 @@
   }
 
   function redeliverButton(d) {
-    return h("button", {type: "button", "data-action": "redeliver", onclick: async () => {
-      try {
-        const copy = (await api("POST", `${path(selected)}/deliveries/${encodeURIComponent(d.id)}/redeliver`)).delivery;
-        Dash.toast(`Redelivery ${copy.id} queued.`);
-        lastLog = "";
-        poller.now();
-      } catch (err) { Dash.toast(Dash.errorText(err)); }
-    }}, "Redeliver");
+    return queueButton("Redeliver", "redeliver",
+                       `${path(selected)}/deliveries/${encodeURIComponent(d.id)}/redeliver`,
+                       () => { lastLog = ""; poller.now(); });
   }
 
   function renderLog(list) {
