@@ -152,7 +152,7 @@ def test_bad_subscriptions_are_refused_with_a_message(shared_client, body, fragm
     assert fragment in response.get_json()["error"]["message"]
 
 
-def test_private_and_loopback_addresses_are_refused_unless_allowed(tmp_path):
+def test_private_and_loopback_addresses_are_refused_unless_allowed(tmp_path, receiver):
     app = create_app({"TESTING": True, "data_dir": tmp_path / "data"})
     client = app.test_client()
     try:
@@ -161,14 +161,17 @@ def test_private_and_loopback_addresses_are_refused_unless_allowed(tmp_path):
             response = client.post("/api/webhooks", json={"url": url})
             assert response.status_code == 400, url
             assert "WEBHOOK_ALLOW_PRIVATE" in response.get_json()["error"]["message"]
-        # a name resolving to loopback passes the form check but is refused at send time
-        hook = client.post("/api/webhooks", json={"url": "https://localhost:9/h"}).get_json()
+        # a name resolving to loopback passes the form check, and is refused once connected,
+        # before TLS or any byte of the delivery
+        port = receiver.url.rsplit(":", 1)[1]
+        hook = client.post("/api/webhooks", json={"url": f"https://localhost:{port}/h"}
+                           ).get_json()
         svc = app.extensions["model_registry"]
         register(client, "m1")
         deliver_all(svc)
         [d] = deliveries(client, hook["webhook"]["id"])
         assert d["state"] == "failed" and d["attempts"] == 1
-        assert "loopback" in d["last_error"]
+        assert "loopback" in d["last_error"] and receiver.requests == []
     finally:
         app.extensions["model_registry"].close()
 

@@ -35,7 +35,7 @@ import requests
 from config import Settings
 from storage.schema import utcnow
 from webhooks.payloads import prepare
-from webhooks.url_safety import Destinations, RefusedDestination
+from webhooks.url_safety import Destinations, RefusedDestination, guarded_adapter
 from webhooks.webhook_store import Claimed, WebhookStore
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class WebhookSender:
         self._lock = threading.Lock()
         self._session = requests.Session()
         self._session.trust_env = False       # no proxy from the environment: we checked the host
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=self.workers)
+        adapter = guarded_adapter(self.destinations, self.workers)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
@@ -127,7 +127,7 @@ class WebhookSender:
         retry_after: float | None = None
         started = time.monotonic()
         try:
-            self.destinations.check_resolved(item.url)
+            self.destinations.check_url(item.url)
             body, headers = prepare(item.kind, item.body, item.secret, item.message_id,
                                     str(int(time.time())))
             timeout = self.settings.webhook_timeout_s
