@@ -48,7 +48,7 @@ def enqueue_event(conn: Connection, *, event_id: int | None, kind: str, at: date
                         .where(subs.c.enabled.is_(True))).all()
     data = {"model": model, "version": version, "deployment_id": deployment_id, "actor": actor,
             "reason": reason, "detail": detail}
-    queued = 0
+    queued: list[dict[str, Any]] = []
     for row in rows:
         if row.model is not None and row.model != model:
             continue
@@ -56,22 +56,23 @@ def enqueue_event(conn: Connection, *, event_id: int | None, kind: str, at: date
             continue
         message_id = new_delivery_id()
         body = render(row.kind, message_id, event, at, data)
-        if body is None:
-            continue
-        _insert_delivery(conn, id=message_id, message_id=message_id, subscription_id=row.id,
-                         event=event, event_id=event_id, model=model, body=body, now=at)
-        queued += 1
-    return queued
+        if body is not None:
+            queued.append(_delivery_row(id=message_id, message_id=message_id,
+                                        subscription_id=row.id, event=event,
+                                        event_id=event_id, model=model, body=body, now=at))
+    if queued:      # one executemany: an event costs one statement, however many subscribers
+        conn.execute(insert(webhook_deliveries), queued)
+    return len(queued)
 
 
-def _insert_delivery(conn: Connection, *, id: str, message_id: str, subscription_id: str,
-                     event: str, event_id: int | None, model: str | None, body: str,
-                     now: datetime, redelivery_of: str | None = None) -> None:
-    conn.execute(insert(webhook_deliveries).values(
-        id=id, message_id=message_id, subscription_id=subscription_id, event=event,
-        event_id=event_id, model=model, body=body, state="pending", attempts=0,
-        next_attempt_at=now, revision=1, last_error="", redelivery_of=redelivery_of,
-        created_at=now))
+def _delivery_row(*, id: str, message_id: str, subscription_id: str, event: str,
+                  event_id: int | None, model: str | None, body: str, now: datetime,
+                  redelivery_of: str | None = None) -> dict[str, Any]:
+    return dict(id=id, message_id=message_id, subscription_id=subscription_id, event=event,
+                event_id=event_id, model=model, body=body, state="pending", attempts=0,
+                next_attempt_at=now, lease_until=None, lease_owner=None, revision=1,
+                last_status=None, last_error="", redelivery_of=redelivery_of, created_at=now,
+                finished_at=None)
 
 
 @dataclass(frozen=True)
@@ -187,9 +188,10 @@ class WebhookStore:
         delivery_id = new_delivery_id()
         with self.db.transaction() as conn:
             self._row(conn, subscription_id)
-            _insert_delivery(conn, id=delivery_id, message_id=message_id,
-                             subscription_id=subscription_id, event=event, event_id=None,
-                             model=model, body=body, now=utcnow(), redelivery_of=redelivery_of)
+            conn.execute(insert(webhook_deliveries), [_delivery_row(
+                id=delivery_id, message_id=message_id, subscription_id=subscription_id,
+                event=event, event_id=None, model=model, body=body, now=utcnow(),
+                redelivery_of=redelivery_of)])
             return self._delivery(conn, subscription_id, delivery_id)
 
     def deliveries(self, subscription_id: str, *, limit: int,
