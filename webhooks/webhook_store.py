@@ -228,17 +228,20 @@ class WebhookStore:
         return out
 
     def claim(self, *, owner: str, now: datetime, lease_s: float, limit: int,
-              busy: set[str]) -> list[Claimed]:
+              busy: set[str], subscription_id: str | None = None) -> list[Claimed]:
         """Lease up to ``limit`` due deliveries: only the oldest pending delivery of each
         enabled subscription (so each subscription receives its events in order), none of a
-        subscription in ``busy``. Each lease is an UPDATE guarded by the row's revision: of two
-        processes claiming the same row, one wins."""
+        subscription in ``busy``; with ``subscription_id``, only that one's. Each lease is an
+        UPDATE guarded by the row's revision: of two processes claiming the same row, one
+        wins."""
         d = webhook_deliveries
         query = (select(d.c.id, d.c.subscription_id, d.c.revision, d.c.next_attempt_at,
                         d.c.lease_until)
                  .join(subs, subs.c.id == d.c.subscription_id)
                  .where(d.c.state == "pending", subs.c.enabled.is_(True))
-                 .order_by(d.c.seq).limit(_CLAIM_SCAN))
+                 .order_by(d.c.seq).limit(_CLAIM_SCAN if subscription_id is None else 1))
+        if subscription_id is not None:
+            query = query.where(d.c.subscription_id == subscription_id)
         with self.db.read() as conn:
             rows = conn.execute(query).all()
         heads: dict[str, Any] = {}
