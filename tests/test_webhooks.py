@@ -565,3 +565,32 @@ def test_public_event_names_cover_the_issue():
         "deployment.step", "deployment.succeeded", "deployment.aborted", "deployment.failed",
         "rollback.performed", "alert.raised", "alert.resolved"}
     assert Counter(PUBLIC_EVENTS).most_common(1)[0][1] == 1
+
+
+def test_retry_after_in_seconds_or_as_an_http_date():
+    from email.utils import format_datetime
+    from webhooks.sender import _retry_after
+    now = utcnow()
+    assert _retry_after("120", now) == 120.0
+    assert _retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True),
+                        now) == pytest.approx(30, abs=1)
+    assert _retry_after("soon", now) is None and _retry_after(None, now) is None
+
+
+def test_a_lease_left_by_a_dead_sender_is_taken_over_once_it_runs_out(wclient, svc, receiver):
+    hook, _ = subscribe(wclient, receiver.url + "/lease", events=["model.created"])
+    register(wclient, "m1")
+    store, sender = svc.webhook_sender.store, svc.webhook_sender
+    now = utcnow()
+    [held] = store.claim(owner="dead-process", now=now, lease_s=sender.lease_s, limit=5,
+                         busy=set())                           # then it "dies"
+    sender.clock = lambda: now + timedelta(seconds=1)
+    assert sender.run_due() == 0                               # the lease still holds
+    sender.clock = lambda: now + timedelta(seconds=sender.lease_s + 1)
+    assert sender.run_due() == 1
+    [d] = deliveries(wclient, hook["id"])
+    assert d["state"] == "succeeded" and d["message_id"] == held.message_id
+    late = store.finish_attempt(held, now=utcnow(), outcome="succeeded", status_code=200,
+                                latency_ms=1.0, error="", excerpt="", next_attempt_at=None,
+                                disable_after=3)               # the dead one cannot undo it
+    assert late is None and deliveries(wclient, hook["id"])[0]["attempts"] == 1
