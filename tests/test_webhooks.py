@@ -194,7 +194,7 @@ def test_webhooks_are_admin_only(tmp_path, monkeypatch):
         app.extensions["model_registry"].close()
 
 
-# -- delivery ---------------------------------------------------------------------------------------
+# -- delivery -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("wdb_url", BACKENDS, indirect=True)
 def test_generic_delivery_is_signed_as_the_readme_says(wclient, svc, receiver):
     hook, secret = subscribe(wclient, receiver.url + "/ci", events=["model.created",
@@ -439,7 +439,7 @@ def test_delivery_log_is_paged_and_deleting_removes_it(wclient, svc, receiver):
     assert wclient.get(f"/api/webhooks/{hook['id']}/deliveries").status_code == 404
 
 
-# -- Slack and PagerDuty ----------------------------------------------------------------------------
+# -- Slack and PagerDuty --------------------------------------------------------------------------
 def _same_shape(ours, documented, where="$"):
     """Every key of ours is one the documentation shows, with a value of the same JSON type."""
     if isinstance(documented, dict):
@@ -515,7 +515,7 @@ def test_pagerduty_trigger_and_resolve_with_the_same_dedup_key(wclient, svc, rec
     assert routing_key not in json.dumps(logged)               # added at send time only
 
 
-# -- the faulty canary --------------------------------------------------------------------------------
+# -- the faulty canary ----------------------------------------------------------------------------
 def test_faulty_canary_delivers_aborted_then_rollback_then_alert(tmp_path, receiver):
     from models import onnx_examples
     from tests.test_deployment_manager import FAST as ANALYSIS, Clock

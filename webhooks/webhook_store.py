@@ -102,7 +102,8 @@ def shown_url(kind: str, url: str) -> str:
 
 def subscription_dict(row: Any) -> dict[str, Any]:
     """The public view: never the secret."""
-    return {"id": row.id, "url": shown_url(row.kind, row.url), "kind": row.kind, "events": list(row.events),
+    return {"id": row.id, "url": shown_url(row.kind, row.url), "kind": row.kind,
+            "events": list(row.events),
             "model": row.model, "description": row.description, "enabled": bool(row.enabled),
             "consecutive_failures": row.consecutive_failures,
             "disabled_reason": row.disabled_reason, "actor": row.actor,

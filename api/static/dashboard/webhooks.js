@@ -51,7 +51,8 @@
     box.addEventListener("toggle", async () => {
       if (!box.open || box.dataset.loaded) return;
       box.dataset.loaded = "1";
-      const full = (await api("GET", `${path(selected)}/deliveries/${encodeURIComponent(d.id)}`)).delivery;
+      const url = `${path(selected)}/deliveries/${encodeURIComponent(d.id)}`;
+      const full = (await api("GET", url)).delivery;
       box.append(h("table", {class: "grid"},
         h("tr", {}, h("th", {}, "#"), h("th", {}, "At"), h("th", {}, "Status"),
           h("th", {}, "Latency"), h("th", {}, "Outcome"), h("th", {}, "Response / error")),
