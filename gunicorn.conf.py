@@ -4,7 +4,7 @@ Every setting comes from the environment (see ``docs/production.md``):
 
 ==========================  ==========================================================
 ``HOST`` / ``PORT``         where to listen (default ``127.0.0.1:5000``). With auth off
-                            (no ``REGISTRY_ADMIN_TOKEN`` and no active API key) a
+                            (no ``REGISTRY_ADMIN_TOKEN`` and no API key ever created) a
                             non-loopback ``HOST`` is refused: we bind 127.0.0.1 and say so.
 ``WEB_CONCURRENCY``         worker processes (default 2 x CPU cores)
 ``GUNICORN_THREADS``        threads per worker, gthread (default 8)
@@ -64,8 +64,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def _auth_enabled() -> bool:
-    """What ``api.auth.Authenticator.enabled`` will say: the admin token is set, or an active
-    API key exists (an unreachable or empty database counts as no key)."""
+    """What ``api.auth.Authenticator.enabled`` will say: the admin token is set, or a key was
+    ever created (an unreachable or empty database counts as no key). Either way the app
+    itself refuses non-loopback peers and ``Host`` headers while auth is off."""
     if os.environ.get("REGISTRY_ADMIN_TOKEN"):
         return True
     try:
@@ -73,7 +74,7 @@ def _auth_enabled() -> bool:
         from storage.key_store import KeyStore
         db = Database(migrate=False)
         try:
-            return KeyStore(db).active_count() > 0
+            return KeyStore(db).keys_required()
         finally:
             db.dispose()   # the master keeps no connection: nothing to inherit at fork
     except Exception:

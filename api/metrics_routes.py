@@ -61,6 +61,8 @@ def series(name: str, query: SeriesQuery):
     `p50_latency`, `p95_latency`, `p99_latency`, `min_latency`, `max_latency` (seconds),
     `input_tokens`, `output_tokens`, `total_tokens`, `avg_tokens`, `throughput` (requests/s)
     and `errors` (failures by kind); rates and latencies are null where it had no requests.
+    Without `version`, at most `MAX_SERIES_VERSIONS` (20) versions are returned, the busiest;
+    `versions_omitted` then says how many were left out.
     Example: `GET /api/models/lin/metrics/series?window=15m&step=10s`."""
     version = _version(name, query.version)
     return services().tracker.time_series(name, version, query.window, query.step)

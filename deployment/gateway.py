@@ -18,8 +18,12 @@ from models.base_model import Prediction
 from models.model_loader import ModelLoader
 from registry.model_registry import ModelRegistry
 from tracking.metrics_collector import MetricsCollector
+from tracking.prometheus import count_pinned
 
 # Failures that are the version's fault: counted against it, and worth one retry on stable.
+# Everything else the gateway raises (bad input, non-finite outputs, outputs or memory over the
+# caps, a refused pin) is the caller's: a 4xx that never reaches the version's metrics, so it
+# can feed neither canary analysis nor the live watcher nor alerts (issue 21).
 VERSION_FAILURES = (ProviderError, ProviderTimeout, Unavailable, DataCorrupted, FailedPrecondition)
 
 
@@ -90,6 +94,8 @@ class Gateway:
 
     def _call(self, model: str, version: str, input: Any, params: dict[str, Any] | None,
               route: Route, fallback: bool) -> dict[str, Any]:
+        if route.routed_by == "pin":
+            return self._call_pinned(model, version, input, params, route)
         started = time.perf_counter()
         try:
             provider = self.loader.get(model, version)
@@ -106,7 +112,27 @@ class Gateway:
         else:
             self.collector.record(model, version, latency, True, None, usage.input_tokens,
                                   usage.output_tokens, total_tokens=usage.total_tokens)
-        return {"model": model, "version": version, "output": result.output,
-                "latency": latency, "usage": usage.as_dict() if usage else None,
-                "deployment_id": route.deployment_id, "routed_by": route.routed_by,
-                "fallback": fallback}
+        return _answer(model, version, result, latency, route, fallback)
+
+    def _call_pinned(self, model: str, version: str, input: Any,
+                     params: dict[str, Any] | None, route: Route) -> dict[str, Any]:
+        """A pinned call names its version itself: whatever happens is reported apart (a
+        per-model Prometheus counter) and never counted in the version's own metrics, so
+        pinned calls cannot steer a rollout, the watcher or alerts, nor grow the series."""
+        started = time.perf_counter()
+        try:
+            result = self.loader.get(model, version).predict(input, params)
+        except Exception:
+            count_pinned(model, "error")
+            raise
+        count_pinned(model, "success")
+        return _answer(model, version, result, time.perf_counter() - started, route, False)
+
+
+def _answer(model: str, version: str, result: Prediction, latency: float, route: Route,
+            fallback: bool) -> dict[str, Any]:
+    usage = result.usage
+    return {"model": model, "version": version, "output": result.output,
+            "latency": latency, "usage": usage.as_dict() if usage else None,
+            "deployment_id": route.deployment_id, "routed_by": route.routed_by,
+            "fallback": fallback}

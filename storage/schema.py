@@ -279,6 +279,15 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True)),
 )
 
+# One row (id 1): whether API keys are required. Set by the first key ever created and never
+# cleared by the service, so revoking keys cannot switch authentication off (issue 21).
+auth_state = Table(
+    "auth_state", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("keys_required", Boolean, nullable=False),
+    Column("since", DateTime(timezone=True)),
+)
+
 # --- snapshots ------------------------------------------------------------------------------
 # The serving state (traffic tables, aliases, version statuses, active deployment) of one model
 # (``model`` set) or of all models (``model`` NULL), taken by hand or before every deployment.

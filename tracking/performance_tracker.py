@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -173,7 +174,9 @@ class PerformanceTracker:
     """
 
     def __init__(self, database: Database | None = None,
-                 collector: MetricsCollector | None = None) -> None:
+                 collector: MetricsCollector | None = None, *,
+                 max_series_versions: int = 20) -> None:
+        self.max_series_versions = max_series_versions
         if database is None and collector is not None:
             database = getattr(collector.sink, "database", None)
         self.database = database or default_database()
@@ -278,6 +281,14 @@ class PerformanceTracker:
         for ver, bucket_start, item in _items(rows, memory):
             steps.setdefault((ver, (bucket_start - start) // step_n), _Summary()).add(item)
         names = sorted({ver for ver, _ in steps}) if version is None else [version]
+        omitted = 0
+        if len(names) > self.max_series_versions:   # bounded work and answer (issue 21)
+            busiest = Counter[str]()
+            for (ver, _), summary in steps.items():
+                busiest[ver] += summary.total.requests
+            kept = {ver for ver, _ in busiest.most_common(self.max_series_versions)}
+            omitted = len(names) - len(kept)
+            names = [ver for ver in names if ver in kept]
         series: dict[str, list[dict[str, Any]]] = {}
         for ver in names:
             points = []
@@ -288,8 +299,11 @@ class PerformanceTracker:
                 points.append({"start": _utc(p_start), "end": _utc(p_start + step_n),
                                **summary.metrics(span)})
             series[ver] = points
-        return {"model": model, "version": version, "window": seconds, "step": step_n,
-                "points": series[version] if version is not None else series}
+        answer = {"model": model, "version": version, "window": seconds, "step": step_n,
+                  "points": series[version] if version is not None else series}
+        if omitted:
+            answer["versions_omitted"] = omitted
+        return answer
 
     # --- internals ----------------------------------------------------------------------------
 

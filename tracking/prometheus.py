@@ -44,6 +44,10 @@ TRAFFIC = Gauge("registry_traffic_weight_percent",
                 "Share of a model's traffic per version (0-100).", ["model", "version"],
                 multiprocess_mode="livemostrecent")
 
+PINNED = Counter("registry_pinned_predictions",
+                 "Predictions pinned to a version by the caller, by outcome; kept apart from "
+                 "the routed traffic of registry_predictions.", ["model", "outcome"])
+
 _BOUNDS = np.array(LATENCY_BUCKETS + (float("inf"),))
 _traffic_versions: dict[str, set[str]] = {}
 _traffic_lock = threading.Lock()
@@ -68,6 +72,11 @@ def export(batch: Mapping[Key, Aggregate]) -> None:
             if n > 0:
                 TOKENS.labels(model, version, kind).inc(n)
         _observe_histogram(LATENCY.labels(model, version), agg)
+
+
+def count_pinned(model: str, outcome: str) -> None:
+    """One pinned prediction (no version label: a caller cannot grow the series)."""
+    PINNED.labels(model, outcome).inc()
 
 
 def _observe_histogram(child: Histogram, agg: Aggregate) -> None:
