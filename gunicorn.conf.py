@@ -7,7 +7,12 @@ Every setting comes from the environment (see ``docs/production.md``):
                             (no ``REGISTRY_ADMIN_TOKEN`` and no API key ever created) a
                             non-loopback ``HOST`` is refused: we bind 127.0.0.1 and say so.
 ``WEB_CONCURRENCY``         worker processes (default 2 x CPU cores)
-``GUNICORN_THREADS``        threads per worker, gthread (default 8)
+``GUNICORN_THREADS``        threads per worker (default 8); the per-model in-flight limit
+                            stays below it (``config.Settings.inflight_limit``)
+``GUNICORN_HEAD_TIMEOUT``   seconds a client has to send its request line and headers,
+                            read without a thread (default 10; ``api/gunicorn_worker.py``)
+``GUNICORN_IO_TIMEOUT``     seconds any one read of a body or write of an answer may
+                            block a thread (default 30)
 ``GUNICORN_TIMEOUT``        seconds a silent worker lives before the master kills it (60)
 ``GUNICORN_GRACEFUL_TIMEOUT``  seconds a worker may finish its requests on SIGTERM (30)
 ``PROMETHEUS_MULTIPROC_DIR``   where the workers' metric files live. Default: a fresh
@@ -92,8 +97,14 @@ bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
 
 # -- workers -------------------------------------------------------------------------------------
 workers = _int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1))
-worker_class = "gthread"
+# gthread, with request heads read by the event loop and deadlines on every read and write:
+# slow clients cannot hold the threads (issue 21; see api/gunicorn_worker.py).
+worker_class = "api.gunicorn_worker.HeadFirstWorker"
 threads = _int("GUNICORN_THREADS", 8)
+from api.gunicorn_worker import HeadFirstWorker  # noqa: E402  (the deadlines are class-wide)
+
+HeadFirstWorker.head_timeout_s = _int("GUNICORN_HEAD_TIMEOUT", 10)
+HeadFirstWorker.io_timeout_s = _int("GUNICORN_IO_TIMEOUT", 30)
 preload_app = False
 timeout = _int("GUNICORN_TIMEOUT", 60)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
