@@ -13,6 +13,7 @@ from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from errors import RegistryError
+from storage.disk import is_full, storage_full
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "FAILED_PRECONDITION": 409,
     "DATA_CORRUPTED": 409,
     "TOO_LARGE": 413,
+    "INSUFFICIENT_STORAGE": 507,
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "RESOURCE_EXHAUSTED": 429,
     "INTERNAL": 500,
@@ -98,5 +100,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):  # type: ignore[no-untyped-def]
+        if is_full(err):   # a write path storage did not translate: still not a 500
+            log.error("write failed, storage full: %s", err)
+            full = storage_full("the write")
+            return error_response(full.code, full.message, full.details)
         log.exception("unhandled error")
         return error_response("INTERNAL", "internal error (logged on the server)")

@@ -16,13 +16,25 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC (naive means UTC). A time that parses but lies beyond what UTC can
+    hold (``0001-01-01T00:00:00+14:00``, ``9999-12-31T23:59:59-14:00``) becomes the first or
+    last representable instant instead of an OverflowError: such a time is still served."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        edge = datetime.min if value.year == datetime.min.year else datetime.max
+        return edge.replace(tzinfo=timezone.utc)
+
+
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 UTC with a Z, as every API answer shows times."""
     if value is None:
         return None
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    # SQLite hands back naive datetimes; they were stored as UTC
+    return as_utc(value).isoformat().replace("+00:00", "Z")
 
 
 models = Table(
