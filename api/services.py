@@ -23,6 +23,7 @@ from storage.model_store import ArtifactStore
 from tracking.alerting import AlertManager
 from tracking.metrics_collector import MetricsCollector, default_collector
 from tracking.performance_tracker import PerformanceTracker
+from tracking.prometheus import limit_versions
 
 EXTENSION_KEY = "model_registry"
 
@@ -61,6 +62,7 @@ def build_services(settings: Settings) -> Services:
     artifacts = ArtifactStore(settings.artifact_root)
     artifacts.cleanup_temp()
     traffic = TrafficStore(database)
+    limit_versions(settings.max_series_versions)
     limits = ProviderLimits(timeout_s=settings.onnx_timeout_s,
                             max_output_bytes=settings.max_output_bytes,
                             memory_bytes=settings.onnx_memory_bytes)

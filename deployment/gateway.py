@@ -17,8 +17,7 @@ from errors import (DataCorrupted, FailedPrecondition, ProviderError, ProviderTi
 from models.base_model import Prediction
 from models.model_loader import ModelLoader
 from registry.model_registry import ModelRegistry
-from tracking.metrics_collector import MetricsCollector
-from tracking.prometheus import count_pinned
+from tracking.metrics_collector import MetricsCollector, pinned_key
 
 # Failures that are the version's fault: counted against it, and worth one retry on stable.
 # Everything else the gateway raises (bad input, non-finite outputs, outputs or memory over the
@@ -94,39 +93,26 @@ class Gateway:
 
     def _call(self, model: str, version: str, input: Any, params: dict[str, Any] | None,
               route: Route, fallback: bool) -> dict[str, Any]:
-        if route.routed_by == "pin":
-            return self._call_pinned(model, version, input, params, route)
+        """One call, counted against ``version`` when it is the version's doing; a pinned
+        call is counted apart (``pinned_key``), where nothing judges versions."""
+        tracked = pinned_key(model) if route.routed_by == "pin" else model
         started = time.perf_counter()
         try:
             provider = self.loader.get(model, version)
             started = time.perf_counter()  # a first load is not the model's latency
             result: Prediction = provider.predict(input, params)
         except VERSION_FAILURES as exc:
-            self.collector.record(model, version, time.perf_counter() - started, False,
+            self.collector.record(tracked, version, time.perf_counter() - started, False,
                                   exc.code)
             raise
         latency = time.perf_counter() - started
         usage = result.usage
         if usage is None:
-            self.collector.record(model, version, latency, True)
+            self.collector.record(tracked, version, latency, True)
         else:
-            self.collector.record(model, version, latency, True, None, usage.input_tokens,
+            self.collector.record(tracked, version, latency, True, None, usage.input_tokens,
                                   usage.output_tokens, total_tokens=usage.total_tokens)
         return _answer(model, version, result, latency, route, fallback)
-
-    def _call_pinned(self, model: str, version: str, input: Any,
-                     params: dict[str, Any] | None, route: Route) -> dict[str, Any]:
-        """A pinned call names its version itself: whatever happens is reported apart (a
-        per-model Prometheus counter) and never counted in the version's own metrics, so
-        pinned calls cannot steer a rollout, the watcher or alerts, nor grow the series."""
-        started = time.perf_counter()
-        try:
-            result = self.loader.get(model, version).predict(input, params)
-        except Exception:
-            count_pinned(model, "error")
-            raise
-        count_pinned(model, "success")
-        return _answer(model, version, result, time.perf_counter() - started, route, False)
 
 
 def _answer(model: str, version: str, result: Prediction, latency: float, route: Route,

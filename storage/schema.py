@@ -119,7 +119,7 @@ from sqlalchemy import Boolean, Float, PrimaryKeyConstraint, text  # noqa: E402 
 # deleted model stay readable until retention prunes them.
 metric_buckets = Table(
     "metric_buckets", metadata,
-    Column("model", String(128), nullable=False),
+    Column("model", String(160), nullable=False),   # a model name, or "<model>#pinned"
     Column("version", String(255), nullable=False),
     Column("resolution", Integer, nullable=False),            # seconds: 10, 300, 3600, 86400
     Column("bucket_start", BigInteger, nullable=False),       # epoch s, multiple of resolution
@@ -146,7 +146,7 @@ metric_buckets = Table(
 # list of versions with recent traffic for alert evaluation.
 metric_series = Table(
     "metric_series", metadata,
-    Column("model", String(128), primary_key=True),
+    Column("model", String(160), primary_key=True),
     Column("version", String(255), primary_key=True),
     Column("first_bucket", BigInteger, nullable=False),
     Column("last_bucket", BigInteger, nullable=False),
@@ -309,6 +309,7 @@ snapshots = Table(
     Column("model", String(128)),
     Column("automatic", Boolean, nullable=False),
     Column("state", JSON, nullable=False),
+    Column("summary", JSON),     # what lists show: model count, first models' weights
     Column("reason", Text, nullable=False, default=""),
     Column("actor", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),

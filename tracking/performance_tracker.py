@@ -193,7 +193,7 @@ class PerformanceTracker:
                          at: float | None = None) -> None:
         """Record one prediction. ``error`` (a kind such as ``"timeout"``, or the exception)
         marks it failed; ``tokens`` is the total when the provider gives no split."""
-        _check_name(model, "model", 128)
+        _check_name(model, "model", 160)   # a name, or "<name>#pinned"
         _check_name(version, "version", 255)
         if isinstance(latency, bool) or not isinstance(latency, (int, float)):
             raise InvalidArgument(f"latency must be a number of seconds, got {latency!r}")
@@ -221,7 +221,7 @@ class PerformanceTracker:
                     window: Window = None) -> dict[str, Any]:
         """The metrics of one version, or ``{version: metrics}`` of every version with data
         in the window when ``version`` is None."""
-        _check_name(model, "model", 128)
+        _check_name(model, "model", 160)   # a name, or "<name>#pinned"
         if version is not None:
             _check_name(version, "version", 255)
         seconds = parse_window(window)
@@ -234,7 +234,7 @@ class PerformanceTracker:
                          window: Window = None) -> dict[str, Any]:
         """``{"v1": metrics, "v2": metrics, "diff": {key: {"delta": v2-v1, "ratio": v2/v1}}}``,
         both read from one snapshot."""
-        _check_name(model, "model", 128)
+        _check_name(model, "model", 160)   # a name, or "<name>#pinned"
         _check_name(v1, "v1", 255)
         _check_name(v2, "v2", 255)
         found = self._metrics(model, [v1, v2], parse_window(window))
@@ -253,7 +253,7 @@ class PerformanceTracker:
         "points"}`` where ``points`` is ``[{"start", "end", **metrics}]`` for one version and
         ``{version: [...]}`` for all. ``step`` is rounded up to a multiple of the resolution
         kept for that age (10 s for the last day, 5 min for a week, 1 h beyond)."""
-        _check_name(model, "model", 128)
+        _check_name(model, "model", 160)   # a name, or "<name>#pinned"
         if version is not None:
             _check_name(version, "version", 255)
         seconds = parse_window(window)

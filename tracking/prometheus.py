@@ -44,19 +44,37 @@ TRAFFIC = Gauge("registry_traffic_weight_percent",
                 "Share of a model's traffic per version (0-100).", ["model", "version"],
                 multiprocess_mode="livemostrecent")
 
-PINNED = Counter("registry_pinned_predictions",
-                 "Predictions pinned to a version by the caller, by outcome; kept apart from "
-                 "the routed traffic of registry_predictions.", ["model", "outcome"])
+# Series per model are capped (issue 21): versions beyond the first ``max_versions`` seen by
+# this process are counted under the version label "other".
+OTHER_VERSION = "other"
+_label_versions: dict[str, set[str]] = {}
+_label_limit = {"max_versions": 20}
 
 _BOUNDS = np.array(LATENCY_BUCKETS + (float("inf"),))
 _traffic_versions: dict[str, set[str]] = {}
 _traffic_lock = threading.Lock()
 
 
+def limit_versions(max_versions: int) -> None:
+    """At most ``max_versions`` version labels per model (``MAX_SERIES_VERSIONS``)."""
+    _label_limit["max_versions"] = max_versions
+
+
+def _label(model: str, version: str) -> str:
+    seen = _label_versions.setdefault(model, set())
+    if version in seen:
+        return version
+    if len(seen) >= _label_limit["max_versions"]:
+        return OTHER_VERSION
+    seen.add(version)
+    return version
+
+
 def export(batch: Mapping[Key, Aggregate]) -> None:
     """Add a drained collector batch to the Prometheus metrics (the collector's exporter)."""
     per_version: dict[tuple[str, str], Aggregate] = {}
-    for (model, version, _start), agg in batch.items():
+    for (model, exact, _start), agg in batch.items():
+        version = _label(model, exact)
         mine = per_version.get((model, version))
         per_version[(model, version)] = agg.copy() if mine is None else mine.merge(agg)
     for (model, version), agg in per_version.items():
@@ -72,11 +90,6 @@ def export(batch: Mapping[Key, Aggregate]) -> None:
             if n > 0:
                 TOKENS.labels(model, version, kind).inc(n)
         _observe_histogram(LATENCY.labels(model, version), agg)
-
-
-def count_pinned(model: str, outcome: str) -> None:
-    """One pinned prediction (no version label: a caller cannot grow the series)."""
-    PINNED.labels(model, outcome).inc()
 
 
 def _observe_histogram(child: Histogram, agg: Aggregate) -> None:
