@@ -164,6 +164,56 @@ def test_8_auth_off_refuses_foreign_host_headers(open_server):
                         timeout=10).status_code == 200
 
 
+def _outward_address() -> str | None:
+    """This machine's first non-loopback IPv4 address, if it has one."""
+    import socket
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))   # no packet is sent: this only picks the route
+            address = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address
+
+
+def test_1_auth_off_refuses_other_machines_whatever_the_bind(tmp_path: Path):
+    """Bound to 0.0.0.0 by hand (not through gunicorn.conf.py, which would refuse): a peer
+    that is not this machine's loopback is refused, even naming a loopback Host."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port
+    address = _outward_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback address")
+    port = free_port()
+    env = {**os.environ, "REGISTRY_DATA_DIR": str(tmp_path / "data")}
+    with open(tmp_path / "gunicorn.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "/dev/null", "-b", f"0.0.0.0:{port}",
+                                 "api.app:create_app()"], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        local = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(local + "/healthz"))
+        outside = f"http://{address}:{port}"
+        for headers in ({}, {"Host": f"127.0.0.1:{port}"}):
+            r = requests.post(outside + "/api/keys", json={"name": "pwn", "role": "admin"},
+                              headers=headers, timeout=10)
+            assert r.status_code == 403, r.text
+        assert requests.get(local + "/api/models", timeout=10).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.RequestException:
+        return False
+
+
 def test_1_revoking_keys_never_turns_auth_off(open_server):
     url = open_server.url
     first = requests.post(url + "/api/keys", json={"name": "owner", "role": "admin"},
