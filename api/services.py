@@ -86,9 +86,9 @@ def build_services(settings: Settings) -> Services:
     router = Router(traffic, highest_stable(registry))
     alerts = AlertManager(database, tracker=tracker)
     keys = KeyStore(database)
-    # A probe outlives every provider deadline, so an abandoned probe never leaves a run going.
-    health = HealthChecker(loader, timeout_s=max(10.0, settings.onnx_timeout_s,
-                                                 settings.provider_timeout_s) + 1.0)
+    # A probe lasts at least the ONNX deadline: the run it starts is stopped by that deadline
+    # by the time the probe is given up, never left spinning (issue 21).
+    health = HealthChecker(loader, timeout_s=max(10.0, settings.onnx_timeout_s))
     snapshots = SnapshotManager(database, health=health, router=router)
     deployments = DeploymentManager(database, registry=registry, loader=loader, tracker=tracker,
                                     alerts=alerts, traffic=traffic, router=router,
