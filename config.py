@@ -56,9 +56,10 @@ class Settings:
 
     @property
     def inflight_limit(self) -> int:
-        """Predictions of one model in flight per process: never every server thread, so a
-        slow model always leaves one for others, for probes and for the health endpoints."""
-        return max(1, min(self.max_inflight_per_model, self.server_threads - 1))
+        """Predictions of one model in flight per process: never more than the server's
+        threads (beyond them a request would only queue, holding a socket); with the provider
+        deadlines, a slow model holds a thread at most ``onnx_timeout_s`` at a time."""
+        return max(1, min(self.max_inflight_per_model, self.server_threads))
 
     @classmethod
     def from_env(cls, overrides: dict | None = None) -> "Settings":

@@ -14,7 +14,7 @@ from models.deadline import Watchdog
 from storage.schema import as_utc
 
 
-@pytest.mark.parametrize("threads, configured, limit", [(8, 64, 7), (8, 3, 3), (1, 64, 1)])
+@pytest.mark.parametrize("threads, configured, limit", [(8, 64, 8), (8, 3, 3), (1, 64, 1)])
 def test_the_inflight_limit_stays_below_the_server_threads(tmp_path, threads, configured,
                                                             limit):
     settings = Settings.from_env({"data_dir": tmp_path, "server_threads": threads,
