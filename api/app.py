@@ -13,10 +13,11 @@ if __package__ in (None, ""):  # run as `python api/app.py`: make the project im
 import logging
 import math
 import re
+import secrets
 from typing import Any
 
 import click
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 
 from api import (artifacts_routes, auth, background, dashboard_routes, deployments_routes,
                  health_routes, keys_routes, metrics_routes, models_routes, predict_routes,
@@ -88,9 +89,16 @@ DOC_PAGE_PREFIX = "openapi_docs_"          # spectree's endpoints of the /docs/<
 SPEC_ENDPOINTS = {"openapi_docs", "openapi_json"}
 
 
+def _assign_request_id() -> None:
+    """Every request gets an id, echoed in ``X-Request-Id`` and written with the details of
+    any failure the caller only sees generically (issue 21)."""
+    g.request_id = secrets.token_hex(8)
+
+
 def _secure_headers(response: Response) -> Response:
     """Issue 21: no page of this origin may be framed; the docs pages run sandboxed (another
     origin) under a strict policy; the public OpenAPI document is readable from there."""
+    response.headers["X-Request-Id"] = getattr(g, "request_id", "")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     endpoint = request.endpoint or ""
@@ -131,6 +139,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app.extensions[EXTENSION_KEY] = build_services(settings)
 
+    app.before_request(_assign_request_id)
     register_error_handlers(app)
     auth.install(app, app.extensions[EXTENSION_KEY].auth)
     app.before_request(_check_json_body)

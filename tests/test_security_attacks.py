@@ -410,7 +410,9 @@ def test_9_load_errors_are_generic_and_logged(server, admin, reader):
     assert data_dir not in r.text and "/" not in message.replace("details in the server log", "")
     assert "pid" not in message.lower()
     incident = r.json()["error"]["details"]["incident"]
-    assert f"incident {incident}" in server.log()
+    log = server.log()
+    assert f"incident {incident}" in log                       # the details, logged
+    assert f"request {r.headers['X-Request-Id']}: PROVIDER_ERROR, incident {incident}" in log
     dep = deploy(admin, "junk", "1.0.0")
     assert dep["state"] == "failed" and data_dir not in json.dumps(dep)
 
