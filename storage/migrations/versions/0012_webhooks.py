@@ -1,13 +1,13 @@
 """webhooks: subscriptions, the delivery outbox and its attempts (issue 18)
 
 Revision ID: 0012
-Revises: 0006
+Revises: 0008
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0006"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
