@@ -23,8 +23,11 @@ from errors import AlreadyExists
 from storage.database import Database
 from storage.schema import metadata
 
-# Never carried: API keys are credentials of one installation, not registry content.
-EXCLUDED_TABLES = frozenset({"api_keys"})
+# Never carried: what belongs to one installation rather than to the registry's content. API
+# keys and webhook subscriptions hold credentials; auth_state is that server's security state;
+# webhook deliveries and attempts are its outbox of notifications already sent or due.
+EXCLUDED_TABLES = frozenset({"api_keys", "auth_state", "webhook_subscriptions",
+                             "webhook_deliveries", "webhook_attempts"})
 
 
 class DryRun(Exception):
