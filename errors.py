@@ -76,3 +76,13 @@ class DataCorrupted(RegistryError):
     """Stored bytes no longer match their digest: refused, never served."""
 
     code = "DATA_CORRUPTED"
+
+
+class ConfigurationError(RegistryError, ValueError):
+    """A setting cannot be used. ``variable`` names it; the message says what it accepts."""
+
+    code = "CONFIGURATION_ERROR"
+
+    def __init__(self, message: str, *, variable: str) -> None:
+        super().__init__(message, details={"variable": variable})
+        self.variable = variable

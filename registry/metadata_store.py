@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from errors import AlreadyExists, FailedPrecondition, NotFound
 from storage.database import Database
+from storage.events import record_event
 from storage.schema import (aliases, events, iso, model_tags, model_versions, models, traffic,
                             utcnow)
 
@@ -24,15 +25,6 @@ class VersionKey(NamedTuple):
 
     precedence: bytes
     text: str
-
-
-def record_event(conn: Connection, kind: str, *, actor: str = "system", model: str | None = None,
-                 version: str | None = None, deployment_id: str | None = None,
-                 reason: str = "", detail: dict[str, Any] | None = None) -> None:
-    """Append one row to the audit trail, inside the caller's transaction."""
-    conn.execute(insert(events).values(
-        at=utcnow(), actor=actor, kind=kind, model=model, version=version,
-        deployment_id=deployment_id, reason=reason, detail=detail or {}))
 
 
 class MetadataStore:

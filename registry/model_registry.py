@@ -11,9 +11,11 @@ from typing import Any
 
 from errors import InvalidArgument, NotFound
 from registry.metadata_store import MetadataStore, VersionKey
-from registry.pagination import check_limit, decode_token, encode_token
 from registry.version_manager import looks_like_range, parse_range, parse_version, precedence_key
-from storage.database import Database, default_database
+from defaults import parts_for
+from shared.pagination import check_limit, decode_token, encode_token
+from shared.text import check_text
+from storage.database import Database
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 STATUSES = ("stable", "beta", "experimental", "deprecated", "archived")
@@ -57,15 +59,6 @@ def check_object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def check_text(value: Any, what: str = "description") -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str) or len(value) > 10_000:
-        raise InvalidArgument(f"{what} must be a string of at most 10000 characters")
-    if "\x00" in value:  # PostgreSQL cannot store it; refuse it on every database alike
-        raise InvalidArgument(f"{what} must not contain NUL characters")
-    return value
-
 
 def parse_tag_filter(tag: str | None) -> tuple[str, str] | None:
     if not tag:
@@ -86,7 +79,7 @@ class ModelRegistry:
 
     def __init__(self, database: Database | None = None,
                  validate_config: ConfigValidator | None = None) -> None:
-        self.db = database or default_database()
+        self.db = database or parts_for(None).database
         self.store = MetadataStore(self.db)
         self.validate_config = validate_config
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 
 from errors import InvalidArgument, NotFound
-from registry.metadata_store import record_event
+from storage.events import record_event
 from storage.database import Database
 from storage.schema import api_keys, iso, utcnow
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import LiveServer
+from tests.support import LiveServer
 from models.onnx_examples import linear_model
 
 INPUT = {"input": [[1.0, 2.0, 3.0, 4.0]]}

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from models.onnx_examples import linear_model
-from tests.conftest import ROOT, LiveServer
+from tests.support import ROOT, LiveServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():

@@ -264,7 +264,7 @@ def test_prometheus_render_aggregates_worker_processes(tmp_path, monkeypatch):
     for p in workers:
         p.join(60)
         assert p.exitcode == 0
-    body, _ = prometheus.render()
+    body, _ = prometheus.render(str(tmp_path))
     samples = {(s.name, s.labels.get("outcome"), s.labels.get("kind"), s.labels.get("le")): s.value
                for family in text_string_to_metric_families(body.decode())
                for s in family.samples if s.labels.get("model") == model}

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from models.onnx_examples import linear_model
-from tests.conftest import LiveServer
+from tests.support import LiveServer
 
 X = [[1.0, 2.0, 3.0, 4.0]]
 

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from models import onnx_examples
-from tests.conftest import LiveServer
+from tests.support import LiveServer
 from tests.fake_gemini import FakeGemini
 
 X = [[1.0, 2.0, 3.0, 4.0]]

@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import PG_URL, ROOT, free_port
+from tests.support import PG_URL, ROOT, free_port
 from models.onnx_examples import linear_model
 
 pytestmark = pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not set")
