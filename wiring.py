@@ -142,18 +142,12 @@ class Services:
     def rollbacks(self) -> RollbackManager:
         return self._part("rollbacks", lambda: RollbackManager(
             self.database, registry=self.registry, tracker=self.tracker, alerts=self.alerts,
-            health=self.health, router=self.router, policy=self.auto_rollback_policy()))
+            health=self.health, router=self.router,
+            policy=AutoRollbackPolicy.from_settings(self.settings)))
 
     @property
     def keys(self) -> KeyStore:
         return self._part("keys", lambda: KeyStore(self.database))
-
-    def auto_rollback_policy(self) -> AutoRollbackPolicy:
-        s = self.settings
-        return AutoRollbackPolicy(
-            max_error_rate=s.auto_rollback_max_error_rate, max_p95_latency=s.auto_rollback_max_p95_s,
-            min_requests=s.auto_rollback_min_requests, window_s=s.auto_rollback_window_s,
-            enabled=s.auto_rollback)
 
     def close(self) -> None:
         """Flush the metrics, stop the providers, close the pool (only what was built)."""

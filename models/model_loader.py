@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -109,11 +109,13 @@ class ModelLoader:
     """Loaded provider instances, one per (model, exact version), shared by all threads."""
 
     def __init__(self, registry: ModelRegistry, store: ArtifactStore,
-                 catalog: ProviderCatalog | None = None, *, failure_ttl_s: float = 2.0) -> None:
+                 catalog: ProviderCatalog | None = None, *, failure_ttl_s: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.store = store
         self.catalog = catalog or ProviderCatalog()
         self.failure_ttl_s = failure_ttl_s
+        self.clock = clock   # monotonic seconds; tests inject one instead of sleeping
         self._loaded: dict[Key, ModelProvider] = {}
         self._failed: dict[Key, tuple[float, RegistryError]] = {}
         self._locks: dict[Key, threading.Lock] = {}
@@ -146,13 +148,13 @@ class ModelLoader:
             if instance is not None:
                 return instance
             failed = self._failed.get(key)
-            if failed is not None and time.monotonic() - failed[0] < self.failure_ttl_s:
+            if failed is not None and self.clock() - failed[0] < self.failure_ttl_s:
                 exc = failed[1]
                 raise type(exc)(exc.message, details=exc.details)
             try:
                 instance = self._instantiate(cls, row)
             except RegistryError as exc:
-                self._failed[key] = (time.monotonic(), exc)
+                self._failed[key] = (self.clock(), exc)
                 raise
             self._failed.pop(key, None)
             self._loaded[key] = instance

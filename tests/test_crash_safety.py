@@ -36,6 +36,8 @@ import requests
 from tests.support import LiveServer
 from models.onnx_examples import linear_model
 
+pytestmark = pytest.mark.slow   # kills real servers with SIGKILL
+
 INPUT = {"input": [[1.0, 2.0, 3.0, 4.0]]}
 DIGEST = re.compile(r"[0-9a-f]{64}")
 

@@ -22,6 +22,8 @@ import requests
 from models.onnx_examples import linear_model
 from tests.support import ROOT, LiveServer
 
+pytestmark = pytest.mark.slow   # a browser against a real server
+
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip("the dashboard browser tests need Debian's chromium at /usr/bin/chromium "

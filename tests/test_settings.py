@@ -109,6 +109,7 @@ def test_seed_constructors_share_the_process_services(monkeypatch, tmp_path):
     assert wiring.process_services() is not root
 
 
+@pytest.mark.slow   # a child process
 def test_gunicorn_conf_reports_a_bad_setting_without_a_traceback(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "GUNICORN_THREADS": "many",
            "REGISTRY_DATA_DIR": str(tmp_path)}
