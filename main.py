@@ -306,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = args.sections or list(SECTIONS)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="model-registry-demo-"))
-    demo = Demo(data_dir)
+    from errors import ConfigurationError
+    try:
+        demo = Demo(data_dir)
+    except ConfigurationError as exc:   # the entry point stops with the message, no traceback
+        parser.exit(2, f"configuration error: {exc.message}\n")
     started = time.perf_counter()
     for name in chosen:
         title, fn = SECTIONS[name]

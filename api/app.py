@@ -25,7 +25,7 @@ from api.errors import register_error_handlers
 from api.services import AUTH_KEY, EXTENSION_KEY
 from api.spec import openapi_document, spec
 from config import Settings
-from errors import InvalidArgument, UnsupportedMediaType
+from errors import ConfigurationError, InvalidArgument, UnsupportedMediaType
 from wiring import build_services
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -151,7 +151,10 @@ def _register_cli(app: Flask) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app()
+    try:
+        app = create_app()
+    except ConfigurationError as exc:   # the entry point stops with the message, no traceback
+        raise SystemExit(f"configuration error: {exc.message}") from None
     svc, authenticator = app.extensions[EXTENSION_KEY], app.extensions[AUTH_KEY]
     host = svc.settings.host
     if not authenticator.enabled() and host not in LOOPBACK_HOSTS:
