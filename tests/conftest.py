@@ -3,6 +3,7 @@ and — when ``TEST_DATABASE_URL`` is set — PostgreSQL, and a real server proc
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,11 +68,26 @@ def pg_schema_url() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per session: copying it is ~6x faster than migrating."""
+    path = tmp_path_factory.mktemp("template") / "registry.db"
+    Database(f"sqlite:///{path}").dispose()
+    return path
+
+
+def fresh_sqlite(template: Path, path: Path) -> str:
+    """A copy of the migrated template at ``path``; its URL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
     if request.param == "postgresql":
         return request.getfixturevalue("pg_schema_url")
-    return f"sqlite:///{tmp_path / 'registry.db'}"
+    return fresh_sqlite(sqlite_template, tmp_path / "registry.db")
 
 
 @pytest.fixture
@@ -105,11 +121,13 @@ def tracker(database: Database, collector: MetricsCollector) -> PerformanceTrack
 
 
 @pytest.fixture
-def app(request: pytest.FixtureRequest, tmp_path: Path):
+def app(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path):
     test_config = {"TESTING": True, "data_dir": tmp_path / "data"}
     if ALL_ON_POSTGRES:
         test_config.update(database_url=request.getfixturevalue("pg_schema_url"),
                            artifact_root=tmp_path / "data" / "artifacts")
+    else:
+        fresh_sqlite(sqlite_template, tmp_path / "data" / "registry.db")
     app = create_app(test_config)
     yield app
     if ALL_ON_POSTGRES:   # its flusher must not outlive the schema (nor hold a connection)
