@@ -35,7 +35,7 @@ class LiveServer:
         self.proc: subprocess.Popen | None = None
         self.log_path = Path(data_dir) / "server.log"
 
-    def start(self, timeout: float = 20.0) -> "LiveServer":
+    def start(self, timeout: float = 60.0) -> "LiveServer":
         # The log goes to a file: a pipe nobody reads fills up and blocks the server.
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
@@ -45,12 +45,14 @@ class LiveServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.proc.wait()
                 raise RuntimeError(f"server exited: {self.log()[-2000:]}")
             try:
                 if requests.get(self.url + "/healthz", timeout=1).ok:
                     return self
             except requests.ConnectionError:
                 time.sleep(0.1)
+        self.kill()   # never leave a child behind (nor an unwaited Popen)
         raise RuntimeError(f"server did not start in time: {self.log()[-2000:]}")
 
     def log(self) -> str:
