@@ -72,7 +72,8 @@ class Settings:
     # -- gunicorn.conf.py (None: gunicorn.conf.py picks the default it documents)
     web_concurrency: int | None = field(default=None,
                                         metadata=_env("WEB_CONCURRENCY", positive=True))
-    gunicorn_threads: int = field(default=8, metadata=_env("GUNICORN_THREADS", positive=True))
+    # threads per gunicorn worker; the in-flight limit stays below it (``inflight_limit``)
+    server_threads: int = field(default=8, metadata=_env("GUNICORN_THREADS", positive=True))
     gunicorn_timeout: int = field(default=60, metadata=_env("GUNICORN_TIMEOUT", positive=True))
     gunicorn_graceful_timeout: int = field(default=30,
                                            metadata=_env("GUNICORN_GRACEFUL_TIMEOUT",
@@ -81,6 +82,33 @@ class Settings:
                                                 metadata=_env("GUNICORN_CONTROL_SOCKET"))
     gunicorn_access_log: str | None = field(default=None, metadata=_env("GUNICORN_ACCESS_LOG"))
     gunicorn_log_level: str = field(default="info", metadata=_env("GUNICORN_LOG_LEVEL"))
+    # issue 21: seconds to read a request head / any later read or write (HeadFirstWorker)
+    gunicorn_head_timeout: int = field(default=10,
+                                       metadata=_env("GUNICORN_HEAD_TIMEOUT", positive=True))
+    gunicorn_io_timeout: int = field(default=30,
+                                     metadata=_env("GUNICORN_IO_TIMEOUT", positive=True))
+    # -- issue 21: bounded work per request ------------------------------------------------
+    onnx_timeout_s: float = field(default=10.0,            # enforced deadline of one ONNX run
+                                  metadata=_env("ONNX_TIMEOUT_S", positive=True))
+    onnx_memory_bytes: int = field(default=1024 ** 3,      # the process-wide onnxruntime arena
+                                   metadata=_env("ONNX_MEMORY_BYTES", positive=True))
+    max_output_bytes: int = field(default=8 * 1024 ** 2,   # largest provider output served
+                                  metadata=_env("MAX_OUTPUT_BYTES", positive=True))
+    max_loaded_versions: int = field(default=32,           # loaded versions per process (LRU)
+                                     metadata=_env("MAX_LOADED_VERSIONS", positive=True))
+    max_loaded_bytes: int = field(default=2 * 1024 ** 3,   # their artifacts' bytes (LRU)
+                                  metadata=_env("MAX_LOADED_BYTES", positive=True))
+    max_series_versions: int = field(default=20,   # versions in one metrics series / Prometheus
+                                     metadata=_env("MAX_SERIES_VERSIONS", positive=True))
+    max_response_bytes: int = field(default=16 * 1024 ** 2,   # largest JSON answer
+                                    metadata=_env("MAX_RESPONSE_BYTES", positive=True))
+
+    @property
+    def inflight_limit(self) -> int:
+        """Predictions of one model in flight per process: never more than the server's
+        threads (beyond them a request would only queue, holding a socket); with the provider
+        deadlines, a slow model holds a thread at most ``onnx_timeout_s`` at a time."""
+        return max(1, min(self.max_inflight_per_model, self.server_threads))
 
     @classmethod
     def from_env(cls, overrides: dict[str, Any] | None = None, *,

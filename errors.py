@@ -86,3 +86,9 @@ class ConfigurationError(RegistryError, ValueError):
     def __init__(self, message: str, *, variable: str) -> None:
         super().__init__(message, details={"variable": variable})
         self.variable = variable
+
+
+class StorageFull(RegistryError):
+    """A write failed because the disk (or the database's disk) is full: nothing changed."""
+
+    code = "INSUFFICIENT_STORAGE"

@@ -5,10 +5,15 @@ section):
 
 ==========================  ==========================================================
 ``HOST`` / ``PORT``         where to listen (default ``127.0.0.1:5000``). With auth off
-                            (no ``REGISTRY_ADMIN_TOKEN`` and no active API key) a
+                            (no ``REGISTRY_ADMIN_TOKEN`` and no API key ever created) a
                             non-loopback ``HOST`` is refused: we bind 127.0.0.1 and say so.
 ``WEB_CONCURRENCY``         worker processes (default 2 x CPU cores)
-``GUNICORN_THREADS``        threads per worker, gthread (default 8)
+``GUNICORN_THREADS``        threads per worker (default 8); the per-model in-flight limit
+                            stays below it (``config.Settings.inflight_limit``)
+``GUNICORN_HEAD_TIMEOUT``   seconds a client has to send its request line and headers,
+                            read without a thread (default 10; ``api/gunicorn_worker.py``)
+``GUNICORN_IO_TIMEOUT``     seconds any one read of a body or write of an answer may
+                            block a thread (default 30)
 ``GUNICORN_TIMEOUT``        seconds a silent worker lives before the master kills it (60)
 ``GUNICORN_GRACEFUL_TIMEOUT``  seconds a worker may finish its requests on SIGTERM (30)
 ``PROMETHEUS_MULTIPROC_DIR``   where the workers' metric files live. Default: a fresh
@@ -61,14 +66,15 @@ def _is_loopback(host: str) -> bool:
 
 
 def _auth_enabled() -> bool:
-    """What ``api.auth.Authenticator.enabled`` will say: the admin token is set, or an active
-    API key exists (an unreachable or empty database counts as no key)."""
+    """What ``api.auth.Authenticator.enabled`` will say: the admin token is set, or a key was
+    ever created (an unreachable or empty database counts as no key). Either way the app
+    itself refuses non-loopback peers and ``Host`` headers while auth is off."""
     if _settings.admin_token:
         return True
     try:
         db = Database(_settings.database_url, migrate=False)
         try:
-            return KeyStore(db).active_count() > 0
+            return KeyStore(db).keys_required()
         finally:
             db.dispose()   # the master keeps no connection: nothing to inherit at fork
     except Exception:
@@ -86,8 +92,14 @@ bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
 
 # -- workers -------------------------------------------------------------------------------------
 workers = _settings.web_concurrency or 2 * (os.cpu_count() or 1)
-worker_class = "gthread"
-threads = _settings.gunicorn_threads
+# gthread, with request heads read by the event loop and deadlines on every read and write:
+# slow clients cannot hold the threads (issue 21; see api/gunicorn_worker.py).
+worker_class = "api.gunicorn_worker.HeadFirstWorker"
+threads = _settings.server_threads
+from api.gunicorn_worker import HeadFirstWorker  # noqa: E402  (the deadlines are class-wide)
+
+HeadFirstWorker.head_timeout_s = _settings.gunicorn_head_timeout
+HeadFirstWorker.io_timeout_s = _settings.gunicorn_io_timeout
 preload_app = False
 timeout = _settings.gunicorn_timeout
 graceful_timeout = _settings.gunicorn_graceful_timeout

@@ -20,6 +20,7 @@ from deployment.gateway import Gateway, highest_stable
 from deployment.health_checker import HealthChecker
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
+from models.base_model import ProviderLimits
 from models.model_loader import ModelLoader, ProviderCatalog
 from registry.model_registry import ModelRegistry
 from rollback.rollback_manager import AutoRollbackPolicy, RollbackManager
@@ -91,18 +92,41 @@ class Services:
 
     @property
     def loader(self) -> ModelLoader:
-        return self._part("loader", lambda: ModelLoader(self.registry, self.artifacts,
-                                                        self.catalog))
+        s = self.settings
+
+        def serving(model: str) -> set[str]:
+            """What the loader must keep loaded: routed, stable, and an active rollout's pair."""
+            table = self.traffic.get(model)
+            keep = set(table.weights) | {table.stable_version} if table else set()
+            built = self._parts.get("deployments")
+            active = built.store.active_for_model(model) if built else None
+            if active is not None:
+                keep |= {active.version, active.previous_version}
+            return {v for v in keep if v}
+
+        limits = ProviderLimits(timeout_s=s.onnx_timeout_s, max_output_bytes=s.max_output_bytes,
+                                memory_bytes=s.onnx_memory_bytes)
+        return self._part("loader", lambda: ModelLoader(
+            self.registry, self.artifacts, self.catalog, limits=limits,
+            max_loaded=s.max_loaded_versions, max_loaded_bytes=s.max_loaded_bytes,
+            serving=serving))
 
     @property
     def collector(self) -> MetricsCollector:
-        return self._part("collector", lambda: MetricsCollector(
-            MetricsStore(self.database, retention=Retention(self.settings.metrics_retention_days)),
-            flush_interval=self.settings.metrics_flush_interval_s, exporter=prometheus.export))
+        def build() -> MetricsCollector:
+            prometheus.limit_versions(self.settings.max_series_versions)
+            return MetricsCollector(
+                MetricsStore(self.database,
+                             retention=Retention(self.settings.metrics_retention_days)),
+                flush_interval=self.settings.metrics_flush_interval_s, exporter=prometheus.export)
+        return self._part("collector", build)
 
     @property
     def tracker(self) -> PerformanceTracker:
-        return self._part("tracker", lambda: PerformanceTracker(self.database, self.collector))
+        def build() -> PerformanceTracker:
+            return PerformanceTracker(self.database, self.collector,
+                                      max_series_versions=self.settings.max_series_versions)
+        return self._part("tracker", build)
 
     @property
     def alerts(self) -> AlertManager:
@@ -120,11 +144,14 @@ class Services:
     def gateway(self) -> Gateway:
         return self._part("gateway", lambda: Gateway(
             self.registry, self.loader, self.router, self.collector,
-            self.settings.max_inflight_per_model))
+            self.settings.inflight_limit))
 
     @property
     def health(self) -> HealthChecker:
-        return self._part("health", lambda: HealthChecker(self.loader))
+        # A probe lasts at least the ONNX deadline: the run it starts is stopped by that
+        # deadline by the time the probe is given up, never left spinning (issue 21).
+        return self._part("health", lambda: HealthChecker(
+            self.loader, timeout_s=max(10.0, self.settings.onnx_timeout_s)))
 
     @property
     def snapshots(self) -> SnapshotManager:

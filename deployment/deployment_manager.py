@@ -58,12 +58,12 @@ from deployment.ticker import ErrorLog
 from deployment.traffic_store import TrafficStore
 from errors import FailedPrecondition
 from models.model_loader import ModelLoader
-from storage.events import record_event
 from registry.model_registry import ModelRegistry
-from shared.text import check_text
 from shared.pagination import check_limit
+from shared.text import check_text
 from storage.database import Database
-from storage.schema import iso, utcnow
+from storage.events import record_event
+from storage.schema import as_utc, iso, utcnow
 from tracking.alerting import ROLLBACK_RULE, AlertManager
 from tracking.performance_tracker import PerformanceTracker
 
@@ -234,7 +234,7 @@ class DeploymentManager:
         the model is served by its highest stable version (revision 0); at a time before the
         first change nothing is known to have been routed (empty weights)."""
         self.registry.get_model(model)   # NotFound for an unknown model
-        table = self.traffic.at(model, _aware(at).astimezone(timezone.utc)) if at is not None \
+        table = self.traffic.at(model, as_utc(at)) if at is not None \
             else self.traffic.get(model)
         if table is not None:
             return table.as_dict()

@@ -16,10 +16,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
 
 from config import get_settings
 from errors import InvalidArgument, Unavailable
+from storage.disk import is_full, storage_full
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One write transaction: committed on success, rolled back on any exception."""
+        """One write transaction: committed on success, rolled back on any exception. A full
+        disk is a ``StorageFull`` (507), not a driver error (``domain_errors``)."""
         with domain_errors(), self.engine.begin() as conn:
             yield conn
 
@@ -112,12 +114,16 @@ class Database:
 
 @contextmanager
 def domain_errors() -> Iterator[None]:
-    """Driver errors that mean bad input become :class:`errors.InvalidArgument` here, where
-    they arise, so that no layer above has to know a driver's messages: text the database
+    """Driver errors become domain errors here, where they arise, so that no layer above has
+    to know a driver's messages: a full disk is :class:`errors.StorageFull`; text the database
     cannot store (on PostgreSQL a NUL character; on both, a lone UTF-16 surrogate such as
-    ``"\\ud800"``, which JSON allows and UTF-8 cannot encode)."""
+    ``"\\ud800"``, which JSON allows and UTF-8 cannot encode) is :class:`errors.InvalidArgument`."""
     try:
         yield
+    except OperationalError as exc:
+        if is_full(exc):
+            raise storage_full("the database write") from exc
+        raise
     except DataError as exc:
         if "NUL (0x00)" not in str(exc.orig):
             raise

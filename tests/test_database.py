@@ -80,7 +80,7 @@ def test_ping_of_a_dead_database_is_unavailable_without_driver_details():
 
 def test_readyz_reports_a_dead_database_without_echoing_the_driver(app, client):
     svc = app.extensions["model_registry"]
-    assert client.get("/readyz").json == {"status": "ok", "checks": {"database": "ok"}}
+    assert client.get("/readyz").json["checks"]["database"] == "ok"
     svc.database.engine = create_engine(DEAD_URL)
     r = client.get("/readyz")
     assert r.status_code == 503

@@ -23,6 +23,19 @@ _MAX_LATENCY = 1e9            # guards against NaN, inf and negative values in o
 
 Key = tuple[str, str, int]    # (model, version, bucket_start in epoch seconds)
 
+# Pinned predictions (the caller chose the version) are recorded apart from routed traffic,
+# under the model key "<model>#pinned": '#' cannot occur in a model name, so nothing that
+# judges a version (canary analysis, the live watcher, alerts) ever reads them (issue 21).
+PINNED_SUFFIX = "#pinned"
+
+
+def pinned_key(model: str) -> str:
+    return model + PINNED_SUFFIX
+
+
+def is_pinned_key(name: str) -> bool:
+    return name.endswith(PINNED_SUFFIX)
+
 
 # --- the histogram --------------------------------------------------------------------------
 

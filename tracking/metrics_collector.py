@@ -47,7 +47,8 @@ from errors import InvalidArgument
 from tracking.aggregates import (_INV_LOG_GAMMA, _MAX_LATENCY, BUCKET_SECONDS, GAMMA,  # noqa: F401
                                  MIN_LATENCY, RELATIVE_ACCURACY, ZERO_INDEX, Aggregate, Key,
                                  decode_histogram, encode_histogram, histogram_dict,
-                                 index_values, latency_index, merge_batches, quantiles)
+                                 index_values, is_pinned_key, latency_index, merge_batches,
+                                 pinned_key, quantiles, PINNED_SUFFIX)
 
 log = logging.getLogger(__name__)
 
