@@ -29,6 +29,7 @@ def _env(name: str, *, aliases: tuple[str, ...] = (), positive: bool = False) ->
     return {"env": name, "aliases": aliases, "positive": positive}
 
 
+
 @dataclass(frozen=True)
 class Settings:
     """The process's configuration. Field metadata: ``env`` (the variable), ``aliases``."""
@@ -102,6 +103,23 @@ class Settings:
                                      metadata=_env("MAX_SERIES_VERSIONS", positive=True))
     max_response_bytes: int = field(default=16 * 1024 ** 2,   # largest JSON answer
                                     metadata=_env("MAX_RESPONSE_BYTES", positive=True))
+    # -- webhooks (issue 18) --
+    webhook_timeout_s: float = field(default=10.0,          # per request: connect + read
+                                     metadata=_env("WEBHOOK_TIMEOUT_S", positive=True))
+    webhook_max_attempts: int = field(default=8,            # then the delivery is failed
+                                      metadata=_env("WEBHOOK_MAX_ATTEMPTS", positive=True))
+    webhook_backoff_base_s: float = field(default=2.0,      # first retry after ~this, doubling
+                                          metadata=_env("WEBHOOK_BACKOFF_BASE_S", positive=True))
+    webhook_backoff_max_s: float = field(default=600.0,     # cap of one wait (and Retry-After)
+                                         metadata=_env("WEBHOOK_BACKOFF_MAX_S", positive=True))
+    webhook_disable_after: int = field(default=10,          # consecutive failed deliveries
+                                       metadata=_env("WEBHOOK_DISABLE_AFTER", positive=True))
+    webhook_workers: int = field(default=4,                 # concurrent sends per process
+                                 metadata=_env("WEBHOOK_WORKERS", positive=True))
+    webhook_allowed_http_hosts: tuple[str, ...] = field(    # hosts plain http may go to
+        default=(), metadata=_env("WEBHOOK_ALLOWED_HTTP_HOSTS"))
+    webhook_allow_private: bool = field(default=False,      # private/loopback/link-local too
+                                        metadata=_env("WEBHOOK_ALLOW_PRIVATE"))
 
     @property
     def inflight_limit(self) -> int:
@@ -177,6 +195,8 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
             example = "" if f.default is None else f"; set it to e.g. {f.default}"
             raise ConfigurationError(f"{name}={raw!r} is not {what}{example}", variable=name)
         return int(number) if whole else number
+    if "tuple" in kind:   # a comma-separated list
+        return tuple(item.strip().lower() for item in raw.split(",") if item.strip())
     if "Path" in kind:
         return Path(raw)
     return raw

@@ -33,11 +33,18 @@ from tracking.alerting import AlertManager
 from tracking.metrics_collector import MetricsCollector
 from tracking.metrics_store import MetricsStore, Retention
 from tracking.performance_tracker import PerformanceTracker
+from webhooks.sender import WebhookSender
+from webhooks.url_safety import Destinations
+from webhooks.webhook_manager import WebhookManager
+from webhooks.webhook_store import WebhookStore
 
 T = TypeVar("T")
 PARTS = ("database", "catalog", "registry", "artifacts", "loader", "collector", "tracker",
          "alerts", "traffic", "router", "gateway", "health", "snapshots", "deployments",
-         "rollbacks", "keys")
+         "rollbacks", "keys", "webhooks", "webhook_sender")
+# A webhook disabled after repeated failures raises this alert (model, rule; version = its id).
+WEBHOOK_ALERT_MODEL = "webhooks"
+WEBHOOK_DISABLED_RULE = "webhook_disabled"
 
 
 class Services:
@@ -176,6 +183,28 @@ class Services:
     def keys(self) -> KeyStore:
         return self._part("keys", lambda: KeyStore(self.database))
 
+    @property
+    def webhook_store(self) -> WebhookStore:
+        return self._part("webhook_store", lambda: WebhookStore(self.database))
+
+    @property
+    def webhooks(self) -> WebhookManager:
+        s = self.settings
+        return self._part("webhooks", lambda: WebhookManager(
+            self.webhook_store, Destinations(s.webhook_allowed_http_hosts,
+                                             s.webhook_allow_private),
+            on_enabled=lambda sub: self.alerts.resolve(WEBHOOK_ALERT_MODEL, sub["id"],
+                                                       WEBHOOK_DISABLED_RULE)))
+
+    @property
+    def webhook_sender(self) -> WebhookSender:
+        return self._part("webhook_sender", lambda: WebhookSender(
+            self.webhook_store, self.settings,
+            on_disabled=lambda sub: self.alerts.record_event_alert(
+                WEBHOOK_ALERT_MODEL, sub["id"], WEBHOOK_DISABLED_RULE,
+                f"webhook {sub['id']} ({sub['url']}) {sub['disabled_reason']}", "critical",
+                {"webhook_id": sub["id"]})))
+
     def close(self) -> None:
         """Flush the metrics, stop the providers, close the pool (only what was built)."""
         with _process_lock:
@@ -183,6 +212,8 @@ class Services:
                 del _process[self.settings]
         self.closed = True
         parts = self._parts
+        if "webhook_sender" in parts:
+            parts["webhook_sender"].close()
         if "collector" in parts:
             parts["collector"].flush()
         if "loader" in parts:

@@ -13,9 +13,9 @@ from sqlalchemy import Connection, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from errors import AlreadyExists, FailedPrecondition, NotFound
+from registry.records import AliasRecord, ModelRecord, VersionRecord
 from storage.database import Database
 from storage.events import record_event
-from registry.records import AliasRecord, ModelRecord, VersionRecord
 from storage.schema import (aliases, events, model_tags, model_versions, models, traffic,
                             utcnow)
 

@@ -17,7 +17,7 @@ from tests.support import ROOT
 
 # Rank of each layer: an import may only point to a lower rank (or its own layer).
 RANKS = {"config": 0, "errors": 0, "defaults": 0, "shared": 0,
-         "storage": 1, "registry": 2, "tracking": 3, "models": 3, "deployment": 4,
+         "storage": 1, "webhooks": 1, "registry": 2, "tracking": 3, "models": 3, "deployment": 4,
          "rollback": 5, "wiring": 6, "api": 7, "main": 8, "gunicorn.conf": 8}
 SIBLINGS = {frozenset({"tracking", "models"})}
 BELOW_API_NO = ("flask", "werkzeug", "spectree", "click")
@@ -55,8 +55,8 @@ def _layer(module: str) -> str | None:
 def project_files() -> list[Path]:
     files = [ROOT / f"{name}.py" for name in ("config", "errors", "defaults", "wiring", "main")]
     files.append(ROOT / "gunicorn.conf.py")
-    for package in ("shared", "storage", "registry", "tracking", "models", "deployment",
-                    "rollback", "api"):
+    for package in ("shared", "storage", "webhooks", "registry", "tracking", "models",
+                    "deployment", "rollback", "api"):
         files += sorted((ROOT / package).rglob("*.py"))
     return [f for f in files if f.exists()]
 
