@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from typing import IO
 
-from flask import Blueprint, request, send_file
+from flask import Blueprint, Response as FlaskResponse, request
 from spectree import Response
 
 from api.schemas import ErrorOut, ImportQuery, ImportReport
@@ -26,12 +28,26 @@ EXTRA_OPERATIONS["/api/export"] = {"get": {
 def export():
     """Export the whole registry as one bundle file (admin)."""
     svc = services()
-    # A temporary file, not memory: artifacts can be large. Deleted when the answer is sent.
+    # A temporary file, not memory: artifacts can be large.
     tmp = tempfile.TemporaryFile()
-    export_bundle(svc.database, svc.artifacts, tmp)
+    try:
+        export_bundle(svc.database, svc.artifacts, tmp)
+    except BaseException:
+        tmp.close()
+        raise
+    size = tmp.tell()
     tmp.seek(0)
-    return send_file(tmp, mimetype="application/zip", as_attachment=True,
-                     download_name="registry-bundle.zip")
+    return FlaskResponse(_stream(tmp), mimetype="application/zip", headers={
+        "Content-Length": str(size),
+        "Content-Disposition": "attachment; filename=registry-bundle.zip"})
+
+
+def _stream(tmp: IO[bytes]) -> Iterator[bytes]:
+    """The file's bytes; the file is closed (and so deleted) once sent or when the answer is
+    closed early, not left to the garbage collector."""
+    with tmp:
+        while chunk := tmp.read(1 << 20):
+            yield chunk
 
 
 @bp.post("/import")

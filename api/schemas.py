@@ -6,7 +6,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.model_registry import NAME_PATTERN
-from registry.pagination import MAX_PAGE_SIZE
+from shared.pagination import MAX_PAGE_SIZE
 
 Status = Literal["stable", "beta", "experimental", "deprecated", "archived"]
 Tags = dict[str, str]
@@ -128,6 +128,7 @@ class AliasOut(BaseModel):
     model: str
     alias: str
     version: str
+    number: Optional[int] = Field(None, description="the version's MLflow number")
 
 
 class AliasEnvelope(BaseModel):

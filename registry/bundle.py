@@ -24,8 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from config import Settings
+from defaults import parts_for
 from errors import AlreadyExists, DataCorrupted, InvalidArgument, RegistryError
+from registry.mlflow_import import import_from_mlflow
 from storage.bundle_store import BundleStore
 from storage.database import Database
 from storage.model_store import ArtifactStore, check_digest
@@ -153,9 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--token", help="bearer token for the MLflow server "
                                    "(default: MLFLOW_TRACKING_TOKEN)")
     args = parser.parse_args(argv)
-    settings = Settings.from_env()  # REGISTRY_DATA_DIR, DATABASE_URL, ARTIFACT_ROOT as the server
-    database, artifacts = Database(settings.database_url), ArtifactStore(settings.artifact_root)
+    services = None
     try:
+        # The composition root's parts for the configured settings (REGISTRY_DATA_DIR,
+        # DATABASE_URL, ARTIFACT_ROOT as the server reads them).
+        services = parts_for(None)
+        database, artifacts = services.database, services.artifacts
         if args.command == "export":
             with tempfile.NamedTemporaryFile(dir=args.file.parent or ".", delete=False) as tmp:
                 summary = export_bundle(database, artifacts, tmp)
@@ -166,11 +170,9 @@ def main(argv: list[str] | None = None) -> int:
                 report = import_bundle(database, artifacts, f, dry_run=args.dry_run)
             print(json.dumps(report, indent=2))
         else:
-            from registry.mlflow_import import import_from_mlflow
-            from registry.model_registry import ModelRegistry
-            report = import_from_mlflow(ModelRegistry(database), artifacts, args.url,
+            report = import_from_mlflow(services.registry, artifacts, args.url,
                                         rule=args.semver_rule,
-                                        token=args.token or settings.mlflow_tracking_token,
+                                        token=args.token or services.settings.mlflow_tracking_token,
                                         dry_run=args.dry_run)
             print(json.dumps(report, indent=2))
     except RegistryError as err:
@@ -179,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return 1
     finally:
-        database.dispose()
+        if services is not None:
+            services.close()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

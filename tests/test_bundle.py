@@ -13,7 +13,7 @@ import pytest
 
 from api.app import create_app
 from registry import bundle
-from tests.conftest import PG_URL
+from tests.support import PG_URL
 from tests.test_api_predict import onnx_model
 
 
@@ -77,8 +77,8 @@ def _answers(app) -> dict[str, object]:
         out[snap["id"]] = c.get(f"/api/snapshots/{snap['id']}").json
     digests = {}
     for v in out["/api/models/lin/versions"]["versions"]:
-        r = c.get(f"/api/models/lin/versions/{v['version']}/artifact")
-        digests[v["version"]] = (hashlib.sha256(r.data).hexdigest(), r.headers["ETag"])
+        with c.get(f"/api/models/lin/versions/{v['version']}/artifact") as r:  # closes the file
+            digests[v["version"]] = (hashlib.sha256(r.data).hexdigest(), r.headers["ETag"])
     out["digests"] = digests
     return out
 
@@ -146,21 +146,21 @@ def test_tampered_artifact_aborts_with_nothing_changed(source, tmp_path):
 
 @pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not set")
 def test_api_round_trip_sqlite_to_postgres(source, tmp_path, request):
-    r = source.test_client().get("/api/export")
-    assert r.status_code == 200 and r.mimetype == "application/zip"
+    with source.test_client().get("/api/export") as r:   # closes the temporary file
+        assert r.status_code == 200 and r.mimetype == "application/zip"
+        bundle_bytes = r.data
     pg = request.getfixturevalue("pg_schema_url")
     target = _app(tmp_path / "pgdata", database_url=pg, artifact_root=tmp_path / "pgart")
     try:
         c = target.test_client()
-        dry = c.post("/api/import?dry_run=true", data=r.data, content_type="application/zip")
+        dry = c.post("/api/import?dry_run=true", data=bundle_bytes, content_type="application/zip")
         assert dry.status_code == 200 and dry.json["import"]["dry_run"], dry.json
         assert c.get("/api/models").json["models"] == []
-        done = c.post("/api/import", data=r.data, content_type="application/zip")
+        done = c.post("/api/import", data=bundle_bytes, content_type="application/zip")
         assert done.status_code == 200 and done.json["import"]["models"] == ["lin", "other"]
         assert _answers(target) == _answers(source)
     finally:
-        target.extensions["model_registry"].collector.close()
-        target.extensions["model_registry"].database.dispose()
+        target.extensions["model_registry"].close()
 
 
 def test_import_into_a_registry_that_has_other_models(source, tmp_path):

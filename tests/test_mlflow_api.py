@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from models import onnx_examples
-from tests.conftest import LiveServer
+from tests.support import LiveServer
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
