@@ -48,9 +48,9 @@ class LiveServer:
                 self.proc.wait()
                 raise RuntimeError(f"server exited: {self.log()[-2000:]}")
             try:
-                if requests.get(self.url + "/healthz", timeout=1).ok:
+                if requests.get(self.url + "/healthz", timeout=5).ok:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:   # not listening yet, or too busy to answer
                 time.sleep(0.1)
         self.kill()   # never leave a child behind (nor an unwaited Popen)
         raise RuntimeError(f"server did not start in time: {self.log()[-2000:]}")
