@@ -19,11 +19,10 @@ from storage.key_store import KeyStore, Principal
 
 CACHE_TTL_S = 5.0
 PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "openapi_json", "static",
-                    "dashboard.index"}
+                    "dashboard.index", "oip.health"}
 PUBLIC_PREFIXES = ("/docs", "/ui")
 # POSTs that only read: predictions in every protocol.
-READ_ENDPOINTS = {"predict.predict", "openai.chat_completions", "gemini.generate", "oip.infer",
-                  "oip.infer_version"}
+READ_ENDPOINTS = {"predict.predict", "openai.chat_completions", "gemini.generate", "oip.infer"}
 
 
 def required_role(method: str, endpoint: str | None) -> str:

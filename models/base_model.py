@@ -71,6 +71,18 @@ class Delta:
     usage: Usage | None = None
 
 
+# -- tensors: what tensor protocols (Open Inference Protocol v2) are translated into ----------
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One declared input or output: numpy dtype name (``"float32"``, ``"str"`` for strings)
+    and shape (``None`` dimensions are dynamic; ``shape`` None: unknown rank)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...] | None
+
+
 @dataclass(frozen=True)
 class VersionSpec:
     """Everything a provider may read to load one version."""
@@ -134,6 +146,19 @@ class ModelProvider(ABC):
         the provider call."""
         result = self.chat(request)
         yield Delta(str(result.output), result.finish_reason or "stop", result.usage)
+
+    def tensor_signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """(inputs, outputs) of a tensor model. Other providers keep this default: a 400."""
+        raise InvalidArgument(
+            f"model '{self.spec.model}' version {self.spec.version} is served by the "
+            f"'{self.name}' provider, which has no tensor inputs: use "
+            f"/v1/chat/completions or POST /api/models/{self.spec.model}/predict",
+            details={"param": "model", "provider": self.name})
+
+    def infer(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        """Run on named numpy arrays; return every output as a numpy array."""
+        self.tensor_signature()
+        raise NotImplementedError
 
     def sample_input(self) -> Any:
         """An input that a health probe can send (from config ``sample_input`` by default)."""

@@ -37,7 +37,7 @@ import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
 
 from errors import FailedPrecondition, InvalidArgument, ProviderError, Unavailable
-from models.base_model import ModelProvider, Prediction, VersionSpec
+from models.base_model import ModelProvider, Prediction, TensorSpec, VersionSpec
 
 _DTYPES: dict[str, np.dtype] = {
     f"tensor({onnx_name})": np.dtype(np_name) for onnx_name, np_name in {
@@ -123,6 +123,7 @@ class OnnxModel(ModelProvider):
         self._session: ort.InferenceSession | None = None
         self._inputs: tuple[TensorInfo, ...] = ()
         self._output_names: list[str] = []
+        self._outputs: tuple[TensorInfo | None, ...] = ()
         self._labels: np.ndarray | None = None
 
     @classmethod
@@ -172,10 +173,14 @@ class OnnxModel(ModelProvider):
             self._labels = np.asarray(labels, dtype=object)
         self._inputs = inputs
         self._output_names = [o.name for o in outputs]
+        self._outputs = tuple(self._tensor_info(o, strict=False) for o in outputs)
         self._session = session
 
-    def _tensor_info(self, arg: Any) -> TensorInfo:
+    def _tensor_info(self, arg: Any, strict: bool = True) -> TensorInfo | None:
+        """An input's (or, ``strict=False``, an output's: None for sequences and maps)."""
         dtype = _DTYPES.get(arg.type)
+        if dtype is None and not strict:
+            return None
         if dtype is None:
             raise ProviderError(f"{self.label}: input '{arg.name}' has type {arg.type}, which "
                                 f"the onnx provider cannot feed from JSON")
@@ -199,15 +204,31 @@ class OnnxModel(ModelProvider):
             raise Unavailable(f"{self.label} is not loaded")
         if params:
             raise InvalidArgument("the onnx provider takes no params")
-        feeds = self._feeds(input)
+        return Prediction(output=self._output_json(self._run(session, self._feeds(input))))
+
+    def _run(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[Any]:
         try:
-            results = session.run(self._output_names, feeds)
+            return session.run(self._output_names, feeds)
         except OrtInvalidArgument as exc:  # data-dependent, e.g. an index out of range
             raise InvalidArgument(f"{self.label} rejected the input: {exc}".strip(),
                                   details=self._expected()) from exc
         except Exception as exc:
             raise ProviderError(f"{self.label} failed: {exc}".strip()) from exc
-        return Prediction(output=self._output_json(results))
+
+    def tensor_signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """Inputs and outputs as the graph declares them (outputs that are sequences or maps,
+        which no tensor protocol carries, are left out)."""
+        if self._session is None:
+            raise Unavailable(f"{self.label} is not loaded")
+        return ([_spec(t) for t in self._inputs],
+                [_spec(t) for t in self._outputs if t is not None])
+
+    def infer(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        """Run on named arrays (checked as ``predict`` checks JSON); the raw output arrays."""
+        session = self._session
+        if session is None:
+            raise Unavailable(f"{self.label} is not loaded")
+        return dict(zip(self._output_names, self._run(session, self._feeds(tensors))))
 
     def _expected(self) -> dict[str, Any]:
         return {"expected_inputs": [t.as_dict() for t in self._inputs]}
@@ -313,6 +334,12 @@ class OnnxModel(ModelProvider):
         """Drop the session. A run already in progress keeps its own reference and finishes;
         later calls answer ``Unavailable``."""
         self._session = None
+
+
+def _spec(tensor: TensorInfo) -> TensorSpec:
+    shape = None if tensor.shape is None else tuple(
+        d if isinstance(d, int) else None for d in tensor.shape)
+    return TensorSpec(tensor.name, "str" if tensor.dtype.kind == "U" else tensor.dtype.name, shape)
 
 
 def _values(tensor: TensorInfo) -> str:
