@@ -153,6 +153,12 @@ def _events(stream: ChatStream) -> Iterator[str]:
         stream.close()
 
 
+_ERRORS = {str(s): json_content(GoogleError, d) for s, d in (
+    (400, "bad input"), (401, "no or invalid key"), (403, "the key's role is too low"),
+    (404, "unknown model or ref"), (409, "the version cannot be served"),
+    (413, "body over the limit"), (415, "body is not JSON"),
+    (429, "too many calls in flight"), (502, "the provider failed"),
+    (503, "nothing deployed / unavailable"), (504, "the provider timed out"))}
 EXTRA_OPERATIONS["/gemini/{api_version}/models/{model}:generateContent"] = {"post": {
     "tags": ["gemini"], "summary": "Gemini-compatible generateContent",
     "description": "Works with `google-genai` unchanged: `genai.Client(api_key=KEY, "
@@ -163,19 +169,17 @@ EXTRA_OPERATIONS["/gemini/{api_version}/models/{model}:generateContent"] = {"pos
                    "`:streamGenerateContent?alt=sse` streams the same objects as "
                    "Server-Sent Events.",
     "operationId": "gemini_generate_content",
-    "parameters": [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-                   for n in ("api_version", "model")],
+    "parameters": [{"name": "api_version", "in": "path", "required": True,
+                    "schema": {"type": "string", "enum": ["v1", "v1beta"]}},
+                   {"name": "model", "in": "path", "required": True,
+                    "schema": {"type": "string"}}],
     "requestBody": {"required": True, "content": {
         "application/json": {"schema": schema_ref(GenerateContentBody)}}},
-    "responses": {"200": json_content(GenerateContentResponse, "the answer"),
-                  **{str(s): json_content(GoogleError, d) for s, d in (
-                      (400, "bad input"), (401, "no or invalid key"),
-                      (404, "unknown model or ref"), (429, "too many calls in flight"),
-                      (502, "the provider failed"), (503, "nothing deployed / unavailable"),
-                      (504, "the provider timed out"))}}}}
+    "responses": {"200": json_content(GenerateContentResponse, "the answer"), **_ERRORS}}}
 EXTRA_OPERATIONS["/gemini/{api_version}/models/{model}:streamGenerateContent"] = {"post": {
     **EXTRA_OPERATIONS["/gemini/{api_version}/models/{model}:generateContent"]["post"],
     "summary": "Gemini-compatible streamGenerateContent (`?alt=sse`)",
     "operationId": "gemini_stream_generate_content",
     "responses": {"200": {"description": "Server-Sent Events of GenerateContentResponse",
-                          "content": {"text/event-stream": {"schema": {"type": "string"}}}}}}}
+                          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                  **_ERRORS}}}

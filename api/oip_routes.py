@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any
+from typing import Any, Literal, Optional
 
 import numpy as np
 from flask import Blueprint, Response, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field
 
 from api import protocol_errors
 from api.services import services
-from api.spec import EXTRA_OPERATIONS
+from api.spec import EXTRA_OPERATIONS, schema_ref
 from deployment.model_ref import parse_model_ref
 from errors import InvalidArgument
 from models.base_model import Prediction, TensorSpec
@@ -32,6 +33,41 @@ DATATYPES = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "ui
              "INT64": "int64", "FP16": "float16", "FP32": "float32", "FP64": "float64",
              "BYTES": "str"}
 NUMPY_TO_OIP = {v: k for k, v in DATATYPES.items()}
+Datatype = Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
+                   "INT64", "FP16", "FP32", "FP64", "BYTES"]
+
+
+class TensorParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    binary_data_size: Optional[int] = Field(None, ge=0)
+    binary_data: Optional[bool] = None
+
+
+class InferInput(BaseModel):
+    name: str
+    datatype: Datatype
+    shape: list[int] = Field(description="sizes >= 0")
+    data: Optional[Any] = Field(None, description="flat or nested values (JSON tensors)")
+    parameters: TensorParameters = Field(default_factory=TensorParameters)
+
+
+class RequestedOutput(BaseModel):
+    name: str
+    parameters: TensorParameters = Field(default_factory=TensorParameters)
+
+
+class InferParameters(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    binary_data_output: bool = False
+
+
+class InferRequest(BaseModel):
+    """JSON, or the JSON header of the binary tensor extension."""
+
+    id: Optional[str] = None
+    inputs: list[InferInput] = Field(min_length=1)
+    outputs: Optional[list[RequestedOutput]] = None
+    parameters: InferParameters = Field(default_factory=InferParameters)
 
 
 @bp.get("")
@@ -94,7 +130,7 @@ def infer(name: str, version: str | None = None):  # type: ignore[no-untyped-def
     return response
 
 
-def _split_body(raw: bytes) -> tuple[dict[str, Any], bytes]:
+def _split_body(raw: bytes) -> tuple[InferRequest, bytes]:
     length = request.headers.get(HEADER_LENGTH)
     try:
         size = int(length) if length is not None else len(raw)
@@ -103,47 +139,33 @@ def _split_body(raw: bytes) -> tuple[dict[str, Any], bytes]:
     except ValueError:
         raise InvalidArgument(f"{HEADER_LENGTH} must be an integer from 0 to the body size "
                               f"({len(raw)}), got {length!r}") from None
-    try:
-        header = json.loads(raw[:size] or b"{}")
-    except ValueError:
-        raise InvalidArgument("the inference request header is not valid JSON") from None
-    if not isinstance(header, dict) or not isinstance(header.get("inputs"), list) \
-            or not header["inputs"]:
-        raise InvalidArgument("the inference request needs a non-empty 'inputs' list")
-    return header, raw[size:]
+    return InferRequest.model_validate_json(raw[:size] or b"{}"), raw[size:]
 
 
-def _inputs(header: dict[str, Any], binary: bytes) -> dict[str, np.ndarray]:
+def _inputs(header: InferRequest, binary: bytes) -> dict[str, np.ndarray]:
     tensors: dict[str, np.ndarray] = {}
     offset = 0
-    for i, item in enumerate(header["inputs"]):
+    for i, item in enumerate(header.inputs):
         where = f"inputs[{i}]"
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise InvalidArgument(f"{where} must be an object with a 'name'")
-        datatype, shape = item.get("datatype"), item.get("shape")
-        if datatype not in DATATYPES:
-            raise InvalidArgument(f"{where}.datatype must be one of {sorted(DATATYPES)}, "
-                                  f"got {datatype!r}")
-        if not isinstance(shape, list) or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise InvalidArgument(f"{where}.shape must be a list of sizes >= 0")
-        size = (item.get("parameters") or {}).get("binary_data_size")
+        if any(d < 0 for d in item.shape):
+            raise InvalidArgument(f"{where}.shape must hold sizes >= 0, got {item.shape}")
+        size = item.parameters.binary_data_size
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise InvalidArgument(f"{where}.parameters.binary_data_size ({size!r}) runs "
+            if offset + size > len(binary):
+                raise InvalidArgument(f"{where}.parameters.binary_data_size ({size}) runs "
                                       f"past the {len(binary)} bytes of binary data")
-            array = _from_bytes(binary[offset:offset + size], datatype, where)
+            array = _from_bytes(binary[offset:offset + size], item.datatype, where)
             offset += size
-        elif "data" in item:
-            array = _from_json(item["data"], datatype, where)
+        elif item.data is not None:
+            array = _from_json(item.data, item.datatype, where)
         else:
             raise InvalidArgument(f"{where} has neither 'data' nor "
                                   f"parameters.binary_data_size")
         try:
-            tensors[item["name"]] = array.reshape(shape)
+            tensors[item.name] = array.reshape(item.shape)
         except ValueError:
             raise InvalidArgument(f"{where} holds {array.size} values, which do not fill "
-                                  f"shape {shape}") from None
+                                  f"shape {item.shape}") from None
     return tensors
 
 
@@ -177,27 +199,27 @@ def _from_bytes(blob: bytes, datatype: str, where: str) -> np.ndarray:
     return np.frombuffer(blob, dtype=dtype)
 
 
-def _outputs(header: dict[str, Any], results: dict[str, Any],
+def _outputs(header: InferRequest, results: dict[str, Any],
              meta: dict[str, Any]) -> Response:
     """The requested outputs (all by default), as JSON or binary per output."""
-    default_binary = bool((header.get("parameters") or {}).get("binary_data_output"))
-    wanted = header.get("outputs") or [{"name": n} for n in results]
+    default_binary = header.parameters.binary_data_output
+    wanted = header.outputs or [RequestedOutput(name=n) for n in results]
     body: dict[str, Any] = {**meta, "outputs": []}
-    if isinstance(header.get("id"), str):
-        body["id"] = header["id"]
+    if header.id is not None:
+        body["id"] = header.id
     blobs: list[bytes] = []
     for i, item in enumerate(wanted):
-        name = item.get("name") if isinstance(item, dict) else None
-        if name not in results:
+        if item.name not in results:
             raise InvalidArgument(f"outputs[{i}].name must be one of {sorted(results)}, "
-                                  f"got {name!r}")
-        array = np.asarray(results[name])
+                                  f"got {item.name!r}")
+        array = np.asarray(results[item.name])
         datatype = NUMPY_TO_OIP.get("str" if array.dtype.kind in "OUS" else array.dtype.name)
         if datatype is None:
-            raise InvalidArgument(f"output '{name}' ({array.dtype}) has no OIP datatype")
-        out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        binary = (item.get("parameters") or {}).get("binary_data", default_binary)
-        if binary:
+            raise InvalidArgument(f"output '{item.name}' ({array.dtype}) has no OIP datatype")
+        out: dict[str, Any] = {"name": item.name, "datatype": datatype,
+                               "shape": list(array.shape)}
+        binary = item.parameters.binary_data
+        if binary if binary is not None else default_binary:
             blob = _to_bytes(array, datatype)
             out["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
@@ -229,7 +251,7 @@ _TENSOR = {"type": "object", "required": ["name", "datatype", "shape"], "propert
     "parameters": {"type": "object"}}}
 _OIP_ERROR = {"description": "error", "content": {"application/json": {"schema": {
     "type": "object", "properties": {"error": {"type": "string"}}}}}}
-_ERRORS = {str(s): _OIP_ERROR for s in (400, 404, 409, 429, 502, 503, 504)}
+_ERRORS = {str(s): _OIP_ERROR for s in (400, 401, 403, 404, 409, 413, 429, 502, 503, 504)}
 
 
 def _op(summary: str, op_id: str, params: list[dict[str, Any]], ok: dict[str, Any],
@@ -249,10 +271,7 @@ _INFER_BODY = {"required": True, "description": (
     "JSON (`inputs` with `data`), or the binary tensor extension: a JSON header of "
     f"`{HEADER_LENGTH}` bytes followed by the raw tensors (`parameters.binary_data_size`). "
     "Any or no Content-Type."), "content": {
-    "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
-        "id": {"type": "string"}, "inputs": {"type": "array", "items": _TENSOR},
-        "outputs": {"type": "array", "items": {"type": "object"}},
-        "parameters": {"type": "object"}}}},
+    "application/json": {"schema": schema_ref(InferRequest)},
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
 _INFER_OK = {"description": "outputs (JSON, or JSON header + binary tensors)", "content": {
     "application/json": {"schema": {"type": "object", "properties": {

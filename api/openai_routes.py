@@ -147,7 +147,10 @@ def _model_json(model_id: str, created_at: str) -> dict[str, Any]:
 
 _ERRORS = {str(status): json_content(OpenAIError, text) for status, text in (
     (400, "bad input, naming `param` (e.g. n > 1, tools, bad messages)"),
-    (401, "no or invalid API key (`Authorization: Bearer`)"), (404, "unknown model or ref"),
+    (401, "no or invalid API key (`Authorization: Bearer`)"),
+    (403, "the key's role is too low"), (404, "unknown model or ref"),
+    (409, "the version cannot be served"), (413, "body over the limit"),
+    (415, "body is not JSON"),
     (429, "too many calls in flight for this model"), (502, "the provider failed"),
     (503, "nothing deployed, or the provider is unavailable"),
     (504, "the provider timed out"))}
@@ -170,11 +173,11 @@ EXTRA_OPERATIONS["/v1/models"] = {"get": {
     "tags": ["openai"], "summary": "The models that generate text (OpenAI `list` of `model`)",
     "operationId": "openai_list_models",
     "responses": {"200": json_content(OpenAIModelList, "models and name@alias ids"),
-                  "401": _ERRORS["401"]}}}
+                  "401": _ERRORS["401"], "403": _ERRORS["403"]}}}
 EXTRA_OPERATIONS["/v1/models/{model_id}"] = {"get": {
     "tags": ["openai"], "summary": "One model (`name` or `name@ref`)",
     "operationId": "openai_get_model",
     "parameters": [{"name": "model_id", "in": "path", "required": True,
                     "schema": {"type": "string"}}],
     "responses": {"200": json_content(OpenAIModel, "the model"), "401": _ERRORS["401"],
-                  "404": _ERRORS["404"]}}}
+                  "403": _ERRORS["403"], "400": _ERRORS["400"], "404": _ERRORS["404"]}}}
