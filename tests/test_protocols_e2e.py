@@ -5,6 +5,7 @@ streaming, and that routing, pins, canaries and tracking apply as they do for pr
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -187,6 +188,23 @@ def test_tritonclient_metadata_json_and_binary_equal_predict(server: Api):
         assert result.get_response()["model_version"] == "1.0.0"
     with pytest.raises(Exception, match="does not generate|no tensor inputs"):
         client.get_model_metadata("summarizer")
+
+
+def test_the_readme_client_examples_run(server: Api, capsys: pytest.CaptureFixture):
+    """Each Python example of the README's client protocols section, on this server's models
+    (summarizer for sentiment-analyzer, iris for fraud-scorer)."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text[text.index("## Client protocols"):text.index("## Python API")]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    for block in blocks:
+        code = (block.replace("http://localhost:5000", server.url)
+                .replace("localhost:5000", server.url.removeprefix("http://"))
+                .replace("sentiment-analyzer", "summarizer").replace("@production", "@champion")
+                .replace("@^1.0", "@^1.2").replace("fraud-scorer", "iris"))
+        exec(compile(code, "README", "exec"), {})
+    out = capsys.readouterr().out
+    assert "summarizer@1.2.5 echo: I love this product" in out and "1.0.0 [[" in out
 
 
 def test_a_canary_driven_by_chat_traffic_alone_is_promoted_users_stay_sticky(
