@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -204,7 +205,9 @@ class FakeGemini:
 
         if method != "POST" or action not in _ACTIONS or api_version is None:
             return answer(404, _error(404, f"Method not found: {method} {path}"))
-        key = headers.get("x-goog-api-key")
+        # The header (the SDK's way), or ?key= (accepted by Gemini too; some proxies use it).
+        key = headers.get("x-goog-api-key") or parse_qs(urlsplit(path).query).get(
+            "key", [None])[0]
         if not key:
             return answer(403, _error(403, "Method doesn't allow unregistered callers "
                                            "(callers without established identity). "
