@@ -38,6 +38,7 @@ from tests.conftest import free_port  # noqa: E402
 
 FAKE_MODEL = "gemini-bench"
 PROMPT = "hello there general kenobi"
+LITELLM_KEY = "sk-bench-only-key"
 LITELLM_VENV = Path(tempfile.gettempdir()) / "model-registry-bench" / "litellm-venv"
 
 
@@ -123,10 +124,12 @@ def start_litellm(binary: Path, fake_url: str, workdir: Path) -> tuple[subproces
         "  - model_name: chat\n"
         "    litellm_params:\n"
         f"      model: gemini/{FAKE_MODEL}\n"
-        f"      api_base: {fake_url}\n"
+        f"      api_base: {fake_url}/v1beta\n"  # LiteLLM appends /models/{model}:…
         "      api_key: fake-key\n"
         "litellm_settings:\n"
-        "  telemetry: false\n")
+        "  telemetry: false\n"
+        "general_settings:\n"
+        f"  master_key: {LITELLM_KEY}\n")
     env = {**os.environ, "LITELLM_LOG": "ERROR", "NO_PROXY": "127.0.0.1,localhost",
            "LITELLM_TELEMETRY": "False", "DISABLE_ADMIN_UI": "True"}
     log = (workdir / "litellm.log").open("wb")
@@ -216,7 +219,7 @@ def targets_for(fake_url: str, gateway_port: int, litellm_port: int | None
                       "gateway": Target(gateway_port, "/v1/chat/completions", stream, {})},
     }
     if litellm_port is not None:
-        auth = {"Authorization": "Bearer none"}
+        auth = {"Authorization": f"Bearer {LITELLM_KEY}"}
         found["plain"]["litellm"] = Target(litellm_port, "/v1/chat/completions", chat, auth)
         found["streaming"]["litellm"] = Target(litellm_port, "/v1/chat/completions", stream,
                                                auth)
