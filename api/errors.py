@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
@@ -59,6 +60,24 @@ def describe_validation_error(err: ValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def bad_text_message(err: Exception) -> str | None:
+    """Text the database cannot take is bad input, wherever it came from (path, query, body):
+    lone UTF-16 surrogates (JSON allows "\\ud800"; UTF-8 cannot encode it) and, on
+    PostgreSQL, NUL characters. None for any other exception."""
+    if isinstance(err, UnicodeEncodeError) and err.reason == "surrogates not allowed":
+        return ("the request holds a lone UTF-16 surrogate (such as \\ud800): not valid "
+                "Unicode text")
+    if isinstance(err, DataError) and "NUL (0x00)" in str(err.orig):
+        return "the request holds a NUL character (\\u0000), which the database cannot store"
+    return None
+
+
+# Path prefixes whose errors other protocols' clients parse (``api/protocol_errors.py``): an
+# error raised before any of their endpoints matched (a 404 on an unknown path) is answered in
+# their shape too.
+PREFIX_ERROR_HANDLERS: dict[str, Callable[[Exception], tuple[Response, int]]] = {}
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RegistryError)
     def _domain(err: RegistryError):  # type: ignore[no-untyped-def]
@@ -70,6 +89,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(err: HTTPException):  # type: ignore[no-untyped-def]
+        for prefix, handler in PREFIX_ERROR_HANDLERS.items():
+            if request.path.startswith(prefix):
+                return handler(err)
         status = err.code or 500
         code = CODE_BY_HTTP_STATUS.get(status, "INTERNAL")
         message = {413: "request body too large", 404: "no such endpoint",
@@ -79,22 +101,13 @@ def register_error_handlers(app: Flask) -> None:
             response.headers["Allow"] = err.get_response().headers["Allow"]
         return response, status
 
-    # Text the database cannot take is bad input, wherever it came from (path, query, body):
-    # lone UTF-16 surrogates (JSON allows "\ud800"; UTF-8 cannot encode it) and, on
-    # PostgreSQL, NUL characters.
     @app.errorhandler(UnicodeEncodeError)
-    def _unencodable(err: UnicodeEncodeError):  # type: ignore[no-untyped-def]
-        if err.reason != "surrogates not allowed":
-            return _unexpected(err)
-        return error_response("INVALID_ARGUMENT", "the request holds a lone UTF-16 surrogate "
-                              "(such as \\ud800): not valid Unicode text")
-
     @app.errorhandler(DataError)
-    def _data(err: DataError):  # type: ignore[no-untyped-def]
-        if "NUL (0x00)" not in str(err.orig):
+    def _bad_text(err: Exception):  # type: ignore[no-untyped-def]
+        message = bad_text_message(err)
+        if message is None:
             return _unexpected(err)
-        return error_response("INVALID_ARGUMENT", "the request holds a NUL character "
-                              "(\\u0000), which the database cannot store")
+        return error_response("INVALID_ARGUMENT", message)
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):  # type: ignore[no-untyped-def]

@@ -13,7 +13,8 @@ from flask import Blueprint, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from api.errors import CODE_BY_HTTP_STATUS, STATUS_BY_CODE, describe_validation_error
+from api.errors import (CODE_BY_HTTP_STATUS, PREFIX_ERROR_HANDLERS, STATUS_BY_CODE,
+                        bad_text_message, describe_validation_error)
 from errors import RegistryError
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,15 @@ def error_parts(err: Exception) -> tuple[int, str, str, str | None]:
         status = err.code or 500
         return (status, CODE_BY_HTTP_STATUS.get(status, "INTERNAL"),
                 err.description or err.name, None)
+    message = bad_text_message(err)
+    if message is not None:
+        return 400, "INVALID_ARGUMENT", message, None
     return 500, "INTERNAL", "internal error (logged on the server)", None
 
 
 def install(bp: Blueprint, shape: Shape) -> None:
     """Answer every error of ``bp``'s endpoints (including auth and body checks that run
-    before them) in ``shape``."""
+    before them, and a 404 anywhere under its prefix) in ``shape``."""
     def handle(err: Exception) -> tuple[Response, int]:
         status, code, message, param = error_parts(err)
         if status >= 500 and not isinstance(err, (RegistryError, HTTPException)):
@@ -71,4 +75,5 @@ def install(bp: Blueprint, shape: Shape) -> None:
 
     for kind in (RegistryError, ValidationError, HTTPException, Exception):
         bp.register_error_handler(kind, handle)
+    PREFIX_ERROR_HANDLERS[f"{bp.url_prefix}/"] = handle
 

@@ -158,3 +158,16 @@ def test_every_protocol_is_in_the_openapi_document(client):
                  "/v2/health/live", "/v2/health/ready", "/v2/models/{name}",
                  "/v2/models/{name}/versions/{version}/infer", "/v2/models/{name}/ready"):
         assert path in paths, path
+
+
+def test_errors_anywhere_under_a_protocol_prefix_keep_its_shape(client):
+    r = client.get("/v1/no/such/thing")
+    assert r.status_code == 404 and r.json["error"]["type"] == "not_found_error"
+    r = client.get("/v2/models/x/versions/1/nothing")
+    assert r.status_code == 404 and isinstance(r.json["error"], str)
+    r = client.get("/gemini/v1beta/nothing")
+    assert r.status_code == 404 and r.json["error"]["status"] == "NOT_FOUND"
+    # Text the database cannot take is a 400, in the protocol's shape too.
+    r = client.post("/v1/chat/completions", json={"model": "m\ud800", **CHAT})
+    assert r.status_code == 400 and r.json["error"]["type"] == "invalid_request_error"
+    assert client.get("/api/nothing").json["error"]["code"] == "NOT_FOUND"
