@@ -9,7 +9,9 @@
    its own virtualenv (never into the project's requirements) and configured for the same fake
    backend (``gemini/…`` with ``api_base``); its added latency is measured in the same
    interleaved loop. When it cannot be installed or started, the row says why.
-3. **Open Inference Protocol throughput vs predict** on the same server and ONNX model: JSON
+3. **The gateway's own cost in process** (the whole WSGI path against an instant provider),
+   which the loaded shared machine cannot blur as it blurs the cross-process figures above.
+4. **Open Inference Protocol throughput vs predict** on the same server and ONNX model: JSON
    tensors and binary tensors against ``POST /api/models/{m}/predict``.
 
 Both servers are gunicorn (gthread, 1 worker); the benchmark client is this process.
@@ -259,6 +261,51 @@ def added_latency(targets: dict[str, dict[str, Target]], requests: int) -> list[
     return rows
 
 
+def own_cost_in_process(n: int) -> list[Row]:
+    """The gateway's own cost, free of network and scheduling noise: the whole WSGI path of
+    ``/v1/chat/completions`` (auth hook, body checks, pydantic, translation, routing, loader,
+    tracking, serialisation) in process, against a provider whose answer is instant (the
+    loaded Gemini provider's ``chat`` replaced on that one instance, for this measurement
+    only), paired with a direct call of it; median of the differences."""
+    import statistics
+
+    from api.app import create_app
+    from models.base_model import ChatRequest, Delta, Message, Prediction, Usage
+
+    with tempfile.TemporaryDirectory() as d:
+        app = create_app({"TESTING": True, "data_dir": Path(d)})
+        svc = app.extensions["model_registry"]
+        svc.registry.register_model("chat")
+        svc.registry.register_version("chat", "1.0.0", "stable", config={"model": FAKE_MODEL})
+        provider = svc.loader.get("chat", "1.0.0")
+        answer = Prediction("echo: " + PROMPT, Usage(4, 5, 9), "stop")
+        provider.chat = lambda request: answer  # type: ignore[method-assign]
+        pieces = [Delta("echo:"), Delta(" hello"), Delta(" there", "stop", answer.usage)]
+        provider.chat_stream = lambda request: iter(pieces)  # type: ignore[method-assign]
+        client = app.test_client()
+        request = ChatRequest((Message("user", PROMPT),))
+        results = {}
+        for mode, body in (("plain", {}), ("streaming", {"stream": True})):
+            payload = {"model": "chat", "messages": [{"role": "user", "content": PROMPT}],
+                       **body}
+            diffs = []
+            for i in range(n + 200):
+                t0 = time.perf_counter_ns()
+                provider.chat(request)
+                t1 = time.perf_counter_ns()
+                r = client.post("/v1/chat/completions", json=payload)
+                data = r.get_data()
+                t2 = time.perf_counter_ns()
+                assert r.status_code == 200 and b'"error"' not in data, data
+                if i >= 200:  # warm-up
+                    diffs.append((t2 - t1) - (t1 - t0))
+            results[mode] = statistics.median(diffs) / 1e6, float(np.percentile(diffs, 99)) / 1e6
+        svc.close()
+    return [(f"gateway's own cost in process, {mode} (p50 / p99)",
+             f"{p50:.2f} / {p99:.2f} ms", "p50 ≤ 1 ms, p99 ≤ 5 ms")
+            for mode, (p50, p99) in results.items()]
+
+
 def oip_throughput(port: int, seconds: float, clients: int) -> list[Row]:
     x = np.asarray([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
     predict = json.dumps({"input": x.tolist()}).encode()
@@ -313,6 +360,7 @@ def main(requests: int = 400, seconds: float = 4.0, clients: int = 4,
             if litellm_port is None:
                 rows.append(("LiteLLM proxy, side by side", "skipped", skipped))
             rows += oip_throughput(gateway_port, seconds, clients)
+            rows += own_cost_in_process(requests * 5)
         finally:
             for proc in reversed(procs):
                 proc.terminate()

@@ -270,8 +270,10 @@ class ChatStream:
     def _end(self, outcome: BaseException | str | None) -> None:
         self._finished = True
         self._first = None
+        close = getattr(self._pieces, "close", None)  # generators have it; plain iterators not
         try:
-            self._pieces.close()  # type: ignore[attr-defined]
+            if close is not None:
+                close()
         finally:
             self._slot.close()
         latency = time.perf_counter() - self._started
