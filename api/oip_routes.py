@@ -20,7 +20,7 @@ from api import protocol_errors
 from api.services import services
 from api.spec import EXTRA_OPERATIONS, schema_ref
 from deployment.model_ref import parse_model_ref
-from errors import InvalidArgument
+from errors import InvalidArgument, Unavailable
 from models.base_model import Prediction, TensorSpec
 
 bp = Blueprint("oip", __name__, url_prefix="/v2")
@@ -84,17 +84,27 @@ def health():  # type: ignore[no-untyped-def]
 
 
 def _served_version(name: str, version: str | None) -> tuple[str, str]:
-    """(model, exact version) a metadata or readiness call is about: the pinned one, or the
-    traffic table's stable version."""
+    """(model, exact version) a readiness call is about: the pinned one, or the traffic
+    table's stable version (Unavailable when nothing serves the model)."""
     ref = parse_model_ref(name)
     route = services().gateway.route(ref.name, version or ref.ref)
     return ref.name, route.stable_version or route.version
 
 
+def _described_version(name: str, version: str | None) -> tuple[str, str]:
+    """(model, exact version) metadata describes: as readiness, but a model that nothing
+    serves yet is described by its latest version (its signature is known all the same)."""
+    try:
+        return _served_version(name, version)
+    except Unavailable:
+        model = parse_model_ref(name).name
+        return model, services().registry.resolve(model, "latest").text
+
+
 @bp.get("/models/<name>")
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None):  # type: ignore[no-untyped-def]
-    model, exact = _served_version(name, version)
+    model, exact = _described_version(name, version)
     inputs, outputs = services().loader.get(model, exact).tensor_signature()
     return jsonify({"name": model, "versions": [exact], "platform": "onnxruntime_onnx",
                     "inputs": [_metadata(t) for t in inputs],

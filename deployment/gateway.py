@@ -19,9 +19,12 @@ from models.base_model import ChatRequest, Delta, ModelProvider, Prediction, Usa
 from models.model_loader import ModelLoader
 from registry.model_registry import ModelRegistry
 from tracking import prometheus
-from tracking.metrics_collector import MetricsCollector
+from tracking.metrics_collector import MetricsCollector, pinned_key
 
 # Failures that are the version's fault: counted against it, and worth one retry on stable.
+# Everything else the gateway raises (bad input, non-finite outputs, outputs or memory over the
+# caps, a refused pin) is the caller's: a 4xx that never reaches the version's metrics, so it
+# can feed neither canary analysis nor the live watcher nor alerts (issue 21).
 VERSION_FAILURES = (ProviderError, ProviderTimeout, Unavailable, DataCorrupted, FailedPrecondition)
 
 
@@ -132,27 +135,35 @@ class Gateway:
             return None
         return stable
 
+    @staticmethod
+    def _tracked(model: str, route: Route) -> str:
+        """Where a call is counted: against the model's version, or, for a pinned call, apart
+        (``pinned_key``), where nothing judges versions."""
+        return pinned_key(model) if route.routed_by == "pin" else model
+
     def _call(self, model: str, version: str, invoke: Callable[[ModelProvider], Prediction],
               route: Route, fallback: bool) -> Served:
+        """One call, counted against ``version`` when it is the version's doing."""
+        tracked = self._tracked(model, route)
         started = time.perf_counter()
         try:
             provider = self.loader.get(model, version)
             started = time.perf_counter()  # a first load is not the model's latency
             result = invoke(provider)
         except VERSION_FAILURES as exc:
-            self.collector.record(model, version, time.perf_counter() - started, False,
+            self.collector.record(tracked, version, time.perf_counter() - started, False,
                                   exc.code)
             raise
         latency = time.perf_counter() - started
-        self._record_success(model, version, latency, result.usage)
+        self._record_success(tracked, version, latency, result.usage)
         return Served(model, version, result, latency, route, fallback)
 
-    def _record_success(self, model: str, version: str, latency: float,
+    def _record_success(self, tracked: str, version: str, latency: float,
                         usage: Usage | None) -> None:
         if usage is None:
-            self.collector.record(model, version, latency, True)
+            self.collector.record(tracked, version, latency, True)
         else:
-            self.collector.record(model, version, latency, True, None, usage.input_tokens,
+            self.collector.record(tracked, version, latency, True, None, usage.input_tokens,
                                   usage.output_tokens, total_tokens=usage.total_tokens)
 
     def text_models(self, limit: int = 200) -> list[dict[str, Any]]:
@@ -209,8 +220,8 @@ class Gateway:
             pieces = provider.chat_stream(request)
             first = next(pieces, None)
         except VERSION_FAILURES as exc:
-            self.collector.record(model, version, time.perf_counter() - started, False,
-                                  exc.code)
+            self.collector.record(self._tracked(model, route), version,
+                                  time.perf_counter() - started, False, exc.code)
             raise
         return ChatStream(self, model, version, route, fallback, pieces, first, started,
                           slot.pop_all())
@@ -277,9 +288,10 @@ class ChatStream:
         finally:
             self._slot.close()
         latency = time.perf_counter() - self._started
-        gateway, model, version = self._gateway, self.model, self.version
+        gateway, version = self._gateway, self.version
+        tracked = gateway._tracked(self.model, self.route)
         if outcome is None:
-            gateway._record_success(model, version, latency, self.usage)
+            gateway._record_success(tracked, version, latency, self.usage)
         elif isinstance(outcome, VERSION_FAILURES):
-            gateway.collector.record(model, version, latency, False, outcome.code)
-        prometheus.observe_stream(model, version, self.ttft, outcome == "disconnected")
+            gateway.collector.record(tracked, version, latency, False, outcome.code)
+        prometheus.observe_stream(tracked, version, self.ttft, outcome == "disconnected")
