@@ -212,7 +212,7 @@ def test_a_canary_driven_by_chat_traffic_alone_is_promoted_users_stay_sticky(
     """Chat completions (half of them streamed) from 24 users are the only traffic; the
     canary's analysis promotes 2.0.0 through 10→50→100 with no failed request, and no user
     who reached 2.0.0 is ever sent back to 1.2.0."""
-    seen: dict[str, list[str]] = {}
+    seen: dict[str, list[tuple[float, str]]] = {}
     failures: list[str] = []
     stop = threading.Event()
 
@@ -223,6 +223,7 @@ def test_a_canary_driven_by_chat_traffic_alone_is_promoted_users_stay_sticky(
             n += 1
             body = {"model": "summarizer", "user": user,
                     "messages": [{"role": "user", "content": "hello there"}]}
+            started = time.monotonic()
             try:
                 if n % 2:
                     version = client.chat.completions.create(**body).model
@@ -231,7 +232,7 @@ def test_a_canary_driven_by_chat_traffic_alone_is_promoted_users_stay_sticky(
             except Exception as exc:  # any failure is a failed request
                 failures.append(repr(exc))
                 continue
-            seen.setdefault(user, []).append(version.split("@")[1])
+            seen.setdefault(user, []).append((started, version.split("@")[1]))
 
     threads = [threading.Thread(target=user_loop, args=(w,), daemon=True) for w in range(4)]
     for t in threads:
@@ -240,7 +241,8 @@ def test_a_canary_driven_by_chat_traffic_alone_is_promoted_users_stay_sticky(
         dep = server.deploy("summarizer", "2.0.0", "canary",
                             analysis={"min_requests": 15, "interval_s": 2, "deadline_s": 60})
         done = server.wait_state(dep, "succeeded", 60)
-        time.sleep(1.0)
+        settled = time.monotonic() + 0.6   # the router's TTL: then 100% everywhere
+        time.sleep(2.0)
     finally:
         stop.set()
         for t in threads:
@@ -248,7 +250,9 @@ def test_a_canary_driven_by_chat_traffic_alone_is_promoted_users_stay_sticky(
     assert not failures, failures[:3]
     assert [v["result"] for v in done["verdicts"]][-1] == "pass"
     assert server.traffic("summarizer")["weights"] == {"2.0.0": 100}
-    for user, versions in seen.items():
+    for user, answers in seen.items():
+        versions = [v for _, v in answers]
         first_canary = versions.index("2.0.0") if "2.0.0" in versions else len(versions)
         assert "1.2.0" not in versions[first_canary:], (user, versions)
-    assert all(versions[-1] == "2.0.0" for versions in seen.values())
+    late = [v for answers in seen.values() for t, v in answers if t > settled]
+    assert late and set(late) == {"2.0.0"}
