@@ -353,7 +353,8 @@
   async function renderCallExamples(versions) {
     const provider = versions.length ? versions[0].provider : null;
     let examples = callExamples(provider);
-    if (provider === "onnx") {  // the real input (name, shape, type) from the ONNX graph
+    // The real input (name, shape, type) from the ONNX graph, once the version has one.
+    if (provider === "onnx" && versions[0].artifact) {
       try {
         const input = (await api("GET", "/v2/models/" + encodeURIComponent(name) +
                                  "/versions/" + encodeURIComponent(versions[0].version))).inputs[0];
