@@ -120,7 +120,7 @@ def demo_registry(d: Demo) -> None:
                              config={"model": "gemini-2.5-flash", "temperature": 0.0})
     models, _ = reg.list_models(tag="team:nlp")
     print(f"  models tagged team:nlp: {[m['name'] for m in models]}")
-    versions, _ = reg.list_versions("sentiment-analyzer")
+    versions = reg.list_versions("sentiment-analyzer")
     print("  versions, newest first by SemVer precedence:")
     print(table(versions, ["version", "status", "provider", "created_at"]))
     reg.set_alias("sentiment-analyzer", "production", "1.1.0")

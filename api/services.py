@@ -12,6 +12,7 @@ from deployment.gateway import Gateway, highest_stable
 from deployment.health_checker import HealthChecker
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
+from deployment.traffic_switch import TrafficSwitch
 from models.model_loader import ModelLoader, ProviderCatalog
 from registry.model_registry import ModelRegistry
 from rollback.rollback_manager import RollbackManager
@@ -66,13 +67,15 @@ def build_services(settings: Settings) -> Services:
     router = Router(traffic, highest_stable(registry))
     alerts = AlertManager(database, tracker=tracker)
     keys = KeyStore(database)
-    health = HealthChecker(loader)
-    snapshots = SnapshotManager(database, health=health, router=router)
+    health = HealthChecker(loader, timeout_s=settings.provider_timeout_s)
+    # Every traffic change (rollout step, abort, rollback, restore) goes through one switch.
+    switch = TrafficSwitch(database, traffic=traffic, router=router, loader=loader)
+    snapshots = SnapshotManager(database, health=health, switch=switch)
     deployments = DeploymentManager(database, registry=registry, loader=loader, tracker=tracker,
-                                    alerts=alerts, traffic=traffic, router=router,
+                                    alerts=alerts, traffic=traffic, switch=switch,
                                     health_checker=health, before_deploy=snapshots.before_deploy)
     rollbacks = RollbackManager(database, registry=registry, tracker=tracker, alerts=alerts,
-                                health=health, router=router)
+                                health=health, switch=switch)
     return Services(
         settings=settings, database=database, registry=registry, artifacts=artifacts,
         loader=loader, collector=collector, tracker=tracker,
