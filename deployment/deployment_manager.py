@@ -240,7 +240,7 @@ class DeploymentManager:
             raise _busy(active)
         table = self.traffic.get(name, conn)
         stable, live = _starting_point(active, table, default)
-        if live == {version: 100}:
+        if table is not None and live == {version: 100}:
             raise FailedPrecondition(f"version '{version}' of model '{name}' already serves "
                                      "100% of its traffic")
         if self.before_deploy is not None:

@@ -6,7 +6,8 @@ HTTP load from several client threads.
 - a canary of a faulty Gemini version (the fake server fails 30% of that model id's calls) is
   aborted by its analysis; users never see an error (fallback to stable);
 - SIGKILL during a canary, restart on the same data: the rollout goes on from the same step;
-- concurrent deploys of one model: one 202, the others 409.
+- concurrent deploys of one model: one 202, the others 409;
+- the seed's calls typed back to back (deploy blue-green, deploy direct at once): no 409.
 
 Short analysis settings keep each rollout to seconds. Figures are printed (``-s`` shows them).
 """
@@ -67,7 +68,11 @@ class Api:
 
     def deploy(self, name: str, version: str, strategy: str = "direct", **extra: Any) -> str:
         body = {"version": version, "strategy": strategy, **extra}
-        return self.post(f"/api/models/{name}/deploy", body, 202)["deployment"]["id"]
+        r = self.http.post(f"{self.url}/api/models/{name}/deploy", json=body, timeout=60)
+        # 201: switched (direct, blue-green, a first deployment); 202: a canary's first step
+        assert r.status_code == (202 if r.json()["deployment"]["traffic"].get(version) != 100
+                                 else 201), r.text
+        return r.json()["deployment"]["id"]
 
     def deployment(self, dep: str) -> dict[str, Any]:
         return self.get(f"/api/deployments/{dep}")["deployment"]
@@ -338,7 +343,7 @@ def test_concurrent_deploys_of_one_model_one_wins(tmp_path: Path):
             t.start()
         for t in threads:
             t.join(30)
-        active = api.get("/api/deployments?model=race&state=pending")["deployments"] + \
+        active = api.get("/api/deployments?model=race&state=health_check")["deployments"] + \
             api.get("/api/deployments?model=race&state=progressing")["deployments"]
     finally:
         server.stop()
