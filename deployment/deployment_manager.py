@@ -1,11 +1,21 @@
-"""The rollout controller: a persisted state machine per deployment, advanced by ``tick()``.
+"""The rollout controller: a persisted state machine per deployment.
+
+``deploy()`` is done when it answers, as far as its strategy allows: it creates the deployment
+already claiming its health check, probes inside the call (at most ``probes × timeout_s`` of
+the health checker: 3 × ``PROVIDER_TIMEOUT_S`` by default), and applies the first step before
+returning. ``tick()`` — the server's background ticker, or your own calls in a script — does
+what needs time: judging a canary's steps and a blue-green post-switch window.
 
 States and transitions (every transition is one transaction: the deployment row, the traffic
-table it changes, its event rows and any rollback record commit together)::
+table it changes, its event rows and any rollback record commit together; traffic always moves
+through :class:`deployment.traffic_switch.TrafficSwitch`)::
 
-    pending ─tick─▶ health_check ─probes fail─▶ failed    (traffic untouched, alert)
-                        └─probes pass─▶ step 0: final? ─yes─▶ succeeded
-                                                    └─no──▶ progressing (analysis)
+    deploy() ─▶ health_check ─probes fail─▶ failed   (traffic untouched, alert; deploy() raises
+                    │                                 FailedPrecondition naming the deployment)
+                    └─probes pass─▶ step 0: final? ─yes─▶ succeeded     (direct, first deploy)
+                                                └─no──▶ progressing     (blue-green at 100%,
+                                                                         canary at 10%)
+    ── deploy() returns here; the rest is tick()'s ──
     progressing ─pass─▶ step i+1 (progressing; succeeded when it is the final step)
     progressing ─fail─▶ aborted    (100% back to stable at once, rollback record, alert)
     progressing ─not enough data by the deadline─▶ paused      (canary)
@@ -13,12 +23,15 @@ table it changes, its event rows and any rollback record commit together)::
     progressing ─pause─▶ paused ─resume─▶ progressing  (the step's window starts again)
     progressing | paused ─promote─▶ next step    (``full``: straight to the end)
     any active state ─abort─▶ aborted             (traffic back to stable if it had moved)
+    blue-green progressing ─a later deploy()─▶ succeeded (its window closed, version kept)
     any active state ─deploy(force=True)─▶ superseded   (traffic back to stable)
+    health_check whose lease expired (its process died) ─tick─▶ probed again
+    pending (left by an older release) ─tick─▶ health_check
     succeeded | active ─a later rollback (rollback manager)─▶ rolled_back
 
 Active states are ``pending``, ``health_check``, ``progressing`` and ``paused``: a model has at
-most one deployment in them (a second deploy answers FAILED_PRECONDITION / 409 unless it says
-``force``). The others are final.
+most one deployment in them. A second deploy answers FAILED_PRECONDITION / 409 unless it says
+``force`` — except over a blue-green post-switch window, which it closes. The others are final.
 
 Plans (see ``deployment_strategy``): direct ``[100]``; blue-green ``[100]`` whose post-switch
 window is analysed while the old version stays the fallback (``stable_version`` of the traffic

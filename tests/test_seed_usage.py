@@ -131,6 +131,7 @@ def run_python(code: str, env: dict[str, str]) -> str:
     return result.stdout
 
 
+@pytest.mark.slow   # six fresh interpreters per backend
 def test_python_snippets_run_verbatim_in_order(seed_env: dict[str, str]):
     outputs = {}
     for heading, [snippet] in PYTHON.items():
