@@ -22,6 +22,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,52 @@ def test_curl_calls_in_order_without_waiting(seed_server: LiveServer):
                                                                                   "1.0.0")
     status, body = call(calls["Make Prediction"], url)
     assert status == 200 and body["version"] == "1.0.0", body
+
+
+# -- the Quick Start -------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(600)   # three cold starts of the whole stack
+def test_quick_start_in_a_fresh_copy(tmp_path: Path):
+    """``cp .env.example .env``, ``python main.py``, ``python api/app.py``, ``python tests.py``
+    in a copy of the project, with none of the developer's settings: what .env says applies."""
+    from tests.conftest import free_port
+    project = tmp_path / "project"
+    shutil.copytree(ROOT, project, ignore=shutil.ignore_patterns(
+        ".git", "data", ".env", "__pycache__", ".venv", "venv", "*.db", ".pytest_cache"))
+    subprocess.run(["cp", ".env.example", ".env"], cwd=project, check=True)
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "REGISTRY_DATA_DIR", "DATABASE_URL", "ARTIFACT_ROOT", "GEMINI_API_KEY", "GOOGLE_API_KEY",
+        "GOOGLE_GEMINI_BASE_URL", "REGISTRY_ADMIN_TOKEN", "HOST", "PORT", "TEST_DATABASE_URL")}
+
+    demo = subprocess.run([sys.executable, "main.py", "deploy"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert "all 1 sections done" in demo.stdout   # (the demonstrations use a temporary dir)
+
+    port = free_port()
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen([sys.executable, "api/app.py"], cwd=project,
+                              env={**env, "PORT": str(port)}, stdout=log,
+                              stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+            try:
+                models = requests.get(f"http://127.0.0.1:{port}/api/models", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        assert models.status_code == 200 and models.json()["models"] == []
+        assert (project / "data" / "registry.db").exists()   # REGISTRY_DATA_DIR of .env
+    finally:
+        server.terminate()
+        server.wait(20)
+        log.close()
+
+    tests = subprocess.run([sys.executable, "tests.py", "tests/test_seed_usage.py", "-k",
+                            "covered"],
+                           cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert tests.returncode == 0, tests.stdout[-3000:]
+    assert " passed" in tests.stdout
