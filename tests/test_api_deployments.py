@@ -114,6 +114,33 @@ def test_a_second_deploy_is_409_unless_forced(app, live):
     assert r.status_code == 409
 
 
+def test_a_blue_green_window_does_not_block_the_next_deploy(app, live):
+    r = live.post("/api/models/m/deploy", json={"version": "1.1.0", "strategy": "blue-green"})
+    assert r.status_code == 201 and r.json["deployment"]["state"] == "progressing"
+    window = r.json["deployment"]["id"]
+    r = live.post("/api/models/m/deploy", json={"version": "1.2.0"})   # at once, no force
+    assert r.status_code == 201 and r.json["deployment"]["state"] == "succeeded"
+    assert r.json["deployment"]["previous_version"] == "1.1.0"
+    assert live.get(f"/api/deployments/{window}").json["deployment"]["state"] == "succeeded"
+
+
+def test_a_failing_health_check_is_409_naming_the_deployment(app, live):
+    r = live.post("/api/models/m/versions/register", json={"version": "2.0.0",
+                                                           "provider": "onnx"})
+    assert r.status_code == 201
+    live.put("/api/models/m/versions/2.0.0/artifact", data=onnx_examples.failing_model(),
+             headers={"Content-Type": "application/octet-stream"})
+    r = live.post("/api/models/m/deploy", json={"version": "2.0.0", "strategy": "canary"})
+    assert r.status_code == 409 and r.json["error"]["code"] == "FAILED_PRECONDITION"
+    dep = r.json["error"]["details"]["deployment_id"]
+    assert dep in r.json["error"]["message"] and "probes of m@2.0.0 failed" in r.json[
+        "error"]["message"]
+    assert r.json["error"]["details"]["health_check"]["probes"]
+    got = live.get(f"/api/deployments/{dep}").json["deployment"]
+    assert got["state"] == "failed" and got["verdicts"][-1]["check"] == "health"
+    assert live.get("/api/models/m/traffic").json["traffic"]["weights"] == {"1.0.0": 100}
+
+
 def test_list_get_and_events(app, live):
     dep = live.post("/api/models/m/deploy",
                     json={"version": "1.1.0", "strategy": "canary"}).json["deployment"]["id"]

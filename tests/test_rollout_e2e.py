@@ -6,8 +6,7 @@ HTTP load from several client threads.
 - a canary of a faulty Gemini version (the fake server fails 30% of that model id's calls) is
   aborted by its analysis; users never see an error (fallback to stable);
 - SIGKILL during a canary, restart on the same data: the rollout goes on from the same step;
-- concurrent deploys of one model: one 202, the others 409;
-- the seed's calls typed back to back (deploy blue-green, deploy direct at once): no 409.
+- concurrent deploys of one model: one 202, the others 409.
 
 Short analysis settings keep each rollout to seconds. Figures are printed (``-s`` shows them).
 """
