@@ -13,6 +13,7 @@ from deployment.health_checker import HealthChecker
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
 from deployment.traffic_switch import TrafficSwitch
+from models.base_model import ProviderLimits
 from models.model_loader import ModelLoader, ProviderCatalog
 from registry.model_registry import ModelRegistry
 from rollback.rollback_manager import RollbackManager
@@ -23,6 +24,7 @@ from storage.model_store import ArtifactStore
 from tracking.alerting import AlertManager
 from tracking.metrics_collector import MetricsCollector, default_collector
 from tracking.performance_tracker import PerformanceTracker
+from tracking.prometheus import limit_versions
 
 EXTENSION_KEY = "model_registry"
 
@@ -60,14 +62,32 @@ def build_services(settings: Settings) -> Services:
     registry = ModelRegistry(database, validate_config=catalog.validate_config)
     artifacts = ArtifactStore(settings.artifact_root)
     artifacts.cleanup_temp()
-    loader = ModelLoader(registry, artifacts, catalog)
-    collector = default_collector(database)
-    tracker = PerformanceTracker(database, collector)
     traffic = TrafficStore(database)
+    limit_versions(settings.max_series_versions)
+    limits = ProviderLimits(timeout_s=settings.onnx_timeout_s,
+                            max_output_bytes=settings.max_output_bytes,
+                            memory_bytes=settings.onnx_memory_bytes)
+    deployments: DeploymentManager | None = None
+
+    def serving(model: str) -> set[str]:
+        """What the loader must keep loaded: routed, stable, and an active rollout's pair."""
+        table = traffic.get(model)
+        keep = set(table.weights) | {table.stable_version} if table else set()
+        active = deployments.store.active_for_model(model) if deployments else None
+        if active is not None:
+            keep |= {active.version, active.previous_version}
+        return {v for v in keep if v}
+
+    loader = ModelLoader(registry, artifacts, catalog, limits=limits,
+                         max_loaded=settings.max_loaded_versions,
+                         max_loaded_bytes=settings.max_loaded_bytes, serving=serving)
+    collector = default_collector(database)
+    tracker = PerformanceTracker(database, collector,
+                                 max_series_versions=settings.max_series_versions)
     router = Router(traffic, highest_stable(registry))
     alerts = AlertManager(database, tracker=tracker)
     keys = KeyStore(database)
-    health = HealthChecker(loader, timeout_s=settings.provider_timeout_s)
+    health = HealthChecker.for_settings(loader, settings)
     # Every traffic change (rollout step, abort, rollback, restore) goes through one switch.
     switch = TrafficSwitch(database, traffic=traffic, router=router, loader=loader)
     snapshots = SnapshotManager(database, health=health, switch=switch)
@@ -81,7 +101,7 @@ def build_services(settings: Settings) -> Services:
         loader=loader, collector=collector, tracker=tracker,
         alerts=alerts, traffic=traffic, router=router,
         gateway=Gateway(registry, loader, router, collector,
-                        settings.max_inflight_per_model), deployments=deployments,
+                        settings.inflight_limit), deployments=deployments,
         keys=keys, auth=Authenticator(keys, settings.admin_token), rollbacks=rollbacks,
         snapshots=snapshots)
 

@@ -250,4 +250,4 @@ def _default_health(registry: ModelRegistry, database: Database) -> HealthChecke
     from models.model_loader import ModelLoader, ProviderCatalog
     from storage.model_store import ArtifactStore
     loader = ModelLoader(registry, ArtifactStore(get_settings().artifact_root), ProviderCatalog())
-    return HealthChecker(loader, timeout_s=get_settings().provider_timeout_s)
+    return HealthChecker.for_settings(loader, get_settings())
