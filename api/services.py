@@ -25,8 +25,15 @@ from tracking.alerting import AlertManager
 from tracking.metrics_collector import MetricsCollector, default_collector
 from tracking.performance_tracker import PerformanceTracker
 from tracking.prometheus import limit_versions
+from webhooks.sender import WebhookSender
+from webhooks.url_safety import Destinations
+from webhooks.webhook_manager import WebhookManager
+from webhooks.webhook_store import WebhookStore
 
 EXTENSION_KEY = "model_registry"
+# A webhook disabled after repeated failures raises this alert (model, rule; version = its id).
+WEBHOOK_ALERT_MODEL = "webhooks"
+WEBHOOK_DISABLED_RULE = "webhook_disabled"
 
 
 @dataclass
@@ -47,8 +54,11 @@ class Services:
     auth: Authenticator
     rollbacks: RollbackManager
     snapshots: SnapshotManager
+    webhooks: WebhookManager
+    webhook_sender: WebhookSender
 
     def close(self) -> None:
+        self.webhook_sender.close()
         self.collector.flush()
         self.loader.close()
         self.database.dispose()
@@ -96,6 +106,18 @@ def build_services(settings: Settings) -> Services:
                                     health_checker=health, before_deploy=snapshots.before_deploy)
     rollbacks = RollbackManager(database, registry=registry, tracker=tracker, alerts=alerts,
                                 health=health, switch=switch)
+    webhook_store = WebhookStore(database)
+    webhooks = WebhookManager(
+        webhook_store, Destinations(settings.webhook_allowed_http_hosts,
+                                    settings.webhook_allow_private),
+        on_enabled=lambda sub: alerts.resolve(WEBHOOK_ALERT_MODEL, sub["id"],
+                                              WEBHOOK_DISABLED_RULE))
+    sender = WebhookSender(webhook_store, settings,
+                           on_disabled=lambda sub: alerts.record_event_alert(
+                               WEBHOOK_ALERT_MODEL, sub["id"], WEBHOOK_DISABLED_RULE,
+                               f"webhook {sub['id']} ({sub['url']}) "
+                               f"{sub['disabled_reason']}", "critical",
+                               {"webhook_id": sub["id"]}))
     return Services(
         settings=settings, database=database, registry=registry, artifacts=artifacts,
         loader=loader, collector=collector, tracker=tracker,
@@ -103,7 +125,7 @@ def build_services(settings: Settings) -> Services:
         gateway=Gateway(registry, loader, router, collector,
                         settings.inflight_limit), deployments=deployments,
         keys=keys, auth=Authenticator(keys, settings.admin_token), rollbacks=rollbacks,
-        snapshots=snapshots)
+        snapshots=snapshots, webhooks=webhooks, webhook_sender=sender)
 
 
 def services() -> Services:

@@ -613,7 +613,7 @@ class DeploymentManager:
                     health: HealthReport | None = None, release: bool = False,
                     **changes: Any) -> Deployment:
         """One guarded transition: the row (if its revision is still ``dep``'s), the health
-        result, the traffic switch with its rollback record, and the events, all in ``tx``.
+        result, the traffic switch, the events and the rollback record, all in ``tx``.
         ``release``: the rollout ends — after the commit, unload what neither the table nor
         the previous version needs (an instant switch back stays possible)."""
         conn = tx.conn
@@ -623,15 +623,21 @@ class DeploymentManager:
                                      deployment_id=dep.id, ok=health.ok,
                                      message=health.message, probes=health.probes, now=now)
         keep = set(new.traffic) | ({dep.previous_version} if dep.previous_version else set())
-        if set_traffic is not None:
+
+        def write_events() -> None:
+            for kind, detail in events:
+                record_event(conn, kind, actor=actor, model=dep.model, version=dep.version,
+                             deployment_id=dep.id, reason=reason, detail=detail)
+
+        if set_traffic is not None:   # history reads: traffic changed, aborted, rolled back
             weights, stable = set_traffic
             tx.switch(dep.model, weights, stable, actor=actor, reason=reason, now=now,
-                      deployment_id=dep.id, rollback=rollback, release=release, keep=keep)
-        elif release:
-            tx.release(dep.model, keep)
-        for kind, detail in events:
-            record_event(conn, kind, actor=actor, model=dep.model, version=dep.version,
-                         deployment_id=dep.id, reason=reason, detail=detail)
+                      deployment_id=dep.id, rollback=rollback, release=release, keep=keep,
+                      events=write_events)
+        else:
+            write_events()
+            if release:
+                tx.release(dep.model, keep)
         return new
 
     # -- process-local effects -----------------------------------------------------------------

@@ -5,8 +5,8 @@ Every traffic change keeps the same invariants, so they live here once:
 1. in one transaction, the deployments it ends are marked first (``rolled_back`` for a
    rollback or a restore; the rollout controller transitions its own row in the same
    transaction before switching), then the traffic table is replaced (with its history row and
-   ``traffic.changed`` event), then the rollback record (with its ``rollback.recorded`` event)
-   is written — deployments before the table, always in that order, so that concurrent writers
+   ``traffic.changed`` event), then the caller's events, then the rollback record (with its
+   ``rollback.recorded`` event) is written — deployments before the table, always in that order, so that concurrent writers
    on PostgreSQL never deadlock (see ``deployment_store``);
 2. after the commit, this process's router drops its cached table (other processes revalidate
    within a second by themselves);
@@ -24,7 +24,7 @@ Usage::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,13 +54,16 @@ class SwitchTransaction:
                reason: str, now: datetime, deployment_id: str | None = None,
                expected_revision: int | None = None, roll_back: bool = False,
                rollback: dict[str, Any] | None = None, release: bool = False,
-               keep: set[str] | frozenset[str] = frozenset()) -> dict[str, Any] | None:
+               keep: set[str] | frozenset[str] = frozenset(),
+               events: Callable[[], None] | None = None) -> dict[str, Any] | None:
         """Serve ``weights`` (``stable``: the fallback of failed calls) from the commit on.
 
         ``roll_back``: first mark the rollout in progress and the last succeeded deployment of
         ``model`` ``rolled_back``. ``rollback``: the rollback record to write (``from_version``,
         ``to_version``, ``trigger``, ``evidence``, optionally ``deployment_id``); returned.
         ``release``: a rollout ended — unload what neither ``weights`` nor ``keep`` names.
+        ``events``: writes the caller's own event rows, after the table and before the rollback
+        record (a history that reads "traffic changed, aborted, rolled back").
         """
         owner = self.owner
         if roll_back:
@@ -68,6 +71,8 @@ class SwitchTransaction:
                                                now=now)
         owner.traffic.set(self.conn, model, weights, stable, actor=actor, reason=reason,
                           deployment_id=deployment_id, expected_revision=expected_revision)
+        if events is not None:
+            events()
         record = None
         if rollback is not None:
             record = owner.deployments.insert_rollback(
