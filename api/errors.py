@@ -10,7 +10,6 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from errors import RegistryError
@@ -32,6 +31,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "RESOURCE_EXHAUSTED": 429,
     "INTERNAL": 500,
+    "CONFIGURATION_ERROR": 500,
     "PROVIDER_ERROR": 502,
     "UNAVAILABLE": 503,
     "PROVIDER_TIMEOUT": 504,
@@ -106,13 +106,14 @@ def register_error_handlers(app: Flask) -> None:
             response.headers["Allow"] = err.get_response().headers["Allow"]
         return response, status
 
+    # A lone UTF-16 surrogate (JSON allows "\ud800"; UTF-8 cannot encode it) that fails to
+    # encode outside the database (storage translates its own: ``storage.database``).
     @app.errorhandler(UnicodeEncodeError)
-    @app.errorhandler(DataError)
-    def _bad_text(err: Exception):  # type: ignore[no-untyped-def]
-        message = bad_text_message(err)
-        if message is None:
+    def _unencodable(err: UnicodeEncodeError):  # type: ignore[no-untyped-def]
+        if err.reason != "surrogates not allowed":
             return _unexpected(err)
-        return error_response("INVALID_ARGUMENT", message)
+        return error_response("INVALID_ARGUMENT", "the request holds a lone UTF-16 surrogate "
+                              "(such as \\ud800): not valid Unicode text")
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):  # type: ignore[no-untyped-def]
