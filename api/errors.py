@@ -64,13 +64,11 @@ def describe_validation_error(err: ValidationError) -> str:
 
 def bad_text_message(err: Exception) -> str | None:
     """Text the database cannot take is bad input, wherever it came from (path, query, body):
-    lone UTF-16 surrogates (JSON allows "\\ud800"; UTF-8 cannot encode it) and, on
-    PostgreSQL, NUL characters. None for any other exception."""
+    lone UTF-16 surrogates (JSON allows "\\ud800"; UTF-8 cannot encode it); storage
+    translates its own (NUL characters). None for any other exception."""
     if isinstance(err, UnicodeEncodeError) and err.reason == "surrogates not allowed":
         return ("the request holds a lone UTF-16 surrogate (such as \\ud800): not valid "
                 "Unicode text")
-    if isinstance(err, DataError) and "NUL (0x00)" in str(err.orig):
-        return "the request holds a NUL character (\\u0000), which the database cannot store"
     return None
 
 

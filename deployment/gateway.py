@@ -174,7 +174,7 @@ class Gateway:
         while len(found) < limit:
             models, token = self.registry.list_models(limit=100, page_token=token)
             for model in models:
-                versions, _ = self.registry.list_versions(model["name"], limit=100)
+                versions, _ = self.registry.list_versions_page(model["name"], limit=100)
                 text = [v for v in versions if self._generates_text(v["provider"])]
                 if text:
                     found.append({"name": model["name"], "created_at": model["created_at"],
