@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_http import throughput  # noqa: E402
 from bench.report import Row, print_rows  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 FAKE_MODEL = "gemini-bench"
 PROMPT = "hello there general kenobi"
