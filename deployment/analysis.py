@@ -5,7 +5,11 @@ step's window (since the step started). The tracker answers from 10 s buckets, s
 reaches back to the start of the bucket the step began in: a few seconds of the previous step
 may count, which only ever adds data of the same new version.
 
-Rules, in order:
+Two judges, chosen per deployment by ``settings.judge``: ``"threshold"`` (the default, the
+rules below) and ``"statistical"`` (``deployment.judge``: Fisher's exact test on errors and a
+Mann–Whitney U test on latency, with a minimum sample size).
+
+Threshold rules, in order:
 
 1. fewer than ``min_requests`` requests of the new version → inconclusive (waiting for data);
 2. any failing check → fail, at once (no need to wait out the interval while users suffer):
@@ -91,10 +95,11 @@ def _checks(c: dict[str, Any], s: dict[str, Any] | None, settings: AnalysisSetti
     return checks, excused
 
 
-def analyze(tracker: PerformanceTracker, model: str, candidate: str, stable: str | None,
-            settings: AnalysisSettings, elapsed_s: float) -> Verdict:
-    """Judge ``candidate`` against the thresholds and ``stable`` over the last ``elapsed_s``
-    seconds (the time since the step started)."""
+def window_metrics(tracker: PerformanceTracker, model: str, candidate: str,
+                   stable: str | None, elapsed_s: float, settings: AnalysisSettings
+                   ) -> tuple[float, dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """(window, candidate metrics, stable metrics or None, the evidence's common part) of the
+    step so far."""
     window = max(1.0, float(elapsed_s))
     found = tracker.get_metrics(model, window=window)
     empty = {"requests": 0, "failures": 0, "error_rate": None, "p95_latency": None,
@@ -106,6 +111,19 @@ def analyze(tracker: PerformanceTracker, model: str, candidate: str, stable: str
         "candidate": _summary(candidate, c), "stable": _summary(stable, s),
         "settings": settings.model_dump(),
     }
+    return window, c, s, evidence
+
+
+def analyze(tracker: PerformanceTracker, model: str, candidate: str, stable: str | None,
+            settings: AnalysisSettings, elapsed_s: float) -> Verdict:
+    """Judge ``candidate`` against ``stable`` over the last ``elapsed_s`` seconds (the time
+    since the step started), by the thresholds or by the statistical judge (settings.judge)."""
+    if settings.judge == "statistical":
+        from deployment.judge import judge   # judge builds on this module's verdicts
+        return judge(tracker, model, candidate, stable, settings, elapsed_s)
+    _window, c, s, evidence = window_metrics(tracker, model, candidate, stable, elapsed_s,
+                                             settings)
+    evidence["judge"] = "threshold"
     if c["requests"] < settings.min_requests:
         return Verdict(INCONCLUSIVE, f"waiting for data: {c['requests']}/"
                                      f"{settings.min_requests} requests of {candidate}",
