@@ -52,6 +52,10 @@ class Settings:
     max_loaded_bytes: int = 2 * 1024 ** 3    # their artifacts' bytes (LRU)
     max_series_versions: int = 20            # versions in one metrics series / Prometheus model
     max_response_bytes: int = 16 * 1024 ** 2  # largest JSON answer
+    # -- issue 19: shadow deployments ------------------------------------------------------
+    shadow_queue_size: int = 256             # mirrors waiting for a worker; beyond: dropped
+    shadow_concurrency: int = 2              # mirror calls in flight per process
+    shadow_store_inputs: bool = False        # keep inputs/outputs of worst disagreements
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -89,6 +93,11 @@ class Settings:
             max_loaded_bytes=int(_float("MAX_LOADED_BYTES", 2 * 1024 ** 3)),
             max_series_versions=int(_float("MAX_SERIES_VERSIONS", 20)),
             max_response_bytes=int(_float("MAX_RESPONSE_BYTES", 16 * 1024 ** 2)),
+            # issue 19
+            shadow_queue_size=int(_float("SHADOW_QUEUE_SIZE", 256)),
+            shadow_concurrency=int(_float("SHADOW_CONCURRENCY", 2)),
+            shadow_store_inputs=(env.get("SHADOW_STORE_INPUTS") or "").strip().lower()
+            in ("1", "true", "yes", "on"),
         )
         if overrides:
             if "data_dir" in overrides and "database_url" not in overrides:

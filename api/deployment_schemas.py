@@ -5,7 +5,7 @@ one definition validates the request, fills the defaults and documents them in O
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, Field
 
@@ -15,18 +15,28 @@ from deployment.deployment_strategy import STRATEGIES, AnalysisSettings
 from registry.pagination import MAX_PAGE_SIZE
 
 Strategy = Literal[STRATEGIES]  # type: ignore[valid-type]
+DeployStrategy = Literal[STRATEGIES + ("shadow",)]  # type: ignore[valid-type]  # issue 19
 State = Literal[STATES]  # type: ignore[valid-type]
 
 
 class DeployBody(Body):
     version: str = Field(min_length=1, max_length=255,
                          description="exact version, `latest`, an alias or a range")
-    strategy: Strategy = Field("direct", description="direct, blue-green or canary")
+    strategy: DeployStrategy = Field(
+        "direct", description="direct, blue-green, canary, or shadow (mirrors a sample of live "
+                              "requests to the version; answers a shadow object)")
     steps: Optional[list[int]] = Field(
         None, description="canary traffic percents, increasing, ending at 100 "
                           "(default [10, 50, 100])")
     analysis: Optional[AnalysisSettings] = Field(
         None, description="when a step may pass or must fail (blue-green and canary)")
+    # issue 19: shadow
+    sample_percent: Optional[float] = Field(None, gt=0, le=100,
+                                            description="shadow: percent of requests mirrored")
+    duration_s: Optional[float] = Field(None, gt=0, le=30 * 86400,
+                                        description="shadow: seconds it runs")
+    max_requests: Optional[int] = Field(None, ge=1, le=10_000_000,
+                                        description="shadow: mirrored requests before it ends")
     force: bool = Field(False, description="supersede a rollout in progress")
     reason: str = Field("", max_length=10_000)
 
@@ -102,3 +112,42 @@ class TrafficOut(BaseModel):
 
 class TrafficEnvelope(BaseModel):
     traffic: TrafficOut
+
+
+# -- issue 19: shadow reports ---------------------------------------------------------------------
+class ShadowOut(BaseModel):
+    id: str
+    model: str
+    version: str
+    strategy: Literal["shadow"]
+    state: Literal["running", "finished", "promoted"]
+    sample_percent: float
+    max_requests: Optional[int]
+    ends_at: Optional[str]
+    dropped: int
+    reason: str
+    actor: str
+    created_at: str
+    finished_at: Optional[str]
+
+
+class DeployAnswer(BaseModel):
+    """A rollout, or (``strategy: shadow``) the shadow started."""
+    deployment: Union[DeploymentOut, ShadowOut]
+
+
+class ShadowReport(BaseModel):
+    shadow: ShadowOut
+    mirrored: int
+    dropped: int
+    agreement: dict[str, Any]
+    argmax_agreement: Optional[dict[str, Any]]
+    mean_similarity: Optional[float]
+    shadow_errors: dict[str, Any]
+    latency: dict[str, Any]
+    tokens: dict[str, Any]
+    worst_disagreements: list[dict[str, Any]]
+
+
+class ShadowPromoteBody(ActionBody):
+    analysis: Optional[AnalysisSettings] = Field(None, description="the canary's analysis")

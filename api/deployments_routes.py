@@ -10,9 +10,9 @@ from datetime import datetime
 from flask import Blueprint
 from spectree import Response
 
-from api.deployment_schemas import (ActionBody, DeployBody, DeploymentEnvelope, DeploymentList,
-                                    ListDeploymentsQuery, PromoteBody, TrafficEnvelope,
-                                    TrafficQuery)
+from api.deployment_schemas import (ActionBody, DeployAnswer, DeployBody, DeploymentEnvelope, DeploymentList,
+                                    ListDeploymentsQuery, PromoteBody, ShadowPromoteBody,
+                                    ShadowReport, TrafficEnvelope, TrafficQuery)
 from api.schemas import ErrorOut
 from api.services import actor, services
 from api.spec import spec
@@ -24,11 +24,18 @@ E = {"HTTP_400": ErrorOut, "HTTP_404": ErrorOut}
 
 
 @bp.post("/api/models/<name>/deploy")
-@spec.validate(json=DeployBody, resp=Response(HTTP_202=DeploymentEnvelope, HTTP_409=ErrorOut,
+@spec.validate(json=DeployBody, resp=Response(HTTP_202=DeployAnswer, HTTP_409=ErrorOut,
                                                **E), tags=TAGS)
 def deploy(name: str, json: DeployBody):
     """Start a rollout (direct, blue-green or canary). 409 while another rollout of the model
-    is in progress, unless `force` supersedes it."""
+    is in progress, unless `force` supersedes it. `shadow` starts a shadow instead: the
+    answer's `deployment` is then the shadow (see `GET /api/deployments/{id}/shadow`)."""
+    if json.strategy == "shadow":
+        return _start_shadow(name, json)
+    if json.sample_percent is not None or json.duration_s is not None \
+            or json.max_requests is not None:
+        raise InvalidArgument("sample_percent, duration_s and max_requests apply to shadow "
+                              "deployments only")
     manager = services().deployments
     deployment_id = manager.deploy(name, json.version, json.strategy, json.steps,
                                    json.analysis, force=json.force, reason=json.reason,
@@ -104,3 +111,40 @@ def _parse_time(text: str | None) -> datetime | None:
     except ValueError:
         raise InvalidArgument(f"at={text!r} is not an ISO 8601 time such as "
                               "2025-01-31T12:00:00Z") from None
+
+
+# -- issue 19: shadows ------------------------------------------------------------------------------
+def _start_shadow(name: str, json: DeployBody):
+    if json.steps is not None or json.analysis is not None:
+        raise InvalidArgument("a shadow has no steps or analysis: it serves nobody")
+    shadow = services().shadows.start(name, json.version, json.sample_percent, json.duration_s,
+                                      json.max_requests, json.reason, actor=actor())
+    return {"deployment": shadow}, 202
+
+
+@bp.get("/api/deployments/<deployment_id>/shadow")
+@spec.validate(resp=Response(HTTP_200=ShadowReport, **E), tags=TAGS)
+def shadow_report(deployment_id: str):
+    """A shadow's comparison so far: agreement rates with Wilson 95% intervals, latency of both
+    sides, the candidate's errors and tokens, dropped mirrors, the worst disagreements."""
+    return services().shadows.report(deployment_id)
+
+
+@bp.post("/api/deployments/<deployment_id>/shadow/stop")
+@spec.validate(json=ActionBody, resp=Response(HTTP_200=ShadowReport, **E), tags=TAGS)
+def stop_shadow(deployment_id: str, json: ActionBody):
+    """End a shadow now (its report stays)."""
+    shadows = services().shadows
+    shadows.stop(deployment_id)
+    return shadows.report(deployment_id)
+
+
+@bp.post("/api/deployments/<deployment_id>/shadow/promote")
+@spec.validate(json=ShadowPromoteBody, resp=Response(HTTP_202=DeploymentEnvelope,
+                                                     HTTP_409=ErrorOut, **E), tags=TAGS)
+def promote_shadow(deployment_id: str, json: ShadowPromoteBody):
+    """End the shadow and start a canary of its version (`analysis` as for a canary)."""
+    svc = services()
+    analysis = json.analysis.model_dump() if json.analysis else None
+    dep = svc.shadows.promote(deployment_id, svc.deployments.deploy, analysis, actor=actor())
+    return {"deployment": svc.deployments.get(dep)}, 202

@@ -9,6 +9,8 @@ from config import Settings
 from api.auth import Authenticator
 from deployment.deployment_manager import DeploymentManager
 from deployment.gateway import Gateway, highest_stable
+from deployment.shadow import ShadowManager, ShadowMirror
+from deployment.shadow_store import ShadowStore
 from deployment.health_checker import HealthChecker
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
@@ -46,8 +48,10 @@ class Services:
     auth: Authenticator
     rollbacks: RollbackManager
     snapshots: SnapshotManager
+    shadows: ShadowManager
 
     def close(self) -> None:
+        self.shadows.mirror.close()
         self.collector.flush()
         self.loader.close()
         self.database.dispose()
@@ -95,14 +99,20 @@ def build_services(settings: Settings) -> Services:
                                     health_checker=health, before_deploy=snapshots.before_deploy)
     rollbacks = RollbackManager(database, registry=registry, tracker=tracker, alerts=alerts,
                                 health=health, router=router)
+    # issue 19: shadow deployments mirror through the one gateway
+    gateway = Gateway(registry, loader, router, collector, settings.inflight_limit)
+    shadow_store = ShadowStore(database)
+    gateway.mirror = ShadowMirror(shadow_store, loader, queue_size=settings.shadow_queue_size,
+                                  concurrency=settings.shadow_concurrency,
+                                  store_inputs=settings.shadow_store_inputs)
+    shadows = ShadowManager(shadow_store, registry, gateway.mirror, traffic.get)
     return Services(
         settings=settings, database=database, registry=registry, artifacts=artifacts,
         loader=loader, collector=collector, tracker=tracker,
         alerts=alerts, traffic=traffic, router=router,
-        gateway=Gateway(registry, loader, router, collector,
-                        settings.inflight_limit), deployments=deployments,
+        gateway=gateway, deployments=deployments,
         keys=keys, auth=Authenticator(keys, settings.admin_token), rollbacks=rollbacks,
-        snapshots=snapshots)
+        snapshots=snapshots, shadows=shadows)
 
 
 def services() -> Services:

@@ -65,13 +65,18 @@ class Gateway:
         self.router = router
         self.collector = collector
         self.inflight = InFlightLimit(max_inflight_per_model)
+        self.mirror: Any = None   # issue 19: a deployment.shadow.ShadowMirror, when wired
 
     def predict(self, model: str, input: Any, *, version: str | None = None,
                 key: str | None = None, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Serve one prediction. A failed call to a version other than the stable one is retried
         once on the stable version (``fallback: true``) and still counted against the first."""
         with self.inflight.hold(model):
-            return self._predict(model, input, version, key, params)
+            answer = self._predict(model, input, version, key, params)
+        if self.mirror is not None and version is None:
+            # the answer is computed: queue a mirror (never blocks, see deployment.shadow)
+            self.mirror.offer(model, input, params, answer)
+        return answer
 
     def _predict(self, model: str, input: Any, version: str | None, key: str | None,
                  params: dict[str, Any] | None) -> dict[str, Any]:
