@@ -356,3 +356,27 @@ shadow_pairs = Table(
     Column("example", JSON),                                    # input + outputs, if allowed
     Index("ix_shadow_pairs_shadow", "shadow_id", "id"),
 )
+
+# -- issue 19: A/B experiments --------------------------------------------------------------------
+# An experiment holds a fixed traffic split between variants for its duration; the per-variant
+# metrics are the production metrics (the variants serve real users), the verdict is stored
+# when it ends.
+experiments = Table(
+    "experiments", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("model", String(128), nullable=False),
+    Column("variants", JSON, nullable=False),                   # {version: weight}, control first
+    Column("control", String(255), nullable=False),
+    Column("primary_metric", String(32), nullable=False),       # error_rate | latency
+    Column("alpha", JSON, nullable=False),
+    Column("sample_size", Integer),                             # requests per variant
+    Column("ends_at", DateTime(timezone=True)),
+    Column("state", String(16), nullable=False),                # running | finished | promoted
+    Column("previous", JSON),                                   # the traffic weights before
+    Column("result", JSON),                                     # the final verdict
+    Column("reason", Text, nullable=False, default=""),
+    Column("actor", String(255), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_experiments_model_state", "model", "state"),
+)

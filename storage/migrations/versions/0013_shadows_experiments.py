@@ -1,4 +1,5 @@
-"""shadow deployments (issue 19): the shadows and the comparison of each mirrored pair
+"""shadow deployments and A/B experiments (issue 19): the shadows, the comparison of each
+mirrored pair, the experiments
 
 Revision ID: 0013
 Revises: 0008
@@ -48,8 +49,28 @@ def upgrade() -> None:
         sa.Column("example", sa.JSON),
     )
     op.create_index("ix_shadow_pairs_shadow", "shadow_pairs", ["shadow_id", "id"])
+    op.create_table(
+        "experiments",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("model", sa.String(128), nullable=False),
+        sa.Column("variants", sa.JSON, nullable=False),
+        sa.Column("control", sa.String(255), nullable=False),
+        sa.Column("primary_metric", sa.String(32), nullable=False),
+        sa.Column("alpha", sa.JSON, nullable=False),
+        sa.Column("sample_size", sa.Integer),
+        sa.Column("ends_at", sa.DateTime(timezone=True)),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("previous", sa.JSON),
+        sa.Column("result", sa.JSON),
+        sa.Column("reason", sa.Text, nullable=False, server_default=""),
+        sa.Column("actor", sa.String(255), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True)),
+    )
+    op.create_index("ix_experiments_model_state", "experiments", ["model", "state"])
 
 
 def downgrade() -> None:
+    op.drop_table("experiments")
     op.drop_table("shadow_pairs")
     op.drop_table("shadows")
