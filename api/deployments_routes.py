@@ -10,7 +10,9 @@ from datetime import datetime
 from flask import Blueprint
 from spectree import Response
 
-from api.deployment_schemas import (ActionBody, DeployAnswer, DeployBody, DeploymentEnvelope, DeploymentList,
+from api.deployment_schemas import (ActionBody, DeployAnswer, DeployBody,
+                                    ExperimentPromoteBody, ExperimentPromoted,
+                                    ExperimentResults, DeploymentEnvelope, DeploymentList,
                                     ListDeploymentsQuery, PromoteBody, ShadowPromoteBody,
                                     ShadowReport, TrafficEnvelope, TrafficQuery)
 from api.schemas import ErrorOut
@@ -32,10 +34,14 @@ def deploy(name: str, json: DeployBody):
     answer's `deployment` is then the shadow (see `GET /api/deployments/{id}/shadow`)."""
     if json.strategy == "shadow":
         return _start_shadow(name, json)
-    if json.sample_percent is not None or json.duration_s is not None \
-            or json.max_requests is not None:
-        raise InvalidArgument("sample_percent, duration_s and max_requests apply to shadow "
-                              "deployments only")
+    if json.strategy == "experiment":
+        return _start_experiment(name, json)
+    if any(v is not None for v in (json.sample_percent, json.duration_s, json.max_requests,
+                                   json.variants, json.sample_size, json.primary_metric)):
+        raise InvalidArgument("sample_percent, duration_s, max_requests, variants, sample_size "
+                              "and primary_metric apply to shadow and experiment only")
+    if json.version is None:
+        raise InvalidArgument("version is required")
     manager = services().deployments
     deployment_id = manager.deploy(name, json.version, json.strategy, json.steps,
                                    json.analysis, force=json.force, reason=json.reason,
@@ -115,6 +121,8 @@ def _parse_time(text: str | None) -> datetime | None:
 
 # -- issue 19: shadows ------------------------------------------------------------------------------
 def _start_shadow(name: str, json: DeployBody):
+    if json.version is None:
+        raise InvalidArgument("version is required: the shadow's candidate")
     if json.steps is not None or json.analysis is not None:
         raise InvalidArgument("a shadow has no steps or analysis: it serves nobody")
     shadow = services().shadows.start(name, json.version, json.sample_percent, json.duration_s,
@@ -148,3 +156,41 @@ def promote_shadow(deployment_id: str, json: ShadowPromoteBody):
     analysis = json.analysis.model_dump() if json.analysis else None
     dep = svc.shadows.promote(deployment_id, svc.deployments.deploy, analysis, actor=actor())
     return {"deployment": svc.deployments.get(dep)}, 202
+
+
+# -- issue 19: A/B experiments ----------------------------------------------------------------------
+def _start_experiment(name: str, json: DeployBody):
+    if json.steps is not None or json.analysis is not None:
+        raise InvalidArgument("an experiment has no steps or analysis: its split is fixed")
+    experiment = services().experiments.start(
+        name, json.variants, json.primary_metric, json.duration_s, json.sample_size,
+        json.alpha, json.reason, actor=actor())
+    return {"deployment": experiment}, 202
+
+
+@bp.get("/api/deployments/<deployment_id>/experiment")
+@spec.validate(resp=Response(HTTP_200=ExperimentResults, **E), tags=TAGS)
+def experiment_results(deployment_id: str):
+    """An experiment's per-variant metrics and verdict (test, effect size, CI, p-value); once
+    its duration or sample size is reached, the frozen final verdict (reading ends it)."""
+    return services().experiments.results(deployment_id)
+
+
+@bp.post("/api/deployments/<deployment_id>/experiment/stop")
+@spec.validate(json=ActionBody, resp=Response(HTTP_200=ExperimentResults, **E), tags=TAGS)
+def stop_experiment(deployment_id: str, json: ActionBody):
+    """End an experiment now: its verdict so far is frozen, the control serves everything."""
+    return services().experiments.stop(deployment_id, actor=actor())
+
+
+@bp.post("/api/deployments/<deployment_id>/experiment/promote")
+@spec.validate(json=ExperimentPromoteBody, resp=Response(HTTP_200=ExperimentPromoted,
+                                                         HTTP_409=ErrorOut, **E), tags=TAGS)
+def promote_experiment(deployment_id: str, json: ExperimentPromoteBody):
+    """End the experiment and deploy the chosen variant (direct); the control needs no
+    deployment (it serves everything again)."""
+    svc = services()
+    dep = svc.experiments.promote(deployment_id, json.variant, svc.deployments.deploy,
+                                  actor=actor())
+    return {"experiment": svc.experiments.get(deployment_id),
+            "deployment": svc.deployments.get(dep) if dep else None}

@@ -9,6 +9,8 @@ from config import Settings
 from api.auth import Authenticator
 from deployment.deployment_manager import DeploymentManager
 from deployment.gateway import Gateway, highest_stable
+from deployment.experiment import ExperimentManager
+from deployment.experiment_store import ExperimentStore
 from deployment.shadow import ShadowManager, ShadowMirror
 from deployment.shadow_store import ShadowStore
 from deployment.health_checker import HealthChecker
@@ -49,6 +51,7 @@ class Services:
     rollbacks: RollbackManager
     snapshots: SnapshotManager
     shadows: ShadowManager
+    experiments: ExperimentManager
 
     def close(self) -> None:
         self.shadows.mirror.close()
@@ -94,9 +97,18 @@ def build_services(settings: Settings) -> Services:
     # by the time the probe is given up, never left spinning (issue 21).
     health = HealthChecker(loader, timeout_s=max(10.0, settings.onnx_timeout_s))
     snapshots = SnapshotManager(database, health=health, router=router)
+    # issue 19: an A/B experiment holds its split: no rollout starts while one runs
+    experiments = ExperimentManager(
+        ExperimentStore(database, traffic), registry, tracker,
+        lambda model: deployments.store.active_for_model(model) is not None, router=router)
+
+    def before_deploy(model: str, deployment_id: str) -> None:
+        experiments.refuse_rollout(model)
+        snapshots.before_deploy(model, deployment_id)
+
     deployments = DeploymentManager(database, registry=registry, loader=loader, tracker=tracker,
                                     alerts=alerts, traffic=traffic, router=router,
-                                    health_checker=health, before_deploy=snapshots.before_deploy)
+                                    health_checker=health, before_deploy=before_deploy)
     rollbacks = RollbackManager(database, registry=registry, tracker=tracker, alerts=alerts,
                                 health=health, router=router)
     # issue 19: shadow deployments mirror through the one gateway
@@ -112,7 +124,7 @@ def build_services(settings: Settings) -> Services:
         alerts=alerts, traffic=traffic, router=router,
         gateway=gateway, deployments=deployments,
         keys=keys, auth=Authenticator(keys, settings.admin_token), rollbacks=rollbacks,
-        snapshots=snapshots, shadows=shadows)
+        snapshots=snapshots, shadows=shadows, experiments=experiments)
 
 
 def services() -> Services:

@@ -246,10 +246,14 @@ class ShadowManager:
             raise InvalidArgument("max_requests must be in 1..10000000")
         exact = self.registry.get_version(model, version)["version"]
         table = self.traffic_of(model)
-        if table is None or not table.weights:
+        weights = dict(table.weights) if table is not None else {}
+        if not weights:   # never deployed: the router serves the highest stable version
+            stable = self.registry.highest_stable([model]).get(model)
+            weights = {stable: 100} if stable else {}
+        if not weights:
             raise FailedPrecondition(f"model '{model}' serves nothing yet: a shadow mirrors "
                                      "live traffic")
-        if dict(table.weights) == {exact: 100}:
+        if weights == {exact: 100}:
             raise FailedPrecondition(f"version '{exact}' already serves all of '{model}'")
         if any(s["model"] == model for s in self.store.running()):
             raise FailedPrecondition(f"model '{model}' already has a running shadow")

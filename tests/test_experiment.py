@@ -116,3 +116,36 @@ def test_the_statistics():
     v = verdict(exp, {"a": {"requests": 1000, "failures": 100},
                       "b": {"requests": 1000, "failures": 50}}, {})
     assert v["winner"] == "b" and v["comparisons"][0]["outcome"] == "better"
+
+
+def test_rest_experiment_lifecycle(app, client):
+    """The REST translation: start through /deploy, results, promote the chosen variant."""
+    from tests.test_api_deployments import add_version, tick
+    assert client.post("/api/models/register", json={"name": "m"}).status_code == 201
+    for version in ("1.0.0", "1.1.0"):
+        add_version(client, version)
+    assert client.post("/api/models/m/deploy", json={"version": "1.0.0"}).status_code == 202
+    tick(app)
+    r = client.post("/api/models/m/deploy", json={"strategy": "experiment",
+                                                  "variants": {"1.0.0": 50, "1.1.0": 50}})
+    assert r.status_code == 400, r.json
+    r = client.post("/api/models/m/deploy", json={
+        "strategy": "experiment", "variants": {"1.0.0": 50, "1.1.0": 50},
+        "primary_metric": "latency", "sample_size": 1000})
+    assert r.status_code == 202, r.json
+    exp_id = r.json["deployment"]["id"]
+    assert client.post("/api/models/m/deploy", json={"version": "1.1.0"}).status_code == 409
+    for i in range(20):
+        r = client.post("/api/models/m/predict",
+                        json={"input": [[1.0, 2.0, 3.0, 4.0]], "key": f"u{i}"})
+        assert r.status_code == 200, r.json
+    r = client.get(f"/api/deployments/{exp_id}/experiment")
+    assert r.status_code == 200, r.json
+    assert r.json["running"] and set(r.json["metrics"]) == {"1.0.0", "1.1.0"}
+    r = client.post(f"/api/deployments/{exp_id}/experiment/promote", json={"variant": "2.0.0"})
+    assert r.status_code == 400
+    r = client.post(f"/api/deployments/{exp_id}/experiment/promote", json={"variant": "1.1.0"})
+    assert r.status_code == 200, r.json
+    assert r.json["experiment"]["state"] == "promoted"
+    assert r.json["deployment"]["version"] == "1.1.0"
+    assert client.get("/api/deployments/dep_nope/experiment").status_code == 404
