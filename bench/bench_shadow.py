@@ -1,8 +1,9 @@
 """Shadow overhead (run by hand): ``python bench/bench_shadow.py [--seconds 6]`` (issue 19).
 
-One gunicorn server (gthread) serves an ONNX model; 4 keep-alive clients send predictions.
-Phases alternate: without a shadow, then with a shadow of ``--percent`` (default 10%) whose
-candidate (a Gemini version answered by the fake Gemini server) takes 2 s per call. Reported:
+One gunicorn server (gthread) serves a Gemini version answered at once by the fake Gemini
+server (in this process); 4 keep-alive clients send predictions. Phases alternate: without a
+shadow, then with a shadow of ``--percent`` (default 10%) whose candidate (another Gemini
+version of the fake server) takes 2 s per call. Reported:
 the primary's p99 latency in each (client-measured, per request), their ratio (target ≤ 1.10),
 and the share of requests mirrored or dropped during the shadow phases (target 10 ± 2%).
 """
@@ -23,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_http import prepare, start_server  # noqa: E402
+from bench.bench_http import start_server  # noqa: E402
 from bench.report import print_rows  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.fake_gemini import FakeGemini  # noqa: E402
@@ -41,7 +42,7 @@ def request(port: int, method: str, path: str, body: dict | None = None) -> dict
 
 
 def load(port: int, clients: int, seconds: float) -> list[float]:
-    body = json.dumps({"input": [[0.1, 0.2, 0.3, 0.4]]}).encode()
+    body = json.dumps({"input": "is this transaction fraudulent?"}).encode()
     latencies: list[list[float]] = [[] for _ in range(clients)]
     stop = time.monotonic() + seconds
 
@@ -73,13 +74,15 @@ def main(seconds: float = 6.0, clients: int = 4, percent: float = 10.0) -> list:
                           NO_PROXY="127.0.0.1,localhost", SHADOW_QUEUE_SIZE="8",
                           SHADOW_CONCURRENCY="2")
         data = Path(d)
-        prepare(data, "bench", ["1.0.0"], status="stable")
         port = free_port()
         proc = start_server(data, port, 1, 8)
         try:
-            request(port, "POST", "/api/models/bench/versions/register",
-                    {"version": "2.0.0", "provider": "gemini",
-                     "config": {"model": "slow-candidate"}})
+            request(port, "POST", "/api/models/register", {"name": "bench"})
+            for version, status, name in (("1.0.0", "stable", "fast-primary"),
+                                          ("2.0.0", "experimental", "slow-candidate")):
+                request(port, "POST", "/api/models/bench/versions/register",
+                        {"version": version, "status": status, "provider": "gemini",
+                         "config": {"model": name}})
             load(port, clients, 1.0)                                       # warm up
             plain, shadowed, offered, reports = [], [], 0, []
             for _ in range(2):                  # alternate: both see the same machine state
@@ -110,6 +113,8 @@ def main(seconds: float = 6.0, clients: int = 4, percent: float = 10.0) -> list:
         ("requests sampled (mirrored + dropped)", f"{100 * share:.1f}%", f"{percent:g} ± 2%"),
         ("mirrors completed / dropped", f"{queued} / {dropped}", ""),
     ]
+    print("shadow errors:", [r["shadow_errors"] for r in reports],
+          "shadow latency:", [r["latency"]["shadow"] for r in reports])
     print(f"gunicorn gthread, 1 worker x 8 threads; {clients} keep-alive clients; "
           f"{len(plain)} + {len(shadowed)} requests")
     return print_rows(rows)

@@ -11,8 +11,9 @@ requests to mirror (``sample_percent``) and when it ends (``duration_s`` and/or
   the candidate, so a slow candidate can hold neither request threads nor unbounded memory.
 * **Kept apart.** The candidate's calls go straight to the loaded provider, never through
   the metrics collector: shadow latency and errors feed no canary gate, no live watcher, no
-  alert. Each mirrored pair's comparison is one row of ``shadow_pairs`` written by the
-  worker, so every server process adds to one report that survives restarts.
+  alert. Each mirrored pair's comparison is one row of ``shadow_pairs``, written in batches
+  (one transaction a second per process, off the request path), so every server process adds
+  to one report that survives restarts.
 * **Compared without a model call.** Numeric outputs (ONNX): agreement within a tolerance
   (``numpy.allclose``, rtol 1e-3, atol 1e-5) and arg-max agreement along the last axis.
   Text (LLMs): exact match, and a similarity of the normalised texts (lower case, collapsed
@@ -106,6 +107,7 @@ class ShadowMirror:
         self._active: dict[str, dict[str, Any]] = {}      # model → running shadow
         self._sent: dict[str, int] = {}                    # shadow id → mirrors queued here
         self._dropped: dict[str, int] = {}                 # not yet added to the database
+        self._pairs: list[dict[str, Any]] = []             # compared, not yet stored
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []   # the first refresh runs in a thread:
@@ -165,7 +167,26 @@ class ShadowMirror:
             if self.store_inputs and not measures["exact"]:
                 pair["example"] = {"input": input, "primary_output": answer["output"],
                                    "shadow_output": result.output}
-        self.store.add_pair(shadow["id"], pair)
+        pair["shadow_id"] = shadow["id"]
+        with self._lock:
+            self._pairs.append(pair)
+
+    def flush(self) -> None:
+        """Store the compared pairs and add the dropped mirrors, in one transaction: the
+        refresher does it every ``refresh_s``, so a fast candidate costs one write a second,
+        not one per mirror."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+            dropped, self._dropped = self._dropped, {}
+        if pairs or dropped:
+            try:
+                self.store.add(pairs, dropped)
+            except Exception:
+                with self._lock:   # keep them for the next flush
+                    self._pairs[:0] = pairs
+                    for key, n in dropped.items():
+                        self._dropped[key] = self._dropped.get(key, 0) + n
+                raise
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -183,10 +204,7 @@ class ShadowMirror:
     def refresh(self) -> None:
         """Reload the running shadows, end those past their deadline or request count, and
         add this process's dropped mirrors to the database."""
-        with self._lock:
-            dropped, self._dropped = self._dropped, {}
-        if dropped:
-            self.store.add_dropped(dropped)
+        self.flush()
         now = utcnow()
         active: dict[str, dict[str, Any]] = {}
         for shadow in self.store.running():
@@ -212,11 +230,16 @@ class ShadowMirror:
         deadline = time.monotonic() + timeout
         while self.queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
+        self.flush()
 
     def close(self) -> None:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=2)
+        try:
+            self.flush()
+        except Exception:  # noqa: BLE001 — shutting down: the database may be gone
+            log.warning("shadow pairs not stored at shutdown", exc_info=True)
 
 
 def _tokens(usage: dict[str, int] | None) -> int | None:

@@ -56,15 +56,21 @@ class ShadowStore:
             conn.execute(update(shadows).where(*where).values(
                 state=state, finished_at=func.coalesce(shadows.c.finished_at, utcnow())))
 
-    def add_dropped(self, counts: dict[str, int]) -> None:
+    def add(self, pairs: list[dict[str, Any]], dropped: dict[str, int]) -> None:
+        """Compared pairs (each with its ``shadow_id``) and dropped-mirror counts."""
         with self.db.transaction() as conn:
-            for shadow_id, n in counts.items():
+            if pairs:
+                now = utcnow()
+                conn.execute(shadow_pairs.insert(), [{"at": now, "shadow_latency": None,
+                                                      "shadow_error": None, "agree": None,
+                                                      "argmax_agree": None, "similarity": None,
+                                                      "max_abs_diff": None,
+                                                      "primary_tokens": None,
+                                                      "shadow_tokens": None, "example": None,
+                                                      **p} for p in pairs])
+            for shadow_id, n in dropped.items():
                 conn.execute(update(shadows).where(shadows.c.id == shadow_id)
                              .values(dropped=shadows.c.dropped + n))
-
-    def add_pair(self, shadow_id: str, pair: dict[str, Any]) -> None:
-        with self.db.transaction() as conn:
-            conn.execute(shadow_pairs.insert().values(shadow_id=shadow_id, at=utcnow(), **pair))
 
     def pairs(self, shadow_id: str) -> list[Any]:
         with self.db.read() as conn:
