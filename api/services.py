@@ -116,7 +116,9 @@ def build_services(settings: Settings) -> Services:
     shadow_store = ShadowStore(database)
     gateway.mirror = ShadowMirror(shadow_store, loader, queue_size=settings.shadow_queue_size,
                                   concurrency=settings.shadow_concurrency,
-                                  store_inputs=settings.shadow_store_inputs)
+                                  store_inputs=settings.shadow_store_inputs,
+                                  # started with the server (api/app.py) or the first shadow
+                                  start_threads=False, start_on_shadow=True)
     shadows = ShadowManager(shadow_store, registry, gateway.mirror, traffic.get)
     return Services(
         settings=settings, database=database, registry=registry, artifacts=artifacts,

@@ -98,7 +98,8 @@ class ShadowMirror:
 
     def __init__(self, store: ShadowStore, loader: ModelLoader, *, queue_size: int = 256,
                  concurrency: int = 2, store_inputs: bool = False,
-                 refresh_s: float = 1.0, start_threads: bool = True) -> None:
+                 refresh_s: float = 1.0, start_threads: bool = True,
+                 start_on_shadow: bool = False) -> None:
         self.store = store
         self.loader = loader
         self.store_inputs = store_inputs
@@ -110,9 +111,19 @@ class ShadowMirror:
         self._pairs: list[dict[str, Any]] = []             # compared, not yet stored
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []   # the first refresh runs in a thread:
+        self.concurrency = max(1, concurrency)
+        self.start_on_shadow = start_on_shadow     # start the threads when a shadow starts
+        self._threads: list[threading.Thread] = []
         if start_threads:
-            for i in range(max(1, concurrency)):
+            self.start()
+
+    def start(self) -> None:
+        """Start the workers and the refresher (once): a server does so at start-up, a shadow
+        started in this process does too."""
+        with self._lock:
+            if self._threads or self._stop.is_set():
+                return
+            for i in range(self.concurrency):
                 self._spawn(self._work, f"shadow-worker-{i}")
             self._spawn(self._refresher, "shadow-refresh")
 
@@ -283,6 +294,8 @@ class ShadowManager:
         ends_at = utcnow() + timedelta(seconds=duration_s) if duration_s is not None else None
         shadow = self.store.create(model, exact, float(sample_percent), max_requests, ends_at,
                                    reason, actor)
+        if self.mirror.start_on_shadow:
+            self.mirror.start()
         self.mirror.refresh()
         return shadow
 

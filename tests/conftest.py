@@ -102,6 +102,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path):
                            artifact_root=tmp_path / "data" / "artifacts")
     app = create_app(test_config)
     yield app
+    app.extensions["model_registry"].shadows.mirror.close()   # issue 19: its threads, if any
     if ALL_ON_POSTGRES:   # its flusher must not outlive the schema (nor hold a connection)
         app.extensions["model_registry"].collector.close()
     app.extensions["model_registry"].database.dispose()
