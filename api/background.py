@@ -2,8 +2,9 @@
 
 Every beat (~0.5 s) rollouts advance (``deployments.tick``); every 2 s the live versions are
 judged for automatic rollback; every 5 s the alert rules are evaluated; every hour old metrics
-are pruned. Each duty is safe when several processes (gunicorn workers, several servers) run it
-at once, and one duty failing does not stop the others.
+are pruned; every beat, due webhook deliveries are leased and handed to the sender's workers.
+Each duty is safe when several processes (gunicorn workers, several servers) run it at once, and
+one duty failing does not stop the others.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from typing import Any
 
 from flask import Flask
 
-from api.services import EXTENSION_KEY, Services
+from api.services import EXTENSION_KEY
 from deployment.ticker import ErrorLog, Ticker
+from wiring import Services
 
 log = logging.getLogger(__name__)
 TICKER_KEY = "background_ticker"
@@ -31,6 +33,7 @@ class Duties:
             ("auto-rollback", svc.rollbacks.watch, 2.0),
             ("alerts", svc.alerts.evaluate, 5.0),
             ("retention", svc.tracker.prune, 3600.0),
+            ("webhooks", svc.webhook_sender.tick, 0),
         ]
         self._due = {name: 0.0 for name, _, _ in self._duties}
 

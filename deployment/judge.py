@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from deployment.analysis import FAIL, INCONCLUSIVE, PASS, Check, Verdict, window_metrics
+from deployment.verdicts import FAIL, INCONCLUSIVE, PASS, Check, Verdict, window_metrics
 from deployment.deployment_strategy import AnalysisSettings
 from tracking.performance_tracker import PerformanceTracker
 

@@ -24,6 +24,8 @@ PAGES = {
     "/ui/rollbacks": ["rollbacks", "rollbacks-empty", "rollbacks-pager"],
     "/ui/alerts": ["alerts", "alerts-empty", "alerts-pager", "f-active"],
     "/ui/snapshots": ["snapshots", "snapshots-empty", "snapshots-pager", "snapshot-form"],
+    "/ui/webhooks": ["webhooks", "webhooks-empty", "webhooks-pager", "log-card", "deliveries",
+                     "deliveries-pager"],
 }
 COMMON_IDS = ["api-key", "key-form", "banner", "confirm", "confirm-ok", "confirm-reason"]
 
@@ -53,7 +55,8 @@ def check_page(client, path: str, ids: list[str]) -> str:
     for element_id in COMMON_IDS + ids:
         assert f'id="{element_id}"' in html, (path, element_id)
     for src in re.findall(r'(?:src|href)="(/static/[^"]+)"', html):
-        assert client.get(src).status_code == 200, src
+        with client.get(src) as r:   # closed: a static file response holds the file open
+            assert r.status_code == 200, src
     assert "<script>" not in html and " style=" not in html   # nothing inline: the CSP holds
     return html
 
@@ -87,6 +90,20 @@ def test_model_names_are_escaped_in_the_page(client):
     assert 'data-model="&#34;&gt;&lt;img src=x onerror=alert(1)&gt;"' in html
 
 
+def test_webhooks_page_is_in_the_navigation_and_its_data_needs_an_admin(tmp_path):
+    app = create_app({"TESTING": True, "data_dir": tmp_path / "d", "admin_token": "t0ken"})
+    try:
+        client = app.test_client()
+        assert 'href="/ui/webhooks"' in client.get("/ui/").get_data(as_text=True)
+        _, token = app.extensions["model_registry"].keys.create("viewer", "read", actor="t")
+        r = client.get("/api/webhooks", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 403
+        r = client.get("/api/webhooks", headers={"Authorization": "Bearer t0ken"})
+        assert r.status_code == 200 and r.json == {"webhooks": [], "next_page_token": None}
+    finally:
+        app.extensions["model_registry"].close()
+
+
 def test_scripts_put_api_data_in_as_text_only():
     for path in STATIC.glob("*.js"):
         source = path.read_text()
@@ -100,7 +117,8 @@ def test_pages_are_public_but_their_data_is_not(tmp_path):
         client = app.test_client()
         for path in PAGES:
             assert client.get(path).status_code == 200, path
-        assert client.get("/static/dashboard/common.js").status_code == 200
+        with client.get("/static/dashboard/common.js") as r:
+            assert r.status_code == 200
         r = client.get("/api/overview")
         assert r.status_code == 401 and r.json["error"]["code"] == "UNAUTHENTICATED"
         r = client.get("/api/overview", headers={"Authorization": "Bearer t0ken"})

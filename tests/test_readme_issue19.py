@@ -12,7 +12,7 @@ import pytest
 from tests.test_readme_python import ROOT, readme_block
 
 SETUP = """
-from api.services import build_services
+from wiring import build_services
 from config import Settings
 from models.onnx_examples import linear_model
 _s = build_services(Settings.from_env())

@@ -28,8 +28,6 @@ read from the next coarser tier (their old edge is rounded down to it).
 """
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
@@ -40,11 +38,12 @@ from sqlalchemy import (Connection, and_, bindparam, case, delete, select, tuple
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from errors import InvalidArgument, NotFound
+from config import get_settings
+from errors import NotFound
+from storage.events import record_event
 from storage.database import Database
 from storage.schema import alerts, iso, metric_buckets, metric_series, utcnow
-from tracking.metrics_collector import (BUCKET_SECONDS, Aggregate, Key, encode_histogram,
-                                        histogram_dict)
+from tracking.aggregates import BUCKET_SECONDS, Aggregate, Key, encode_histogram, histogram_dict
 
 RESOLUTIONS: tuple[int, ...] = (BUCKET_SECONDS, 300, 3600, 86400)
 _FINE_RETENTION_S = {BUCKET_SECONDS: 86400, 300: 7 * 86400}
@@ -56,18 +55,6 @@ _RETRYABLE_SQLSTATES = {"40001", "40P01"}   # serialization failure, deadlock de
 TierKey = tuple[str, str, int, int]         # (model, version, resolution, bucket_start)
 
 
-def retention_days_from_env() -> float:
-    raw = os.environ.get("METRICS_RETENTION_DAYS", "")
-    if raw == "":
-        return DEFAULT_RETENTION_DAYS
-    try:
-        days = float(raw)
-    except ValueError:
-        days = -1.0
-    if not days > 0 or math.isinf(days):
-        raise InvalidArgument(f"METRICS_RETENTION_DAYS={raw!r} is not a positive number of "
-                              f"days; set it to e.g. {DEFAULT_RETENTION_DAYS:g}")
-    return days
 
 
 @dataclass(frozen=True)
@@ -139,7 +126,7 @@ class MetricsStore:
 
     def __init__(self, database: Database, retention: Retention | None = None) -> None:
         self.database = database
-        self.retention = retention or Retention(retention_days_from_env())
+        self.retention = retention or Retention(get_settings().metrics_retention_days)
 
     def _insert(self, table):  # type: ignore[no-untyped-def]
         dialect = sqlite if self.database.is_sqlite else postgresql
@@ -318,6 +305,12 @@ def alert_dict(row: Any) -> dict[str, Any]:
 _ACTIVE = alerts.c.resolved_at.is_(None)
 
 
+def _alert_event(conn: Connection, kind: str, alert: dict[str, Any]) -> None:
+    """Opening and resolving an alert are events (and so webhooks), in the same transaction."""
+    record_event(conn, kind, model=alert["model"], version=alert["version"] or None,
+                 reason=alert["message"], detail=alert)
+
+
 class AlertStore:
     """Alert rows. At most one unresolved alert per (model, version, rule), by a partial unique
     index that ``upsert_active`` names in its ON CONFLICT clause (atomic in every process)."""
@@ -342,7 +335,10 @@ class AlertStore:
                                    index_where=_ACTIVE, set_=dict(updated_at=now, **fields))
             .returning(*alerts.c))
         with self.database.transaction() as conn:
-            return alert_dict(conn.execute(statement).one())
+            alert = alert_dict(conn.execute(statement).one())
+            if alert["created_at"] == alert["updated_at"]:     # opened now, not refreshed
+                _alert_event(conn, "alert.raised", alert)
+            return alert
 
     def resolve(self, *, model: str, version: str, rule: str) -> dict[str, Any] | None:
         """Resolve the active alert of (model, version, rule); None when there is none."""
@@ -361,7 +357,11 @@ class AlertStore:
                      .returning(*alerts.c))
         with self.database.transaction() as conn:
             row = conn.execute(statement).first()
-        return alert_dict(row) if row is not None else None
+            if row is None:
+                return None
+            alert = alert_dict(row)
+            _alert_event(conn, "alert.resolved", alert)
+        return alert
 
     def get(self, alert_id: int) -> dict[str, Any]:
         with self.database.read() as conn:
@@ -385,4 +385,4 @@ class AlertStore:
 
 
 __all__ = ["AlertStore", "BucketRow", "MetricsStore", "RESOLUTIONS", "Retention", "alert_dict",
-           "cover", "retention_days_from_env"]
+           "cover"]
