@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sqlalchemy import Connection
+
 from config import Settings, get_settings
 from deployment.deployment_manager import DeploymentManager
 from deployment.experiment import ExperimentManager
@@ -24,6 +26,7 @@ from deployment.router import Router
 from deployment.shadow import ShadowManager, ShadowMirror
 from deployment.shadow_store import ShadowStore
 from deployment.traffic_store import TrafficStore
+from deployment.traffic_switch import TrafficSwitch
 from models.base_model import ProviderLimits
 from models.model_loader import ModelLoader, ProviderCatalog
 from registry.model_registry import ModelRegistry
@@ -184,38 +187,44 @@ class Services:
         def rollout_active(model: str) -> bool:
             return self.deployments.store.active_for_model(model) is not None
         return self._part("experiments", lambda: ExperimentManager(
-            ExperimentStore(self.database, self.traffic), self.registry, self.tracker,
-            rollout_active, router=self.router))
+            ExperimentStore(self.database), self.registry, self.tracker, rollout_active,
+            self.switch))
 
-    def _before_deploy(self, model: str, deployment_id: str) -> None:
+    def _before_deploy(self, conn: Connection, model: str, deployment_id: str) -> None:
         """No rollout while an A/B experiment holds its split (issue 19); then the snapshot."""
-        self.experiments.refuse_rollout(model)
-        self.snapshots.before_deploy(model, deployment_id)
+        self.experiments.refuse_rollout(conn, model, deployment_id)
+        self.snapshots.before_deploy(conn, model, deployment_id)
 
     @property
     def health(self) -> HealthChecker:
-        # A probe lasts at least the ONNX deadline: the run it starts is stopped by that
-        # deadline by the time the probe is given up, never left spinning (issue 21).
-        return self._part("health", lambda: HealthChecker(
-            self.loader, timeout_s=max(10.0, self.settings.onnx_timeout_s)))
+        # Each probe bounded by PROVIDER_TIMEOUT_S (a deploy waits at most 3 × that, issue 12)
+        # and at least the ONNX deadline (issue 21): see HealthChecker.for_settings.
+        return self._part("health", lambda: HealthChecker.for_settings(self.loader,
+                                                                       self.settings))
+
+    @property
+    def switch(self) -> TrafficSwitch:
+        """Every traffic change (rollout step, abort, rollback, restore) goes through it."""
+        return self._part("switch", lambda: TrafficSwitch(
+            self.database, traffic=self.traffic, router=self.router, loader=self.loader))
 
     @property
     def snapshots(self) -> SnapshotManager:
         return self._part("snapshots", lambda: SnapshotManager(
-            self.database, health=self.health, router=self.router))
+            self.database, health=self.health, switch=self.switch))
 
     @property
     def deployments(self) -> DeploymentManager:
         return self._part("deployments", lambda: DeploymentManager(
             self.database, registry=self.registry, loader=self.loader, tracker=self.tracker,
-            alerts=self.alerts, traffic=self.traffic, router=self.router,
+            alerts=self.alerts, traffic=self.traffic, switch=self.switch,
             health_checker=self.health, before_deploy=self._before_deploy))
 
     @property
     def rollbacks(self) -> RollbackManager:
         return self._part("rollbacks", lambda: RollbackManager(
             self.database, registry=self.registry, tracker=self.tracker, alerts=self.alerts,
-            health=self.health, router=self.router,
+            health=self.health, switch=self.switch,
             policy=AutoRollbackPolicy.from_settings(self.settings)))
 
     @property

@@ -35,12 +35,13 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 import numpy as np
+from sqlalchemy import Connection
 from scipy import stats
 
 from deployment.experiment_store import RUNNING, ExperimentStore
 from deployment.judge import subsample
-from deployment.router import Router
 from deployment.traffic_store import check_weights
+from deployment.traffic_switch import TrafficSwitch
 from errors import FailedPrecondition, InvalidArgument, NotFound
 from registry.model_registry import ModelRegistry
 from storage.schema import utcnow
@@ -123,8 +124,8 @@ def verdict(experiment: dict[str, Any], metrics: dict[str, dict[str, Any]],
 class ExperimentManager:
     def __init__(self, store: ExperimentStore, registry: ModelRegistry,
                  tracker: PerformanceTracker, rollout_active: Callable[[str], bool],
-                 router: Router | None = None) -> None:
-        self.router = router
+                 switch: TrafficSwitch) -> None:
+        self.switch = switch
         self.store = store
         self.registry = registry
         self.tracker = tracker
@@ -153,18 +154,32 @@ class ExperimentManager:
         if self.store.running_for(model) is not None:
             raise FailedPrecondition(f"model '{model}' already has a running experiment")
         ends_at = utcnow() + timedelta(seconds=duration_s) if duration_s is not None else None
-        experiment = self.store.create(model, weights, primary_metric, alpha, sample_size,
-                                       ends_at, reason, actor)
-        self._traffic_changed(model)
+        table = self.switch.traffic.get(model)
+        with self.switch.transaction() as tx:
+            experiment = self.store.insert(tx.conn, model, weights, primary_metric, alpha,
+                                           sample_size, ends_at,
+                                           dict(table.weights) if table else None, reason,
+                                           actor)
+            tx.switch(model, weights, experiment["control"], actor=actor,
+                      reason=f"experiment {experiment['id']}", now=utcnow(),
+                      deployment_id=experiment["id"])
         return experiment
 
-    def _traffic_changed(self, model: str) -> None:
-        if self.router is not None:
-            self.router.invalidate(model)
+    def _finish(self, experiment_id: str, result: dict[str, Any], actor: str) -> bool:
+        """Freeze the verdict and put the control back on 100%, in one transaction."""
+        with self.switch.transaction() as tx:
+            row = self.store.finish(tx.conn, experiment_id, result)
+            if row is not None:
+                tx.switch(row["model"], {row["control"]: 100}, row["control"], actor=actor,
+                          reason=f"experiment {experiment_id} ended: back to its control",
+                          now=utcnow(), deployment_id=experiment_id)
+        return row is not None
 
-    def refuse_rollout(self, model: str, _deployment_id: str = "") -> None:
-        """The deployment manager's ``before_deploy`` hook: the split holds while running."""
-        running = self.store.running_for(model)
+    def refuse_rollout(self, conn: Connection | None, model: str,
+                       _deployment_id: str = "") -> None:
+        """The deployment manager's ``before_deploy`` hook (inside the deploy's transaction):
+        the split holds while the experiment runs."""
+        running = self.store.running_for(model, conn)
         if running is not None:
             raise FailedPrecondition(f"model '{model}' is in experiment {running['id']}: stop "
                                      "or promote it first")
@@ -196,8 +211,7 @@ class ExperimentManager:
         if size is not None and all(metrics.get(v, {}).get("requests", 0) >= size
                                     for v in variants):
             due = True
-        if due and self.store.finish(experiment_id, result, restore=True, actor="system"):
-            self._traffic_changed(experiment["model"])
+        if due and self._finish(experiment_id, result, "system"):
             return {"experiment": self.get(experiment_id), **result, "running": False}
         return {"experiment": experiment, **result, "running": True}
 
@@ -206,8 +220,7 @@ class ExperimentManager:
         current = self.results(experiment_id)
         if current["running"]:
             result = {k: current[k] for k in ("metrics", "verdict")}
-            self.store.finish(experiment_id, result, restore=True, actor=actor)
-            self._traffic_changed(current["experiment"]["model"])
+            self._finish(experiment_id, result, actor)
         return self.results(experiment_id)
 
     def promote(self, experiment_id: str, variant: str, deploy: Callable[..., str],

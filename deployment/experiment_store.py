@@ -4,10 +4,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from deployment.deployment_store import aware, new_id
-from deployment.traffic_store import TrafficStore
 from storage.database import Database
 from storage.schema import experiments, iso, utcnow
 
@@ -25,27 +24,23 @@ def experiment_dict(row: Any) -> dict[str, Any]:
 
 
 class ExperimentStore:
-    def __init__(self, database: Database, traffic: TrafficStore) -> None:
-        self.db = database
-        self.traffic = traffic
+    """Experiment rows. Starting and ending also move the traffic, so those two methods write
+    inside the caller's :class:`~deployment.traffic_switch.TrafficSwitch` transaction."""
 
-    def create(self, model: str, variants: dict[str, int], primary_metric: str, alpha: float,
-               sample_size: int | None, ends_at: datetime | None, reason: str,
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    def insert(self, conn: Connection, model: str, variants: dict[str, int],
+               primary_metric: str, alpha: float, sample_size: int | None,
+               ends_at: datetime | None, previous: dict[str, int] | None, reason: str,
                actor: str) -> dict[str, Any]:
-        """Insert the experiment and switch the traffic to its split, in one transaction."""
         experiment_id = new_id("dep")
-        with self.db.transaction() as conn:
-            current = self.traffic.get(model, conn)
-            control = next(iter(variants))
-            conn.execute(experiments.insert().values(
-                id=experiment_id, model=model, variants=variants, control=control,
-                primary_metric=primary_metric, alpha=alpha, sample_size=sample_size,
-                ends_at=ends_at, state=RUNNING,
-                previous=dict(current.weights) if current else None, result=None,
-                reason=reason, actor=actor, created_at=utcnow(), finished_at=None))
-            self.traffic.set(conn, model, variants, control, actor=actor,
-                             reason=f"experiment {experiment_id}", deployment_id=experiment_id)
-            row = conn.execute(select(experiments).where(experiments.c.id == experiment_id)).one()
+        conn.execute(experiments.insert().values(
+            id=experiment_id, model=model, variants=variants, control=next(iter(variants)),
+            primary_metric=primary_metric, alpha=alpha, sample_size=sample_size,
+            ends_at=ends_at, state=RUNNING, previous=previous, result=None, reason=reason,
+            actor=actor, created_at=utcnow(), finished_at=None))
+        row = conn.execute(select(experiments).where(experiments.c.id == experiment_id)).one()
         return experiment_dict(row)
 
     def get(self, experiment_id: str) -> dict[str, Any] | None:
@@ -54,28 +49,25 @@ class ExperimentStore:
                                .where(experiments.c.id == experiment_id)).first()
         return experiment_dict(row) if row else None
 
-    def running_for(self, model: str) -> dict[str, Any] | None:
-        with self.db.read() as conn:
-            row = conn.execute(select(experiments).where(experiments.c.model == model,
-                                                         experiments.c.state == RUNNING)).first()
+    def running_for(self, model: str, conn: Connection | None = None) -> dict[str, Any] | None:
+        if conn is None:
+            with self.db.read() as c:
+                return self.running_for(model, c)
+        row = conn.execute(select(experiments).where(experiments.c.model == model,
+                                                     experiments.c.state == RUNNING)).first()
         return experiment_dict(row) if row else None
 
-    def finish(self, experiment_id: str, result: dict[str, Any], restore: bool,
-               actor: str) -> bool:
-        """Running → finished with its verdict; the traffic back on the control (``restore``).
-        False when it was no longer running (another process finished it first)."""
-        with self.db.transaction() as conn:
-            row = conn.execute(select(experiments).where(experiments.c.id == experiment_id)
-                               .with_for_update()).one()
-            if row.state != RUNNING:
-                return False
-            conn.execute(update(experiments).where(experiments.c.id == experiment_id)
-                         .values(state="finished", result=result, finished_at=utcnow()))
-            if restore:
-                self.traffic.set(conn, row.model, {row.control: 100}, row.control, actor=actor,
-                                 reason=f"experiment {experiment_id} ended: back to its control",
-                                 deployment_id=experiment_id)
-        return True
+    def finish(self, conn: Connection, experiment_id: str,
+               result: dict[str, Any]) -> dict[str, Any] | None:
+        """Running → finished with its verdict; None when it was no longer running (another
+        process finished it first)."""
+        row = conn.execute(select(experiments).where(experiments.c.id == experiment_id)
+                           .with_for_update()).one()
+        if row.state != RUNNING:
+            return None
+        conn.execute(update(experiments).where(experiments.c.id == experiment_id)
+                     .values(state="finished", result=result, finished_at=utcnow()))
+        return experiment_dict(row)
 
     def mark_promoted(self, experiment_id: str) -> None:
         with self.db.transaction() as conn:

@@ -9,14 +9,15 @@ import pytest
 
 from deployment.experiment import ExperimentManager, proportion_test, verdict, welch_test
 from deployment.experiment_store import ExperimentStore
+from deployment.traffic_switch import TrafficSwitch
 from errors import FailedPrecondition, InvalidArgument
 from tests.test_deployment_manager import Env, env  # noqa: F401  (the fixture)
 
 
 def experiments(env: Env) -> ExperimentManager:  # noqa: F811
-    manager = ExperimentManager(ExperimentStore(env.db, env.traffic), env.registry, env.tracker,
+    manager = ExperimentManager(ExperimentStore(env.db), env.registry, env.tracker,
                                 lambda m: env.manager.store.active_for_model(m) is not None,
-                                router=env.router)
+                                TrafficSwitch(env.db, traffic=env.traffic, router=env.router))
     env.manager.before_deploy = manager.refuse_rollout
     return manager
 
@@ -124,7 +125,7 @@ def test_rest_experiment_lifecycle(app, client):
     assert client.post("/api/models/register", json={"name": "m"}).status_code == 201
     for version in ("1.0.0", "1.1.0"):
         add_version(client, version)
-    assert client.post("/api/models/m/deploy", json={"version": "1.0.0"}).status_code == 202
+    assert client.post("/api/models/m/deploy", json={"version": "1.0.0"}).status_code == 201
     tick(app)
     r = client.post("/api/models/m/deploy", json={"strategy": "experiment",
                                                   "variants": {"1.0.0": 50, "1.1.0": 50}})

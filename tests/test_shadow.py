@@ -160,7 +160,7 @@ def test_start_refusals_and_promotion_into_a_canary(live: Env):
     dep = manager.promote(shadow["id"], live.manager.deploy)
     got = live.manager.get(dep)
     assert got["strategy"] == "canary" and got["version"] == "1.1.0"
-    assert "shadow" in got["reason"]
+    assert any("shadow" in e["reason"] for e in got["events"])
     assert manager.get(shadow["id"])["state"] == "promoted"
     with pytest.raises(FailedPrecondition):
         manager.promote(shadow["id"], live.manager.deploy)
@@ -172,7 +172,7 @@ def test_rest_shadow_lifecycle(app, client):
     assert client.post("/api/models/register", json={"name": "m"}).status_code == 201
     for version in ("1.0.0", "1.1.0"):
         add_version(client, version)
-    assert client.post("/api/models/m/deploy", json={"version": "1.0.0"}).status_code == 202
+    assert client.post("/api/models/m/deploy", json={"version": "1.0.0"}).status_code == 201
     tick(app)
     r = client.post("/api/models/m/deploy", json={"version": "1.1.0", "strategy": "shadow"})
     assert r.status_code == 400 and "sample_percent" in r.json["error"]["message"]
