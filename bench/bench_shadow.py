@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_http import start_server  # noqa: E402
 from bench.report import print_rows  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.support import free_port  # noqa: E402
 from tests.fake_gemini import FakeGemini  # noqa: E402
 
 
