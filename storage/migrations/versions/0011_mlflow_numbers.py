@@ -1,13 +1,13 @@
 """MLflow compatibility (issue 17): an integer number per version, never reused; source, run id
 
 Revision ID: 0011
-Revises: 0012
+Revises: 0013
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
