@@ -70,6 +70,17 @@ class Settings:
     webhook_workers: int = 4                    # concurrent sends per process
     webhook_allowed_http_hosts: tuple[str, ...] = ()   # hosts plain http may go to
     webhook_allow_private: bool = False         # allow private/loopback/link-local addresses
+    # -- issue 20: artifacts in S3, observability --
+    artifact_s3_url: str | None = None          # ARTIFACT_ROOT=s3://bucket/prefix
+    s3_endpoint_url: str | None = None          # MinIO, R2, moto: S3_ENDPOINT_URL
+    aws_region: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    s3_part_bytes: int = 8 * 1024 ** 2          # multipart above this; one part in memory
+    s3_presign_downloads: bool = False          # GET .../artifact redirects to S3
+    s3_presign_expiry_s: int = 300
+    artifact_cache_bytes: int = 4 * 1024 ** 3   # local cache of artifacts loaded from S3
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -88,7 +99,7 @@ class Settings:
         values: dict = dict(
             data_dir=data_dir,
             database_url=env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'registry.db'}",
-            artifact_root=Path(env.get("ARTIFACT_ROOT") or data_dir / "artifacts"),
+            artifact_root=env.get("ARTIFACT_ROOT") or data_dir / "artifacts",  # Path below
             gemini_api_key=env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY") or None,
             gemini_model=env.get("GEMINI_MODEL") or "gemini-2.5-flash",
             provider_timeout_s=_float("PROVIDER_TIMEOUT_S", 30.0),
@@ -118,6 +129,17 @@ class Settings:
                 h.strip().lower() for h in (env.get("WEBHOOK_ALLOWED_HTTP_HOSTS") or "").split(",")
                 if h.strip()),
             webhook_allow_private=_flag("WEBHOOK_ALLOW_PRIVATE"),
+            # -- issue 20 --
+            s3_endpoint_url=(env.get("S3_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL_S3")
+                             or env.get("AWS_ENDPOINT_URL") or None),
+            aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
+            s3_part_bytes=int(_float("S3_PART_BYTES", 8 * 1024 ** 2)),
+            s3_presign_downloads=_flag("S3_PRESIGN_DOWNLOADS"),
+            s3_presign_expiry_s=int(_float("S3_PRESIGN_EXPIRY_S", 300)),
+            artifact_cache_bytes=int(_float("ARTIFACT_CACHE_BYTES", 4 * 1024 ** 3)),
         )
         if overrides:
             if "data_dir" in overrides and "database_url" not in overrides:
@@ -126,6 +148,12 @@ class Settings:
                 values["artifact_root"] = d / "artifacts"
             values.update(overrides)
         values["data_dir"] = Path(values["data_dir"])
+        # issue 20: an s3:// root keeps its URL; the local directory becomes the cache of
+        # what this process loaded from the bucket (Path() would fold the '//').
+        root = str(values["artifact_root"])
+        if root.startswith("s3://"):
+            values["artifact_s3_url"] = root
+            values["artifact_root"] = values["data_dir"] / "artifact-cache"
         values["artifact_root"] = Path(values["artifact_root"])
         return cls(**values)
 

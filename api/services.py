@@ -19,7 +19,7 @@ from rollback.rollback_manager import RollbackManager
 from rollback.snapshot_manager import SnapshotManager
 from storage.database import Database
 from storage.key_store import KeyStore
-from storage.model_store import ArtifactStore
+from storage.artifacts import ArtifactStorage, open_artifact_store
 from tracking.alerting import AlertManager
 from tracking.metrics_collector import MetricsCollector, default_collector
 from tracking.performance_tracker import PerformanceTracker
@@ -40,7 +40,7 @@ class Services:
     settings: Settings
     database: Database
     registry: ModelRegistry
-    artifacts: ArtifactStore
+    artifacts: ArtifactStorage
     loader: ModelLoader
     collector: MetricsCollector
     tracker: PerformanceTracker
@@ -69,7 +69,7 @@ def build_services(settings: Settings) -> Services:
     database = Database(settings.database_url)
     catalog = ProviderCatalog()
     registry = ModelRegistry(database, validate_config=catalog.validate_config)
-    artifacts = ArtifactStore(settings.artifact_root)
+    artifacts = open_artifact_store(settings)  # a directory or s3:// (issue 20)
     artifacts.cleanup_temp()
     traffic = TrafficStore(database)
     limit_versions(settings.max_series_versions)

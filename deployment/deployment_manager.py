@@ -63,7 +63,7 @@ from registry.metadata_store import record_event
 from registry.model_registry import ModelRegistry, check_text
 from registry.pagination import check_limit
 from storage.database import Database, default_database
-from storage.model_store import ArtifactStore
+from storage.artifacts import open_artifact_store
 from storage.schema import as_utc, iso, utcnow
 from tracking.alerting import ROLLBACK_RULE, AlertManager
 from tracking.performance_tracker import PerformanceTracker
@@ -142,7 +142,7 @@ class DeploymentManager:
     @property
     def loader(self) -> ModelLoader:
         def build() -> ModelLoader:
-            return ModelLoader(self.registry, ArtifactStore(get_settings().artifact_root),
+            return ModelLoader(self.registry, open_artifact_store(get_settings()),
                                self._catalog())
         return self._lazy("loader", build)
 

@@ -242,6 +242,6 @@ class RollbackManager:
 def _default_health(registry: ModelRegistry, database: Database) -> HealthChecker:
     from config import get_settings
     from models.model_loader import ModelLoader, ProviderCatalog
-    from storage.model_store import ArtifactStore
-    loader = ModelLoader(registry, ArtifactStore(get_settings().artifact_root), ProviderCatalog())
+    from storage.artifacts import open_artifact_store
+    loader = ModelLoader(registry, open_artifact_store(get_settings()), ProviderCatalog())
     return HealthChecker(loader)
