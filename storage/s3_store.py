@@ -85,7 +85,7 @@ class S3ArtifactStore:
         except ClientError as exc:
             err = exc.response.get("Error", {})
             code = str(err.get("Code", ""))
-            if code in _MISSING_BUCKET:
+            if code in _MISSING_BUCKET or (code in _MISSING_KEY and digest is None):
                 raise Unavailable(
                     f"the artifact bucket '{self.bucket}' does not exist ({doing}); create it "
                     f"or fix ARTIFACT_ROOT={self.url}",
@@ -190,7 +190,9 @@ class S3ArtifactStore:
         try:
             with self._s3("looking up the artifact", digest):
                 self.client.head_object(Bucket=self.bucket, Key=self._key(digest))
-        except NotFound:
+        except NotFound:  # a HEAD's 404 does not say whether the key or the bucket is missing
+            with self._s3("looking up the bucket"):
+                self.client.head_bucket(Bucket=self.bucket)
             return False
         return True
 
