@@ -145,7 +145,8 @@ class Settings:
             if "data_dir" in overrides and "database_url" not in overrides:
                 d = Path(overrides["data_dir"])
                 values["database_url"] = f"sqlite:///{d / 'registry.db'}"
-                values["artifact_root"] = d / "artifacts"
+                if not str(values["artifact_root"]).startswith("s3://"):
+                    values["artifact_root"] = d / "artifacts"
             values.update(overrides)
         values["data_dir"] = Path(values["data_dir"])
         # issue 20: an s3:// root keeps its URL; the local directory becomes the cache of
