@@ -116,7 +116,7 @@ class S3ArtifactStore:
         h = hashlib.sha256()
         size = 0
 
-        def next_part() -> bytes:
+        def next_part() -> bytearray:
             nonlocal size
             buf = bytearray()
             while len(buf) < self.part_bytes:
@@ -129,7 +129,7 @@ class S3ArtifactStore:
                                    details={"max_bytes": max_bytes})
                 h.update(chunk)
                 buf += chunk
-            return bytes(buf)
+            return buf  # botocore sends a bytearray as is: no second copy of the part
 
         first = next_part()
         if len(first) < self.part_bytes:  # the whole artifact: one atomic PUT
@@ -140,7 +140,7 @@ class S3ArtifactStore:
             return digest, size
         return self._put_multipart(first, next_part, h, lambda: size)
 
-    def _put_multipart(self, first: bytes, next_part: Any, h: Any,
+    def _put_multipart(self, first: bytearray, next_part: Any, h: Any,
                        size: Any) -> tuple[str, int]:
         tmp_key = f"{self.prefix}tmp/upload-{uuid.uuid4().hex}.part"
         with self._s3("starting a multipart upload"):
