@@ -23,6 +23,8 @@ from storage.artifacts import ArtifactStorage, open_artifact_store
 from tracking.alerting import AlertManager
 from tracking.metrics_collector import MetricsCollector, default_collector
 from tracking.performance_tracker import PerformanceTracker
+from tracking.ops_metrics import OpsCollector
+from tracking.ops_store import OpsStore
 from tracking.prometheus import limit_versions
 from webhooks.sender import WebhookSender
 from webhooks.url_safety import Destinations
@@ -55,6 +57,7 @@ class Services:
     snapshots: SnapshotManager
     webhooks: WebhookManager
     webhook_sender: WebhookSender
+    ops_metrics: OpsCollector        # issue 20: deployments, rollbacks, webhooks on /metrics
 
     def close(self) -> None:
         self.webhook_sender.close()
@@ -124,7 +127,8 @@ def build_services(settings: Settings) -> Services:
         gateway=Gateway(registry, loader, router, collector,
                         settings.inflight_limit), deployments=deployments,
         keys=keys, auth=Authenticator(keys, settings.admin_token), rollbacks=rollbacks,
-        snapshots=snapshots, webhooks=webhooks, webhook_sender=sender)
+        snapshots=snapshots, webhooks=webhooks, webhook_sender=sender,
+        ops_metrics=OpsCollector(OpsStore(database)))
 
 
 def services() -> Services:
