@@ -25,7 +25,7 @@ from tracking.metrics_collector import MetricsCollector, default_collector
 from tracking.performance_tracker import PerformanceTracker
 from tracking.ops_metrics import OpsCollector
 from tracking.ops_store import OpsStore
-from tracking.prometheus import limit_versions
+from tracking.prometheus import limit_versions, set_traffic
 from webhooks.sender import WebhookSender
 from webhooks.url_safety import Destinations
 from webhooks.webhook_manager import WebhookManager
@@ -96,7 +96,7 @@ def build_services(settings: Settings) -> Services:
     collector = default_collector(database)
     tracker = PerformanceTracker(database, collector,
                                  max_series_versions=settings.max_series_versions)
-    router = Router(traffic, highest_stable(registry))
+    router = Router(traffic, highest_stable(registry), on_change=set_traffic)
     alerts = AlertManager(database, tracker=tracker)
     keys = KeyStore(database)
     # A probe lasts at least the ONNX deadline: the run it starts is stopped by that deadline
