@@ -38,6 +38,13 @@ def _flag(name: str) -> bool:
     raise SystemExit(f"{name}={raw!r} is not a boolean; set it to true or false")
 
 
+def _choice(name: str, choices: tuple[str, ...]) -> str:
+    raw = (os.environ.get(name) or choices[0]).strip().lower()
+    if raw not in choices:
+        raise SystemExit(f"{name}={raw!r} is not one of {', '.join(choices)}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -81,6 +88,9 @@ class Settings:
     s3_presign_downloads: bool = False          # GET .../artifact redirects to S3
     s3_presign_expiry_s: int = 300
     artifact_cache_bytes: int = 4 * 1024 ** 3   # local cache of artifacts loaded from S3
+    log_format: str = "text"                    # LOG_FORMAT: text | json
+    otel_exporter_otlp_endpoint: str | None = None  # spans over OTLP/HTTP when set
+    otel_service_name: str = "model-registry"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -140,6 +150,9 @@ class Settings:
             s3_presign_downloads=_flag("S3_PRESIGN_DOWNLOADS"),
             s3_presign_expiry_s=int(_float("S3_PRESIGN_EXPIRY_S", 300)),
             artifact_cache_bytes=int(_float("ARTIFACT_CACHE_BYTES", 4 * 1024 ** 3)),
+            log_format=_choice("LOG_FORMAT", ("text", "json")),
+            otel_exporter_otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            otel_service_name=env.get("OTEL_SERVICE_NAME") or "model-registry",
         )
         if overrides:
             if "data_dir" in overrides and "database_url" not in overrides:

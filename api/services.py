@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from flask import current_app, g, request
 
+import observability
 from config import Settings
 from api.auth import Authenticator
 from deployment.deployment_manager import DeploymentManager
@@ -70,6 +71,7 @@ def build_services(settings: Settings) -> Services:
     """Wire every layer once: the registry validates configs through the provider catalog, the
     gateway routes through the traffic table, the tracker reads what the collector recorded."""
     database = Database(settings.database_url)
+    observability.trace_engine(database.engine)   # a span per SQL statement when tracing
     catalog = ProviderCatalog()
     registry = ModelRegistry(database, validate_config=catalog.validate_config)
     artifacts = open_artifact_store(settings)  # a directory or s3:// (issue 20)

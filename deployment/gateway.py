@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import observability
 from deployment.router import Route, Router
 from errors import (DataCorrupted, FailedPrecondition, ProviderError, ProviderTimeout,
                     RateLimited, Unavailable)
@@ -78,7 +79,8 @@ class Gateway:
         if version is not None:
             route = Route(self.registry.resolve(model, version).text, "pin", None, None)
         else:
-            route = self.router.choose(model, key)
+            with observability.span("route", **{"registry.model": model}):
+                route = self.router.choose(model, key)
             if route is None:
                 self.registry.get_model(model)  # NotFound for an unknown model
                 raise Unavailable(f"nothing is deployed for model '{model}': deploy a version "
@@ -96,11 +98,16 @@ class Gateway:
         """One call, counted against ``version`` when it is the version's doing; a pinned
         call is counted apart (``pinned_key``), where nothing judges versions."""
         tracked = pinned_key(model) if route.routed_by == "pin" else model
+        observability.bind(model=model, version=version, deployment=route.deployment_id)
         started = time.perf_counter()
         try:
             provider = self.loader.get(model, version)
             started = time.perf_counter()  # a first load is not the model's latency
-            result: Prediction = provider.predict(input, params)
+            with observability.span("provider.call", **{
+                    "registry.model": model, "registry.version": version,
+                    "registry.deployment": route.deployment_id,
+                    "registry.routed_by": route.routed_by, "registry.fallback": fallback}):
+                result: Prediction = provider.predict(input, params)
         except VERSION_FAILURES as exc:
             self.collector.record(tracked, version, time.perf_counter() - started, False,
                                   exc.code)
