@@ -101,8 +101,7 @@ def _assign_request_id() -> None:
     span covers the request when tracing is on."""
     given = request.headers.get("X-Request-Id", "")
     g.request_id = given if _CALLER_REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
-    observability.clear()
-    observability.bind(request_id=g.request_id)
+    observability.bind_request(g.request_id)
     rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
     g.otel_span = observability.start_request_span(
         f"{request.method} {rule}", request.headers, **{

@@ -94,7 +94,7 @@ def tracing_cost(n: int = 20_000, rounds: int = 10) -> list[tuple[str, str, str]
         svc.close()
         t0 = clock()
         for _ in range(n):
-            with observability.span("x", a=1):
+            with observability.span("x"):
                 pass
         noop_ns = (clock() - t0) / n
     med = {k: statistics.median(v) / 1000 for k, v in results.items()}

@@ -79,7 +79,9 @@ class Gateway:
         if version is not None:
             route = Route(self.registry.resolve(model, version).text, "pin", None, None)
         else:
-            with observability.span("route", **{"registry.model": model}):
+            with observability.span("route") as span:
+                if span is not None:
+                    span.set_attribute("registry.model", model)
                 route = self.router.choose(model, key)
             if route is None:
                 self.registry.get_model(model)  # NotFound for an unknown model
@@ -98,15 +100,17 @@ class Gateway:
         """One call, counted against ``version`` when it is the version's doing; a pinned
         call is counted apart (``pinned_key``), where nothing judges versions."""
         tracked = pinned_key(model) if route.routed_by == "pin" else model
-        observability.bind(model=model, version=version, deployment=route.deployment_id)
+        observability.bind_route(model, version, route.deployment_id)
         started = time.perf_counter()
         try:
             provider = self.loader.get(model, version)
             started = time.perf_counter()  # a first load is not the model's latency
-            with observability.span("provider.call", **{
-                    "registry.model": model, "registry.version": version,
-                    "registry.deployment": route.deployment_id,
-                    "registry.routed_by": route.routed_by, "registry.fallback": fallback}):
+            with observability.span("provider.call") as span:
+                if span is not None:
+                    span.set_attributes({
+                        "registry.model": model, "registry.version": version,
+                        "registry.deployment": route.deployment_id or "",
+                        "registry.routed_by": route.routed_by, "registry.fallback": fallback})
                 result: Prediction = provider.predict(input, params)
         except VERSION_FAILURES as exc:
             self.collector.record(tracked, version, time.perf_counter() - started, False,
