@@ -47,9 +47,11 @@ class ContextFilter(logging.Filter):
 
 
 def configure_logging(settings: Settings) -> None:
-    """The root handler's format: text (default) or JSON lines (``LOG_FORMAT=json``)."""
+    """The root handlers' format: text (default, left as the program set it) or JSON lines
+    (``LOG_FORMAT=json``; a stderr handler at INFO is added when there is none, as under
+    gunicorn). Either way records carry the request's fields for any format that names them."""
     root = logging.getLogger()
-    if not root.handlers:
+    if not root.handlers and settings.log_format == "json":
         logging.basicConfig(level=logging.INFO)
     for handler in root.handlers:
         if not any(isinstance(f, ContextFilter) for f in handler.filters):
