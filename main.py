@@ -7,7 +7,6 @@ No API key and no network needed: the database is a fresh SQLite file in a tempo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import threading
@@ -37,12 +36,13 @@ class Demo:
     """What the sections share: every layer wired once, on a SQLite file in ``data_dir``."""
 
     def __init__(self, data_dir: Path) -> None:
-        os.environ["REGISTRY_DATA_DIR"] = str(data_dir)
-        os.environ.setdefault("AUTO_ROLLBACK_WINDOW_S", "10")
-        from api.services import build_services
         from config import Settings
+        from wiring import build_services
         self.data_dir = data_dir
-        self.svc = build_services(Settings.from_env({"data_dir": data_dir}))
+        # A short automatic-rollback window, so that the demo shows it in seconds.
+        self.settings = Settings.from_env({"data_dir": data_dir},
+                                          defaults={"auto_rollback_window_s": 10.0})
+        self.svc = build_services(self.settings)
         self.registry = self.svc.registry
         self.database = self.svc.database
 
@@ -60,10 +60,9 @@ class Demo:
 
     def roll(self, model: str, version: str, strategy: str = "direct", load: float = 0.0,
              batch: Callable[[int], int] = lambda i: 1, **options) -> dict:
-        """Deploy and tick the rollout to its end, with generated load meanwhile; prints the
-        traffic as it moves."""
+        """Deploy, then tick the rollout to its end, with generated load meanwhile; prints the
+        traffic as deploy() left it and as each tick() moves it."""
         deployments = self.svc.deployments
-        dep_id = deployments.deploy(model, version, strategy, actor="main.py", **options)
         stop = threading.Event()
         seen: dict[str, int] = {}
         errors = [0]
@@ -83,21 +82,25 @@ class Demo:
         worker = threading.Thread(target=traffic, daemon=True)
         if load:
             worker.start()
+            time.sleep(0.2)                       # some traffic on the old version first
+        dep_id = deployments.deploy(model, version, strategy, actor="main.py", **options)
         last = None
+        said = "deploy() ->"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            deployments.tick()
             dep = deployments.get(dep_id)
             shown = (dep["state"], dep["step"], tuple(sorted(dep["traffic"].items())))
             if shown != last:
                 bar = "  ".join(f"{v} {'#' * (p // 5):<20} {p:3d}%"
                                 for v, p in sorted(dep["traffic"].items()))
                 step = "" if dep["step"] is None else f" step {dep['step'] + 1}/{len(dep['steps'])}"
-                print(f"    [{dep['state']:<12}{step:>12}] {bar}")
+                print(f"    {said} [{dep['state']:<12}{step:>12}] {bar}")
                 last = shown
             if dep["finished_at"]:
                 break
             time.sleep(0.2)
+            deployments.tick()                    # what the server's background ticker does
+            said = "tick()   ->"
         stop.set()
         if load:
             worker.join(2)
@@ -120,7 +123,7 @@ def demo_registry(d: Demo) -> None:
                              config={"model": "gemini-2.5-flash", "temperature": 0.0})
     models, _ = reg.list_models(tag="team:nlp")
     print(f"  models tagged team:nlp: {[m['name'] for m in models]}")
-    versions, _ = reg.list_versions("sentiment-analyzer")
+    versions = reg.list_versions("sentiment-analyzer")
     print("  versions, newest first by SemVer precedence:")
     print(table(versions, ["version", "status", "provider", "created_at"]))
     reg.set_alias("sentiment-analyzer", "production", "1.1.0")
@@ -176,15 +179,18 @@ def demo_predict(d: Demo) -> None:
 def demo_deploy(d: Demo) -> None:
     for v in ("1.0.0", "1.1.0", "1.2.0"):
         d.onnx_version("ranker", v, status="experimental")
-    print("  direct, first deployment of 'ranker' (switches after its health check):")
+    print("  direct, first deployment of 'ranker': done when deploy() returns (health check "
+          "inside the call):")
     d.roll("ranker", "1.0.0", "direct")
-    print("  blue-green to 1.1.0 (candidate health-checked while 1.0.0 serves, one switch):")
+    print("  blue-green to 1.1.0: inside deploy(), the candidate is health-checked while 1.0.0")
+    print("  serves, then one switch; tick() judges the post-switch window (1.0.0 the fallback):")
     preview = d.svc.gateway.predict("ranker", [[1, 2, 3, 4]], version="1.1.0")
-    print(f"    preview of the candidate, pinned: version {preview['version']}, "
+    print(f"    before it, the candidate pinned: version {preview['version']}, "
           f"routed by {preview['routed_by']}")
     d.roll("ranker", "1.1.0", "blue-green", load=0.002,
            analysis={"min_requests": 20, "interval_s": 1, "deadline_s": 20})
-    print("  canary to 1.2.0, steps 10 -> 50 -> 100, each analysed (error rate, p95 vs stable):")
+    print("  canary to 1.2.0: deploy() returns with 10% live; tick() judges each step (error "
+          "rate, p95 vs stable):")
     dep = d.roll("ranker", "1.2.0", "canary", load=0.002,
                  analysis={"min_requests": 30, "interval_s": 1, "deadline_s": 20})
     for verdict in dep["verdicts"]:
@@ -282,8 +288,7 @@ def demo_alerts(d: Demo) -> None:
 
 @section("gemini", "A Gemini version through the google-genai SDK (needs GEMINI_API_KEY)")
 def demo_gemini(d: Demo) -> None:
-    from config import get_settings
-    if not get_settings().gemini_api_key:
+    if not d.settings.gemini_api_key:
         print("  skipped: GEMINI_API_KEY is not set (set it, or GOOGLE_API_KEY, to run this "
               "section against Gemini)")
         return
@@ -307,7 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = args.sections or list(SECTIONS)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="model-registry-demo-"))
-    demo = Demo(data_dir)
+    from errors import ConfigurationError
+    try:
+        demo = Demo(data_dir)
+    except ConfigurationError as exc:   # the entry point stops with the message, no traceback
+        parser.exit(2, f"configuration error: {exc.message}\n")
     started = time.perf_counter()
     for name in chosen:
         title, fn = SECTIONS[name]

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_http import prepare, start_server  # noqa: E402
 from bench.report import print_rows  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 
 def post(conn: http.client.HTTPConnection, path: str, body: dict) -> dict:
@@ -44,7 +44,7 @@ def main(trials: int = 5, workers: int = 3, clients: int = 6) -> list[tuple[str,
             control = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             for version in ("1.0.0", "1.1.0"):
                 post(control, "/api/models/m/deploy", {"version": version})
-                while True:  # the server's ticker rolls it out
+                while True:  # switched on the answer; every worker sees it within ~1 s
                     time.sleep(0.2)
                     try:
                         if post(control, "/api/models/m/predict",

@@ -64,7 +64,7 @@ class Router:
     (the registry's highest stable version), or None."""
 
     def __init__(self, store: TrafficStore, default_version: Callable[[str], str | None],
-                 ttl_s: float = 0.5,
+                 ttl_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
                  on_change: Callable[[str, dict[str, float]], None] | None = None) -> None:
         self.store = store
         # Told each table this process starts routing by (issue 20: the Prometheus gauge
@@ -72,11 +72,12 @@ class Router:
         self.on_change = on_change
         self.default_version = default_version
         self.ttl_s = ttl_s
+        self.clock = clock   # monotonic seconds; tests inject one instead of sleeping
         self._cache: dict[str, _Compiled] = {}
         self._lock = threading.Lock()
 
     def _compiled(self, model: str) -> _Compiled:
-        now = time.monotonic()
+        now = self.clock()
         entry = self._cache.get(model)
         if entry is not None and now - entry.checked < self.ttl_s:
             return entry

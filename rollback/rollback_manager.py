@@ -1,8 +1,10 @@
 """Rollback: back to the previous or any named version at once, by hand or automatically.
 
-A rollback is immediate (no canary): in one transaction the rollout in progress and the last
-succeeded deployment become ``rolled_back``, the traffic table serves the target at 100%, and a
-rollback record keeps the trigger, the reason and the evidence. It refuses (409) to roll onto an
+A rollback is immediate (no canary): through the deployment layer's :class:`TrafficSwitch`, in
+one transaction the rollout in progress and the last succeeded deployment become
+``rolled_back``, the traffic table serves the target at 100%, and a rollback record keeps the
+trigger, the reason and the evidence; then the router drops its cached table and the versions
+nothing needs any more are unloaded in this process. It refuses (409) to roll onto an
 archived version or one that fails its health check: never trade a bad version for a broken one.
 
 "Previous" comes from the deployment history: during a rollout, the version it started from;
@@ -16,22 +18,24 @@ never chosen again as an automatic target.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from config import env_number
+from config import Settings
+from defaults import parts_for
 from deployment.deployment_store import DeploymentStore
 from deployment.health_checker import HealthChecker
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
+from deployment.traffic_switch import TrafficSwitch
 from errors import FailedPrecondition
-from registry.model_registry import ModelRegistry, check_text
-from registry.pagination import check_limit
+from registry.model_registry import ModelRegistry
+from shared.text import check_text
+from shared.pagination import check_limit
 from rollback.snapshot_manager import live_version
-from storage.database import Database, default_database
+from storage.database import Database
 from storage.schema import utcnow
 from tracking.alerting import AlertManager
 from tracking.performance_tracker import PerformanceTracker
@@ -50,33 +54,36 @@ class AutoRollbackPolicy:
     enabled: bool = True
 
     @classmethod
-    def from_env(cls) -> "AutoRollbackPolicy":
-        return cls(
-            max_error_rate=env_number("AUTO_ROLLBACK_MAX_ERROR_RATE", 0.2),
-            max_p95_latency=env_number("AUTO_ROLLBACK_MAX_P95_S", None),
-            min_requests=int(env_number("AUTO_ROLLBACK_MIN_REQUESTS", 20)),
-            window_s=env_number("AUTO_ROLLBACK_WINDOW_S", 60.0),
-            enabled=os.environ.get("AUTO_ROLLBACK", "on").lower() not in ("off", "0", "false"))
+    def from_settings(cls, s: Settings) -> "AutoRollbackPolicy":
+        return cls(max_error_rate=s.auto_rollback_max_error_rate,
+                   max_p95_latency=s.auto_rollback_max_p95_s,
+                   min_requests=s.auto_rollback_min_requests, window_s=s.auto_rollback_window_s,
+                   enabled=s.auto_rollback)
 
 
 class RollbackManager:
-    """The seed's ``RollbackManager``: ``RollbackManager()`` works on the default database."""
+    """The seed's ``RollbackManager``: ``RollbackManager()`` works on the process's services;
+    what it is not given comes from the composition root (``defaults.parts_for``)."""
 
     def __init__(self, database: Database | None = None, *,
                  registry: ModelRegistry | None = None, tracker: PerformanceTracker | None = None,
                  alerts: AlertManager | None = None, health: HealthChecker | None = None,
-                 router: Router | None = None, policy: AutoRollbackPolicy | None = None,
+                 router: Router | None = None, switch: TrafficSwitch | None = None,
+                 policy: AutoRollbackPolicy | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
-        self.db = database or (registry.db if registry else default_database())
-        self.registry = registry or ModelRegistry(self.db)
-        self.tracker = tracker or PerformanceTracker(self.db)
-        self.alerts = alerts or AlertManager(self.db, tracker=self.tracker)
-        self.health = health if health is not None else _default_health(self.registry, self.db)
-        self.router = router
-        self.policy = policy or AutoRollbackPolicy.from_env()
+        parts = parts_for(database or (registry.db if registry else None))  # what is not given
+        self.db = parts.database
+        self.registry = registry or parts.registry
+        self.tracker = tracker or parts.tracker
+        self.alerts = alerts or parts.alerts
+        self.health = health if health is not None else parts.health
+        self.policy = policy or AutoRollbackPolicy.from_settings(parts.settings)
         self.clock = clock
         self.traffic = TrafficStore(self.db)
         self.deployments = DeploymentStore(self.db)
+        self.switch = switch or TrafficSwitch(self.db, traffic=self.traffic,
+                                              deployments=self.deployments, router=router,
+                                              loader=self.health.loader)
 
     # -- the seed's API ------------------------------------------------------------------------
     def rollback_to_previous(self, name: str, reason: str = "", actor: str = "system") -> str:
@@ -134,16 +141,16 @@ class RollbackManager:
                                      f"check failed ({report.message})")
         reason = reason or f"{trigger} rollback from {current} to {target}"
         now = self.clock()
-        with self.db.transaction() as conn:
-            self.deployments.mark_rolled_back(conn, name, actor=actor, reason=reason, now=now)
-            self.traffic.set(conn, name, {target: 100}, target, actor=actor, reason=reason,
-                             expected_revision=table.revision)
-            record = self.deployments.insert_rollback(
-                conn, model=name, from_version=current, to_version=target, trigger=trigger,
-                reason=reason, evidence={**(evidence or {}), "health_check": report.as_dict()},
-                actor=actor, deployment_id=active.id if active else None, now=now)
-        if self.router is not None:
-            self.router.invalidate(name)
+        with self.switch.transaction() as tx:
+            record = tx.switch(
+                name, {target: 100}, target, actor=actor, reason=reason, now=now,
+                expected_revision=table.revision, roll_back=True, release=True,
+                keep={current} if current else set(),
+                rollback=dict(from_version=current, to_version=target, trigger=trigger,
+                              deployment_id=active.id if active else None,
+                              evidence={**(evidence or {}),
+                                        "health_check": report.as_dict()}))
+        assert record is not None
         if trigger == "automatic":
             self.alerts.record_automatic_rollback(name, current or "", reason, details=evidence)
         return record
@@ -237,11 +244,3 @@ class RollbackManager:
 
     def get(self, rollback_id: str) -> dict[str, Any]:
         return self.deployments.get_rollback(rollback_id)
-
-
-def _default_health(registry: ModelRegistry, database: Database) -> HealthChecker:
-    from config import get_settings
-    from models.model_loader import ModelLoader, ProviderCatalog
-    from storage.artifacts import open_artifact_store
-    loader = ModelLoader(registry, open_artifact_store(get_settings()), ProviderCatalog())
-    return HealthChecker(loader)

@@ -12,6 +12,7 @@ from typing import BinaryIO, Protocol
 
 from config import Settings
 from storage.model_store import ArtifactStore
+from storage.s3_store import S3ArtifactStore
 
 
 class ArtifactStorage(Protocol):
@@ -47,11 +48,10 @@ def s3_client(settings: Settings):
 def open_artifact_store(settings: Settings, url: str | None = None,
                         cache_root: Path | None = None) -> ArtifactStorage:
     """The store for ``url`` (default: the settings' ``ARTIFACT_ROOT``)."""
-    url = url if url is not None else (settings.artifact_s3_url or str(settings.artifact_root))
+    url = url if url is not None else str(settings.artifact_root)
     if not url.startswith("s3://"):
         return ArtifactStore(url)
-    from storage.s3_store import S3ArtifactStore
     return S3ArtifactStore(
-        url, s3_client(settings), cache_root or settings.artifact_root,
+        url, s3_client(settings), cache_root or settings.artifact_cache_dir,
         part_bytes=settings.s3_part_bytes, cache_bytes=settings.artifact_cache_bytes,
         presign_expiry_s=settings.s3_presign_expiry_s if settings.s3_presign_downloads else None)

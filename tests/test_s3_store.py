@@ -38,7 +38,7 @@ def bucket(moto: MotoS3) -> str:
 
 def settings_for(moto: MotoS3, tmp_path: Path, **over) -> Settings:
     return Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'r.db'}",
-                    artifact_root=tmp_path / "cache", s3_endpoint_url=moto.url,
+                    artifact_root="s3://unused", s3_endpoint_url=moto.url,
                     aws_access_key_id="testing", aws_secret_access_key="testing",
                     aws_region="us-east-1", **over)
 
@@ -65,8 +65,8 @@ def test_parse_url():
 def test_settings_keep_the_s3_url(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("ARTIFACT_ROOT", "s3://bucket/some/prefix")
     s = Settings.from_env()
-    assert s.artifact_s3_url == "s3://bucket/some/prefix"
-    assert s.artifact_root.name == "artifact-cache"
+    assert s.artifact_s3_url == s.artifact_root == "s3://bucket/some/prefix"
+    assert s.artifact_cache_dir.name == "artifact-cache"
 
 
 def test_small_upload_is_one_object_under_its_digest(moto, bucket, tmp_path):
@@ -249,6 +249,7 @@ def test_api_upload_and_download_through_s3(moto, bucket, tmp_path):
             assert requests.get(r.headers["Location"], timeout=10).content == data
         else:
             assert r.status_code == 200 and r.data == data and r.headers["ETag"] == f'"{digest}"'
+            r.close()   # the streamed file
         r = client.post(f"/api/models/{name}/predict", json={"input": [[1.0, 2.0, 3.0, 4.0]], "version": "1.0.0"})
         assert r.status_code == 200, r.json
         app.extensions[EXTENSION_KEY].close()

@@ -17,7 +17,6 @@ Why it looks like this:
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 
@@ -26,7 +25,7 @@ from prometheus_client.registry import Collector
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge,
                                Histogram, generate_latest, multiprocess)
 
-from tracking.metrics_collector import Aggregate, Key, index_values
+from tracking.aggregates import Aggregate, Key, index_values
 
 # LLM calls: from a cached 5 ms answer to a two-minute long generation.
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -116,10 +115,12 @@ def set_traffic(model: str, weights: Mapping[str, float]) -> None:
         known.update(weights)
 
 
-def render(*extra: Collector) -> tuple[bytes, str]:
-    """The exposition text and its content type, for ``GET /metrics``; ``extra`` collectors
-    (read at scrape time, e.g. the database-backed ops metrics of issue 20) are appended."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def render(multiprocess_dir: str | None = None, *extra: Collector) -> tuple[bytes, str]:
+    """The exposition text and its content type, for ``GET /metrics``; with the workers'
+    ``multiprocess_dir`` (``Settings.prometheus_multiproc_dir``), every worker's files.
+    ``extra`` collectors (read at scrape time, e.g. the database-backed ops metrics of
+    issue 20) are appended."""
+    if multiprocess_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         body = generate_latest(registry)
