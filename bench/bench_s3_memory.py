@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil  # noqa: E402
 import requests  # noqa: E402
 
-from tests.conftest import LiveServer  # noqa: E402
+from tests.support import LiveServer  # noqa: E402
 from tests.moto_s3 import MotoS3  # noqa: E402
 
 MB = 1024 ** 2

@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import requests
 
-from tests.conftest import free_port
+from tests.support import free_port
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_REGION": "us-east-1"}

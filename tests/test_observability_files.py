@@ -13,7 +13,7 @@ import requests
 import yaml
 
 from models.onnx_examples import linear_model
-from tests.conftest import ROOT, LiveServer
+from tests.support import ROOT, LiveServer
 
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "registry.json"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PG_URL, ROOT
+from tests.support import PG_URL, ROOT
 from tests.moto_s3 import MotoS3
 from tests.test_rollout_e2e import CLEAN_ENV, X, Api, Load, failed, serve
 

@@ -181,7 +181,7 @@ def test_access_denied_is_a_clear_error(tmp_path):
 
 
 def test_unreachable_endpoint_is_unavailable(tmp_path):
-    from tests.conftest import free_port
+    from tests.support import free_port
     s = Settings(data_dir=tmp_path, database_url="sqlite://", artifact_root=tmp_path / "c",
                  s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
                  aws_access_key_id="x", aws_secret_access_key="y")

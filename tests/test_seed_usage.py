@@ -29,7 +29,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import BACKENDS, LiveServer
+from tests.conftest import BACKENDS
+from tests.support import LiveServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "docs" / "SEED.md"
@@ -224,10 +225,11 @@ def test_curl_calls_in_order_without_waiting(seed_server: LiveServer):
 def test_quick_start_in_a_fresh_copy(tmp_path: Path):
     """``cp .env.example .env``, ``python main.py``, ``python api/app.py``, ``python tests.py``
     in a copy of the project, with none of the developer's settings: what .env says applies."""
-    from tests.conftest import free_port
+    from tests.support import free_port
     project = tmp_path / "project"
     shutil.copytree(ROOT, project, ignore=shutil.ignore_patterns(
-        ".git", "data", ".env", "__pycache__", ".venv", "venv", "*.db", ".pytest_cache"))
+        ".git", "data", ".env", "__pycache__", ".venv*", "venv", "*.db", ".pytest_cache",
+        "test-output"))
     subprocess.run(["cp", ".env.example", ".env"], cwd=project, check=True)
     env = {k: v for k, v in os.environ.items() if k not in (
         "REGISTRY_DATA_DIR", "DATABASE_URL", "ARTIFACT_ROOT", "GEMINI_API_KEY", "GOOGLE_API_KEY",

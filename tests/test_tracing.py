@@ -16,7 +16,7 @@ import observability
 from api.app import create_app
 from api.services import EXTENSION_KEY
 from models.onnx_examples import linear_model
-from tests.conftest import LiveServer
+from tests.support import LiveServer
 
 X = [[1.0, 2.0, 3.0, 4.0]]
 
