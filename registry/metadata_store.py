@@ -5,18 +5,35 @@ Each public method is one transaction. Database errors are translated into domai
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, delete, insert, select, text, union_all, update
 from sqlalchemy.exc import IntegrityError
 
 from errors import AlreadyExists, FailedPrecondition, NotFound
+from registry.read_cache import ReadCache
+from registry.version_manager import KeyInterval
 from storage.database import Database
-from storage.schema import (aliases, events, iso, model_tags, model_versions, models, traffic,
-                            utcnow)
+from storage.schema import (LIVE, RELEASE, aliases, events, iso, model_tags, model_versions,
+                            models, traffic, utcnow)
 
 VERSION_FIELDS = ("status", "description", "tags", "metadata")
+
+
+class Seek(NamedTuple):
+    """One index seek: the versions whose precedence key is in ``interval``, releases only or
+    not. A list of seeks is what ``latest``, a range or a plain listing asks for."""
+
+    interval: KeyInterval
+    releases_only: bool
+
+
+EVERYTHING = [Seek(KeyInterval(), False)]
 
 
 class VersionKey(NamedTuple):
@@ -35,28 +52,62 @@ def record_event(conn: Connection, kind: str, *, actor: str = "system", model: s
         deployment_id=deployment_id, reason=reason, detail=detail or {}))
 
 
+_caches: "weakref.WeakKeyDictionary[Database, ReadCache]" = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
 class MetadataStore:
+    """``cache`` is shared by every store of one ``Database`` (the registry's and the snapshot
+    manager's), so that a write through either is seen at once by reads through both."""
+
     def __init__(self, database: Database) -> None:
         self.db = database
+        with _caches_lock:
+            self.cache = _caches.get(database) or _caches.setdefault(
+                database, ReadCache(self.revision))
+
+    @contextmanager
+    def _write(self, name: str) -> Iterator[Connection]:
+        """A write transaction on model ``name``; this process's cached answers about it are
+        dropped once it is over (after the commit, so no reader can cache the old state)."""
+        try:
+            with self.db.transaction() as conn:
+                yield conn
+        finally:
+            self.cache.invalidate(name)
+
+    def forget(self, name: str) -> None:
+        """A caller's own transaction changed ``name`` (snapshot restore): drop cached answers."""
+        self.cache.invalidate(name)
 
     # -- models ---------------------------------------------------------------------------
     def create_model(self, name: str, description: str, tags: dict[str, str],
                      metadata: dict[str, Any], actor: str) -> dict[str, Any]:
         now = utcnow()
         try:
-            with self.db.transaction() as conn:
+            with self._write(name) as conn:
+                # A nanosecond clock: a model registered again after a delete never shows a
+                # revision that a read cache holds for its predecessor.
                 model_id = conn.execute(insert(models).values(
                     name=name, description=description, metadata=metadata,
-                    created_at=now, updated_at=now)).inserted_primary_key[0]
+                    created_at=now, updated_at=now, revision=time.time_ns())
+                ).inserted_primary_key[0]
                 self._write_tags(conn, model_id, tags)
                 record_event(conn, "model.registered", actor=actor, model=name)
-                return self._model_dict(conn, self._model_row(conn, name))
+            # Built from what was written rather than read back: two statements fewer.
+            return {"name": name, "description": description, "tags": dict(tags),
+                    "metadata": metadata, "created_at": iso(now), "updated_at": iso(now)}
         except IntegrityError:
             raise AlreadyExists(f"model '{name}' already exists") from None
 
     def get_model(self, name: str) -> dict[str, Any]:
         with self.db.read() as conn:
             return self._model_dict(conn, self._model_row(conn, name))
+
+    def revision(self, name: str) -> int | None:
+        """The model's revision (what read caches compare), or None when it does not exist."""
+        with self.db.read() as conn:
+            return conn.execute(select(models.c.revision).where(models.c.name == name)).scalar()
 
     def list_models(self, q: str | None, tag: tuple[str, str] | None, after: str | None,
                     limit: int) -> list[dict[str, Any]]:
@@ -74,11 +125,11 @@ class MetadataStore:
             return [self._model_dict(conn, r, tags.get(r.id, {})) for r in rows]
 
     def update_model(self, name: str, changes: dict[str, Any], actor: str) -> dict[str, Any]:
-        with self.db.transaction() as conn:
+        with self._write(name) as conn:
             row = self._model_row(conn, name)
             values = {k: v for k, v in changes.items() if k in ("description", "metadata")}
             conn.execute(update(models).where(models.c.id == row.id)
-                         .values(updated_at=utcnow(), **values))
+                         .values(updated_at=utcnow(), revision=models.c.revision + 1, **values))
             if "tags" in changes:
                 conn.execute(delete(model_tags).where(model_tags.c.model_id == row.id))
                 self._write_tags(conn, row.id, changes["tags"])
@@ -88,7 +139,7 @@ class MetadataStore:
 
     def delete_model(self, name: str, actor: str) -> None:
         """Delete a model and its versions; refused while a traffic table serves it."""
-        with self.db.transaction() as conn:
+        with self._write(name) as conn:
             row = self._model_row(conn, name)
             if conn.execute(select(traffic.c.model).where(traffic.c.model == name)).first():
                 raise FailedPrecondition(
@@ -101,40 +152,70 @@ class MetadataStore:
     def create_version(self, name: str, values: dict[str, Any], actor: str) -> dict[str, Any]:
         now = utcnow()
         try:
-            with self.db.transaction() as conn:
-                model = self._model_row(conn, name)
+            with self._write(name) as conn:
+                model_id = self._touch(conn, name, now)
                 conn.execute(insert(model_versions).values(
-                    model_id=model.id, created_at=now, updated_at=now, **values))
-                conn.execute(update(models).where(models.c.id == model.id).values(updated_at=now))
+                    model_id=model_id, created_at=now, updated_at=now, **values))
                 record_event(conn, "version.registered", actor=actor, model=name,
                              version=values["version"], detail={"status": values["status"]})
-                row = self._version_row(
-                    conn, model.id, VersionKey(values["precedence"], values["version"]), name)
-                return self._version_dict(conn, name, row)
+            # Built from what was written rather than read back: three statements in all.
+            return _version_dict(name, {**values, "artifact_digest": None,
+                                        "artifact_size": None, "created_at": now,
+                                        "updated_at": now}, [])
         except IntegrityError:
             raise AlreadyExists(f"version '{values['version']}' of model '{name}' already exists "
                                 "(versions that differ only in build metadata are the same "
                                 "version)") from None
 
-    def get_version(self, name: str, key: VersionKey) -> dict[str, Any]:
-        with self.db.read() as conn:
-            model = self._model_row(conn, name)
-            return self._version_dict(conn, name, self._version_row(conn, model.id, key, name))
-
-    def list_versions(self, name: str, status: str | None, before: bytes | None,
-                      limit: int) -> list[dict[str, Any]]:
-        """Newest first by SemVer precedence, ``limit`` rows strictly below ``before``."""
-        with self.db.read() as conn:
-            model = self._model_row(conn, name)
-            stmt = (select(model_versions).where(model_versions.c.model_id == model.id)
-                    .order_by(model_versions.c.precedence.desc()).limit(limit))
-            if status:
+    def versions(self, name: str, seeks: Sequence[Seek], *, live: bool = False,
+                 status: str | None = None, before: bytes | None = None,
+                 limit: int = 1) -> list[dict[str, Any]]:
+        """Up to ``limit`` versions found by ``seeks``, newest first, strictly below ``before``;
+        ``live`` leaves archived ones out. One statement (two with the aliases), and each seek
+        reads at most ``limit`` index entries past its start, whatever the model's size: the
+        partial indexes of schema.py hold exactly the rows that ``live``/``releases_only`` ask
+        for. An unknown model raises NotFound (checked only when nothing was found)."""
+        model_id = select(models.c.id).where(models.c.name == name).scalar_subquery()
+        parts = []
+        for seek in seeks:
+            stmt = select(model_versions).where(model_versions.c.model_id == model_id)
+            # Literal text, not bound parameters: it is what lets SQLite (and PostgreSQL's
+            # generic plans) prove that a partial index covers the query.
+            if live:
+                stmt = stmt.where(text(LIVE))
+            if seek.releases_only:
+                stmt = stmt.where(text(RELEASE))
+            if status is not None:
                 stmt = stmt.where(model_versions.c.status == status)
-            if before is not None:
-                stmt = stmt.where(model_versions.c.precedence < before)
-            rows = conn.execute(stmt).all()
+            stmt = stmt.where(*_interval_terms(seek.interval, before))
+            parts.append(stmt.order_by(model_versions.c.precedence.desc()).limit(limit))
+        with self.db.read() as conn:
+            if not parts:  # an empty range, such as '>2.0.0 <1.0.0'
+                rows = []
+            elif len(parts) == 1:
+                rows = conn.execute(parts[0]).all()
+            else:
+                both = union_all(*(select(p.subquery()) for p in parts)).subquery()
+                rows = conn.execute(select(both).order_by(both.c.precedence.desc())
+                                    .limit(limit)).all()
+            if not rows:
+                self._model_row(conn, name)
+                return []
             names = self._aliases_for(conn, [r.id for r in rows])
-            return [self._version_dict(conn, name, r, names.get(r.id, [])) for r in rows]
+            return [_version_dict(name, r._mapping, names.get(r.id, [])) for r in rows]
+
+    def aliased_version(self, name: str, alias: str) -> dict[str, Any] | None:
+        """The version an alias points at, or None (NotFound for an unknown model)."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(model_versions).join(aliases, aliases.c.version_id == model_versions.c.id)
+                .join(models, models.c.id == aliases.c.model_id)
+                .where(models.c.name == name, aliases.c.alias == alias)).first()
+            if row is None:
+                self._model_row(conn, name)
+                return None
+            names = self._aliases_for(conn, [row.id])
+            return _version_dict(name, row._mapping, names.get(row.id, []))
 
     def highest_with_status(self, names: list[str], status: str) -> dict[str, str]:
         """{model: its highest-precedence version with ``status``} for many models, one query."""
@@ -154,23 +235,23 @@ class MetadataStore:
 
     def update_version(self, name: str, key: VersionKey, changes: dict[str, Any],
                        actor: str) -> dict[str, Any]:
-        with self.db.transaction() as conn:
-            model = self._model_row(conn, name)
-            row = self._version_row(conn, model.id, key, name)
+        with self._write(name) as conn:
+            model_id = self._touch(conn, name)
+            row = self._version_row(conn, model_id, key, name)
             values = {k: v for k, v in changes.items() if k in VERSION_FIELDS}
             conn.execute(update(model_versions).where(model_versions.c.id == row.id)
                          .values(updated_at=utcnow(), **values))
             record_event(conn, "version.updated", actor=actor, model=name, version=row.version,
                          detail={"changes": {k: values[k] for k in values if k == "status"},
                                  "fields": sorted(values), "previous_status": row.status})
-            return self._version_dict(conn, name, self._version_row(conn, model.id, key, name))
+            return self._version_dict_of(conn, name, self._version_row(conn, model_id, key, name))
 
     def set_artifact(self, name: str, key: VersionKey, digest: str, size: int,
                      actor: str) -> dict[str, Any]:
         """Attach an artifact once; the same bytes again is a no-op, other bytes a conflict."""
-        with self.db.transaction() as conn:
-            model = self._model_row(conn, name)
-            row = self._version_row(conn, model.id, key, name)
+        with self._write(name) as conn:
+            model_id = self._touch(conn, name)
+            row = self._version_row(conn, model_id, key, name)
             if row.artifact_digest not in (None, digest):
                 raise AlreadyExists(
                     f"version '{row.version}' of model '{name}' already has an artifact "
@@ -182,38 +263,29 @@ class MetadataStore:
                                      updated_at=utcnow()))
                 record_event(conn, "version.artifact", actor=actor, model=name,
                              version=row.version, detail={"digest": digest, "size": size})
-            return self._version_dict(conn, name, self._version_row(conn, model.id, key, name))
+            return self._version_dict_of(conn, name, self._version_row(conn, model_id, key, name))
 
     # -- aliases --------------------------------------------------------------------------
     def set_alias(self, name: str, alias: str, key: VersionKey, actor: str) -> dict[str, Any]:
-        with self.db.transaction() as conn:
-            model = self._model_row(conn, name)
-            row = self._version_row(conn, model.id, key, name)
-            conn.execute(delete(aliases).where(aliases.c.model_id == model.id,
+        with self._write(name) as conn:
+            model_id = self._touch(conn, name)
+            row = self._version_row(conn, model_id, key, name)
+            conn.execute(delete(aliases).where(aliases.c.model_id == model_id,
                                                aliases.c.alias == alias))
-            conn.execute(insert(aliases).values(model_id=model.id, alias=alias,
+            conn.execute(insert(aliases).values(model_id=model_id, alias=alias,
                                                 version_id=row.id, updated_at=utcnow()))
             record_event(conn, "alias.set", actor=actor, model=name, version=row.version,
                          detail={"alias": alias})
             return {"model": name, "alias": alias, "version": row.version}
 
     def delete_alias(self, name: str, alias: str, actor: str) -> None:
-        with self.db.transaction() as conn:
-            model = self._model_row(conn, name)
-            gone = conn.execute(delete(aliases).where(aliases.c.model_id == model.id,
+        with self._write(name) as conn:
+            model_id = self._touch(conn, name)
+            gone = conn.execute(delete(aliases).where(aliases.c.model_id == model_id,
                                                       aliases.c.alias == alias)).rowcount
             if not gone:
                 raise NotFound(f"alias '{alias}' of model '{name}' does not exist")
             record_event(conn, "alias.deleted", actor=actor, model=name, detail={"alias": alias})
-
-    def resolve_alias(self, name: str, alias: str) -> VersionKey | None:
-        with self.db.read() as conn:
-            model = self._model_row(conn, name)
-            row = conn.execute(
-                select(model_versions.c.precedence, model_versions.c.version)
-                .join(aliases, aliases.c.version_id == model_versions.c.id)
-                .where(aliases.c.model_id == model.id, aliases.c.alias == alias)).first()
-            return VersionKey(row.precedence, row.version) if row else None
 
     # -- serving state, inside a caller's transaction (snapshot restore) ----------------------
     @staticmethod
@@ -222,23 +294,23 @@ class MetadataStore:
 
     def serving_state(self, conn: Connection, name: str) -> dict[str, Any]:
         """Aliases and version statuses of a model, as a snapshot records them."""
-        model = self._model_row(conn, name)
+        model_id = self._model_row(conn, name).id
         statuses = {r.version: r.status for r in conn.execute(
             select(model_versions.c.version, model_versions.c.status)
-            .where(model_versions.c.model_id == model.id))}
+            .where(model_versions.c.model_id == model_id))}
         alias_rows = conn.execute(
             select(aliases.c.alias, model_versions.c.version)
             .join(model_versions, aliases.c.version_id == model_versions.c.id)
-            .where(aliases.c.model_id == model.id)).all()
+            .where(aliases.c.model_id == model_id)).all()
         return {"statuses": statuses, "aliases": {r.alias: r.version for r in alias_rows}}
 
     def restore_serving_state(self, conn: Connection, name: str, statuses: dict[str, str],
                               alias_map: dict[str, str], actor: str, reason: str) -> None:
         """Put statuses and aliases back as recorded; every version named must still exist."""
-        model = self._model_row(conn, name)
+        model_id = self._touch(conn, name)
         ids = {r.version: r.id for r in conn.execute(
             select(model_versions.c.version, model_versions.c.id)
-            .where(model_versions.c.model_id == model.id))}
+            .where(model_versions.c.model_id == model_id))}
         missing = sorted({*statuses, *alias_map.values()} - set(ids))
         if missing:
             raise FailedPrecondition(f"model '{name}' no longer has version(s) {missing} that "
@@ -248,9 +320,9 @@ class MetadataStore:
             conn.execute(update(model_versions).where(model_versions.c.id == ids[version],
                                                       model_versions.c.status != status)
                          .values(status=status, updated_at=now))
-        conn.execute(delete(aliases).where(aliases.c.model_id == model.id))
+        conn.execute(delete(aliases).where(aliases.c.model_id == model_id))
         if alias_map:
-            conn.execute(insert(aliases), [{"model_id": model.id, "alias": a,
+            conn.execute(insert(aliases), [{"model_id": model_id, "alias": a,
                                             "version_id": ids[v], "updated_at": now}
                                            for a, v in alias_map.items()])
         record_event(conn, "model.serving_state_restored", actor=actor, model=name,
@@ -263,6 +335,18 @@ class MetadataStore:
         if row is None:
             raise NotFound(f"model '{name}' does not exist")
         return row
+
+    @staticmethod
+    def _touch(conn: Connection, name: str, now: Any = None) -> int:
+        """Bump the model's revision (and updated_at) inside a write; its id. The one statement
+        both finds the model and tells every read cache that it changed."""
+        model_id = conn.execute(update(models).where(models.c.name == name)
+                                .values(revision=models.c.revision + 1,
+                                        updated_at=now or utcnow())
+                                .returning(models.c.id)).scalar()
+        if model_id is None:
+            raise NotFound(f"model '{name}' does not exist")
+        return model_id
 
     @staticmethod
     def _version_row(conn: Connection, model_id: int, key: VersionKey, name: str) -> Row:
@@ -307,15 +391,32 @@ class MetadataStore:
                 "metadata": row.metadata, "created_at": iso(row.created_at),
                 "updated_at": iso(row.updated_at)}
 
-    def _version_dict(self, conn: Connection, name: str, row: Row,
-                      alias_names: list[str] | None = None) -> dict[str, Any]:
-        if alias_names is None:
-            alias_names = self._aliases_for(conn, [row.id]).get(row.id, [])
-        artifact = ({"digest": row.artifact_digest, "size": row.artifact_size}
-                    if row.artifact_digest else None)
-        return {"model": name, "version": row.version, "major": row.major, "minor": row.minor,
-                "patch": row.patch, "prerelease": row.prerelease, "build": row.build,
-                "status": row.status, "provider": row.provider, "config": row.config,
-                "artifact": artifact, "tags": row.tags, "metadata": row.metadata,
-                "description": row.description, "aliases": alias_names,
-                "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
+    def _version_dict_of(self, conn: Connection, name: str, row: Row) -> dict[str, Any]:
+        return _version_dict(name, row._mapping, self._aliases_for(conn, [row.id]).get(row.id, []))
+
+
+def _interval_terms(interval: KeyInterval, before: bytes | None) -> list[Any]:
+    """WHERE terms that keep ``precedence`` inside ``interval`` and below ``before``."""
+    col = model_versions.c.precedence
+    terms = []
+    if interval.low is not None:
+        terms.append(col >= interval.low if interval.low_in else col > interval.low)
+    high, high_in = interval.high, interval.high_in
+    if before is not None and (high is None or before <= high):
+        high, high_in = before, False
+    if high is not None:
+        terms.append(col <= high if high_in else col < high)
+    return terms
+
+
+def _version_dict(name: str, row: Any, alias_names: list[str]) -> dict[str, Any]:
+    """A version as the API shows it, from a row mapping (or the values just written)."""
+    artifact = ({"digest": row["artifact_digest"], "size": row["artifact_size"]}
+                if row["artifact_digest"] else None)
+    return {"model": name, "version": row["version"], "major": row["major"],
+            "minor": row["minor"], "patch": row["patch"], "prerelease": row["prerelease"],
+            "build": row["build"], "status": row["status"], "provider": row["provider"],
+            "config": row["config"], "artifact": artifact, "tags": row["tags"],
+            "metadata": row["metadata"], "description": row["description"],
+            "aliases": alias_names, "created_at": iso(row["created_at"]),
+            "updated_at": iso(row["updated_at"])}

@@ -115,6 +115,8 @@ class SnapshotManager:
                     moved.append(name)
             scope = {snapshot["model"]} if snapshot["model"] else existing
             untouched = sorted(scope - set(recorded))
+        for name in recorded:
+            self.registry_store.forget(name)
         if self.router is not None:
             for name in moved:
                 self.router.invalidate(name)

@@ -7,9 +7,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer,
-                        LargeBinary, MetaData, String, Table, Text, UniqueConstraint)
+                        LargeBinary, MetaData, String, Table, Text, UniqueConstraint, text)
 
 metadata = MetaData()
+
+# Row conditions of the partial indexes on model_versions (issue 14).
+LIVE = "status <> 'archived'"
+RELEASE = "prerelease IS NULL"
 
 
 def utcnow() -> datetime:
@@ -33,6 +37,10 @@ models = Table(
     Column("metadata", JSON, nullable=False, default=dict),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Bumped by every write to the model, its tags, versions or aliases (issue 14): what each
+    # process's registry read cache compares against (registry/read_cache.py). Starts at a
+    # nanosecond clock so that a model deleted and registered again never repeats a revision.
+    Column("revision", BigInteger, nullable=False, server_default="1"),
 )
 
 # Tags live in their own table so that `?tag=key:value` is an indexed lookup on any database.
@@ -68,6 +76,16 @@ model_versions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("model_id", "precedence", name="uq_model_versions_precedence"),
+    # Issue 14: `latest`, aliases and ranges seek these instead of scanning a model's versions.
+    # The WHERE texts are written literally in the queries (SQLite matches them as text).
+    Index("ix_model_versions_release", "model_id", "precedence",
+          sqlite_where=text(RELEASE), postgresql_where=text(RELEASE)),
+    Index("ix_model_versions_live", "model_id", "precedence",
+          sqlite_where=text(LIVE), postgresql_where=text(LIVE)),
+    Index("ix_model_versions_live_release", "model_id", "precedence",
+          sqlite_where=text(f"{LIVE} AND {RELEASE}"),
+          postgresql_where=text(f"{LIVE} AND {RELEASE}")),
+    Index("ix_model_versions_status", "model_id", "status", "precedence"),
 )
 
 aliases = Table(
