@@ -188,10 +188,10 @@ def test_statements_per_write(registry, database):
     event.listen(database.engine, "before_cursor_execute",
                  lambda *a: statements.append(a[2].split()[0].upper()))
     registry.register_model("m", tags={"team": "a"})
-    assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == ["INSERT"] * 3
+    assert [s for s in statements if s not in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")] == ["INSERT"] * 3
     statements.clear()
     registry.register_version("m", "1.0.0", tags={"k": "v"})
-    assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == \
+    assert [s for s in statements if s not in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")] == \
         ["UPDATE", "INSERT", "INSERT"]
 
 
