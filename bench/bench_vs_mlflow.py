@@ -5,10 +5,13 @@ git; ``MLFLOW_VENV`` to put it elsewhere) and skips, saying why, when it cannot.
 servers on loopback, one worker process each, each on a fresh SQLite file: this project under
 gunicorn (gthread, 8 threads, ``api.app:create_app()``), MLflow with ``mlflow server
 --backend-store-uri sqlite:///... --workers 1``. Then 8 concurrent ``requests`` clients run the
-same workload against each in alternating rounds (this project, MLflow, this project, ...):
-per round 50 models x 5 versions (so 100 x 5 over two rounds): create the models, create their
-versions (each with a tag), ask each model's latest version 5 times, list each model's versions
-5 times. Prints ops/s per operation and server, and the ratio. Target: >= 10x for each.
+same workload against each, alternating: each operation runs on one server then at once on the
+other, the order swapping every round. Per round 50 models x 5 versions (100 x 5 over the two
+default rounds): create the models, create their versions (each with a tag), ask each model's
+latest version 5 times, list each model's versions 5 times. Prints ops/s per operation and
+server and the ratio (target >= 10x each), and the server CPU time per operation read from
+/proc: on a machine shared with other work, wall-clock rates move with the load, CPU per
+operation much less.
 """
 from __future__ import annotations
 
@@ -147,13 +150,11 @@ def timed(chunks: list[list[Callable[[requests.Session], requests.Response]]],
     return time.perf_counter() - start
 
 
-def one_round(server, tag: str) -> dict[str, tuple[int, float]]:
-    """{operation: (ops, seconds)} of one round against one server."""
-    sessions = [requests.Session() for _ in range(CLIENTS)]
+def phases(server, tag: str) -> dict[str, list[list[Callable]]]:
+    """{operation: the calls of each client} of one round against one server."""
     names = [f"{tag}-{i}" for i in range(MODELS_PER_ROUND)]
     work = {
         OPERATIONS[0]: [lambda s, n=n: server.create_model(s, n) for n in names],
-        # Versions of one model are created in order by one client (ascending SemVer).
         OPERATIONS[1]: [lambda s, n=n, i=i: server.create_version(s, n, i)
                         for i in range(VERSIONS) for n in names],
         OPERATIONS[2]: [lambda s, n=n: server.latest(s, n)
@@ -161,16 +162,24 @@ def one_round(server, tag: str) -> dict[str, tuple[int, float]]:
         OPERATIONS[3]: [lambda s, n=n: server.list_versions(s, n)
                         for _ in range(READS_PER_MODEL) for n in names],
     }
-    out = {}
-    for operation, calls in work.items():
-        chunks: list[list] = [calls[c::CLIENTS] for c in range(CLIENTS)]
-        if operation == OPERATIONS[1]:  # each model's versions on one client, in order
-            chunks = [[calls[i] for i in range(len(calls)) if (i % MODELS_PER_ROUND) % CLIENTS
-                       == c] for c in range(CLIENTS)]
-        out[operation] = (len(calls), timed(chunks, sessions))
-    for s in sessions:
-        s.close()
+    # Call i goes to client i % CLIENTS, except versions: one model's stay on one client, in
+    # ascending order.
+    out = {op: [calls[c::CLIENTS] for c in range(CLIENTS)] for op, calls in work.items()}
+    versions = work[OPERATIONS[1]]
+    out[OPERATIONS[1]] = [[versions[i] for i in range(len(versions))
+                           if (i % MODELS_PER_ROUND) % CLIENTS == c] for c in range(CLIENTS)]
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants (Linux /proc), else 0."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(c)) for c in children)
 
 
 def main(rounds: int = 2) -> list[tuple[str, str, str]]:
@@ -190,16 +199,22 @@ def main(rounds: int = 2) -> list[tuple[str, str, str]]:
             ml_proc, ml_url = start_mlflow(binary, data)
             procs.append(ml_proc)
             servers = {"ours": Ours(ours_url), "mlflow": MLflow(ml_url)}
-            totals = {s: {op: [0, 0.0] for op in OPERATIONS} for s in servers}
-            # Warm both up (imports, first connections) outside the measurement.
-            for name, server in servers.items():
+            pids = {"ours": ours_proc.pid, "mlflow": ml_proc.pid}
+            # {server: {operation: [ops, wall seconds, server CPU seconds]}}
+            totals = {s: {op: [0, 0.0, 0.0] for op in OPERATIONS} for s in servers}
+            for name, server in servers.items():  # warm up: imports, first connections
                 one_round_small(server, f"warm-{uuid.uuid4().hex[:6]}")
+            sessions = {name: [requests.Session() for _ in range(CLIENTS)] for name in servers}
             for r in range(rounds):
-                order = list(servers) if r % 2 == 0 else list(reversed(servers))
-                for name in order:
-                    for op, (ops, secs) in one_round(servers[name], f"r{r}-{name}").items():
-                        totals[name][op][0] += ops
+                work = {name: phases(server, f"r{r}-{name}") for name, server in servers.items()}
+                for op in OPERATIONS:  # the same operation on both, back to back
+                    order = list(servers) if r % 2 == 0 else list(reversed(servers))
+                    for name in order:
+                        cpu = cpu_seconds(pids[name])
+                        secs = timed(work[name][op], sessions[name])
+                        totals[name][op][0] += sum(map(len, work[name][op]))
                         totals[name][op][1] += secs
+                        totals[name][op][2] += cpu_seconds(pids[name]) - cpu
         finally:
             for proc in procs:
                 proc.terminate()
@@ -210,11 +225,15 @@ def main(rounds: int = 2) -> list[tuple[str, str, str]]:
     print(f"{CLIENTS} concurrent requests clients, {rounds} alternating rounds of "
           f"{MODELS_PER_ROUND} models x {VERSIONS} versions; one worker process per server")
     for op in OPERATIONS:
-        ours = totals["ours"][op][0] / totals["ours"][op][1]
-        theirs = totals["mlflow"][op][0] / totals["mlflow"][op][1]
-        rows.append((f"{op}: MLflow 3.17.2", f"{theirs:.0f}/s", ""))
+        (n_ours, wall_ours, cpu_ours), (n_ml, wall_ml, cpu_ml) = totals["ours"][op], \
+            totals["mlflow"][op]
+        ours, theirs = n_ours / wall_ours, n_ml / wall_ml
+        rows.append((f"{op}: MLflow 3.17.2", f"{theirs:.0f}/s",
+                     f"server CPU {1000 * cpu_ml / n_ml:.1f} ms/op"))
         rows.append((f"{op}: this project", f"{ours:.0f}/s",
-                     f"{ours / theirs:.1f}x MLflow (target ≥ 10x)"))
+                     f"{ours / theirs:.1f}x MLflow (target ≥ 10x); server CPU "
+                     f"{1000 * cpu_ours / n_ours:.1f} ms/op, "
+                     f"{(cpu_ml / n_ml) / max(cpu_ours / n_ours, 1e-9):.1f}x less"))
     return print_rows(rows)
 
 
