@@ -17,6 +17,63 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def _refuse(self: Any, *_args: Any, **_kwargs: Any) -> None:
+    raise TypeError("this answer is shared by the registry's read cache and is read-only: "
+                    "copy it first (dict(answer), copy.deepcopy(answer))")
+
+
+class FrozenDict(dict):
+    """A dict that refuses changes: what the cache hands out is shared by every caller."""
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __copy__(self) -> dict:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict) -> dict:
+        return thaw(self)
+
+    def __reduce__(self) -> Any:
+        return (dict, (thaw(self),))
+
+
+class FrozenList(list):
+    """A list that refuses changes (see ``FrozenDict``)."""
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = clear = extend = insert = pop = remove = reverse = sort = _refuse
+
+    def __copy__(self) -> list:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict) -> list:
+        return thaw(self)
+
+    def __reduce__(self) -> Any:
+        return (list, (thaw(self),))
+
+
+def freeze(value: Any) -> Any:
+    """``value`` with every dict and list (tuples too, as lists) made read-only, recursively."""
+    if isinstance(value, dict):
+        return FrozenDict((k, freeze(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return FrozenList(freeze(v) for v in value)
+    if isinstance(value, tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A plain, mutable deep copy of a frozen answer."""
+    if isinstance(value, dict):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [thaw(v) for v in value]
+    return value
+
+
 class _Entry:
     __slots__ = ("revision", "checked", "answers", "generation")
 
@@ -31,7 +88,8 @@ class ReadCache:
     """``get(model, question, compute)``: the cached answer, or ``compute()``'s, remembered.
 
     ``revision_of(model)`` reads the model's current revision (None: no such model). Answers
-    must be treated as read-only by callers. At most ``per_model`` answers are kept per model
+    are shared by every caller, so they are frozen (``FrozenDict``/``FrozenList``: a change
+    raises TypeError instead of corrupting what other requests see). At most ``per_model`` answers are kept per model
     and ``models`` models (least recently used go first), so memory stays bounded.
     """
 
@@ -46,14 +104,14 @@ class ReadCache:
 
     def get(self, model: str, question: Hashable, compute: Callable[[], T]) -> T:
         if self.ttl_s <= 0:
-            return compute()
+            return freeze(compute())
         entry = self._fresh(model)
         try:
             return entry.answers[question]
         except KeyError:
             pass
         generation = entry.generation
-        answer = compute()
+        answer = freeze(compute())
         with self._lock:
             # Not if a write of this process (or a new revision) came in meanwhile: the answer
             # may predate it.
