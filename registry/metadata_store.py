@@ -5,6 +5,7 @@ Each public method is one transaction. Database errors are translated into domai
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import weakref
@@ -12,7 +13,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, delete, insert, select, text, union_all, update
+from sqlalchemy import (Connection, Integer, LargeBinary, Row, bindparam, delete, insert, select,
+                        text, union_all, update)
 from sqlalchemy.exc import IntegrityError
 
 from errors import AlreadyExists, FailedPrecondition, NotFound
@@ -175,29 +177,17 @@ class MetadataStore:
         reads at most ``limit`` index entries past its start, whatever the model's size: the
         partial indexes of schema.py hold exactly the rows that ``live``/``releases_only`` ask
         for. An unknown model raises NotFound (checked only when nothing was found)."""
-        model_id = select(models.c.id).where(models.c.name == name).scalar_subquery()
-        parts = []
-        for seek in seeks:
-            stmt = select(model_versions).where(model_versions.c.model_id == model_id)
-            # Literal text, not bound parameters: it is what lets SQLite (and PostgreSQL's
-            # generic plans) prove that a partial index covers the query.
-            if live:
-                stmt = stmt.where(text(LIVE))
-            if seek.releases_only:
-                stmt = stmt.where(text(RELEASE))
-            if status is not None:
-                stmt = stmt.where(model_versions.c.status == status)
-            stmt = stmt.where(*_interval_terms(seek.interval, before))
-            parts.append(stmt.order_by(model_versions.c.precedence.desc()).limit(limit))
+        bounds = [_clip(seek.interval, before) for seek in seeks]
+        bounds_kept = [(seek, b) for seek, b in zip(seeks, bounds) if not b.empty]
+        shape = (tuple((seek.releases_only, b.low is not None and b.low_in, b.low is None,
+                        b.high is not None and b.high_in, b.high is None)
+                       for seek, b in bounds_kept), live, status is not None)
+        params: dict[str, Any] = {"name": name, "status": status, "lim": limit}
+        for i, (_seek, b) in enumerate(bounds_kept):
+            params[f"lo{i}"], params[f"hi{i}"] = b.low, b.high
         with self.db.read() as conn:
-            if not parts:  # an empty range, such as '>2.0.0 <1.0.0'
-                rows = []
-            elif len(parts) == 1:
-                rows = conn.execute(parts[0]).all()
-            else:
-                both = union_all(*(select(p.subquery()) for p in parts)).subquery()
-                rows = conn.execute(select(both).order_by(both.c.precedence.desc())
-                                    .limit(limit)).all()
+            # An empty range (such as '>2.0.0 <1.0.0') needs no statement.
+            rows = conn.execute(_versions_statement(shape), params).all() if bounds_kept else []
             if not rows:
                 self._model_row(conn, name)
                 return []
@@ -395,18 +385,44 @@ class MetadataStore:
         return _version_dict(name, row._mapping, self._aliases_for(conn, [row.id]).get(row.id, []))
 
 
-def _interval_terms(interval: KeyInterval, before: bytes | None) -> list[Any]:
-    """WHERE terms that keep ``precedence`` inside ``interval`` and below ``before``."""
+def _clip(interval: KeyInterval, before: bytes | None) -> KeyInterval:
+    """``interval`` with its keys below ``before`` only."""
+    if before is not None and (interval.high is None or before <= interval.high):
+        return KeyInterval(interval.low, interval.low_in, before, False)
+    return interval
+
+
+@functools.lru_cache(maxsize=512)
+def _versions_statement(shape: tuple) -> Any:
+    """The statement of ``MetadataStore.versions`` for one shape of seeks, built once: the
+    bounds, name, status and limit are bound parameters, so SQLAlchemy's compiled cache serves
+    every later call without rebuilding (a UNION of subqueries costs milliseconds to build)."""
+    seeks, live, with_status = shape
+    model_id = select(models.c.id).where(models.c.name == bindparam("name")).scalar_subquery()
     col = model_versions.c.precedence
-    terms = []
-    if interval.low is not None:
-        terms.append(col >= interval.low if interval.low_in else col > interval.low)
-    high, high_in = interval.high, interval.high_in
-    if before is not None and (high is None or before <= high):
-        high, high_in = before, False
-    if high is not None:
-        terms.append(col <= high if high_in else col < high)
-    return terms
+    parts = []
+    for i, (releases_only, low_in, no_low, high_in, no_high) in enumerate(seeks):
+        stmt = select(model_versions).where(model_versions.c.model_id == model_id)
+        # Literal text, not bound parameters: it is what lets SQLite (and PostgreSQL's
+        # generic plans) prove that a partial index covers the query.
+        if live:
+            stmt = stmt.where(text(LIVE))
+        if releases_only:
+            stmt = stmt.where(text(RELEASE))
+        if with_status:
+            stmt = stmt.where(model_versions.c.status == bindparam("status"))
+        if not no_low:
+            low = bindparam(f"lo{i}", type_=LargeBinary)
+            stmt = stmt.where(col >= low if low_in else col > low)
+        if not no_high:
+            high = bindparam(f"hi{i}", type_=LargeBinary)
+            stmt = stmt.where(col <= high if high_in else col < high)
+        parts.append(stmt.order_by(col.desc()).limit(bindparam("lim", type_=Integer)))
+    if len(parts) == 1:
+        return parts[0]
+    both = union_all(*(select(p.subquery()) for p in parts)).subquery()
+    return (select(both).order_by(both.c.precedence.desc())
+            .limit(bindparam("lim", type_=Integer)))
 
 
 def _version_dict(name: str, row: Any, alias_names: list[str]) -> dict[str, Any]:
