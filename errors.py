@@ -76,3 +76,9 @@ class DataCorrupted(RegistryError):
     """Stored bytes no longer match their digest: refused, never served."""
 
     code = "DATA_CORRUPTED"
+
+
+class StorageFull(RegistryError):
+    """A write failed because the disk (or the database's disk) is full: nothing changed."""
+
+    code = "INSUFFICIENT_STORAGE"

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 from spectree import SpecTree
 
+from api.docs_pages import PAGE_TEMPLATES
 from errors import InvalidArgument
 
 
@@ -32,6 +33,7 @@ spec = SpecTree(
     before=_raise_domain_error,
     after=_after,
     annotations=True,
+    page_templates=PAGE_TEMPLATES,   # pinned CDN assets with SRI; see api/docs_pages.py
 )
 
 def documented(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -17,9 +17,12 @@ from errors import (DataCorrupted, FailedPrecondition, ProviderError, ProviderTi
 from models.base_model import Prediction
 from models.model_loader import ModelLoader
 from registry.model_registry import ModelRegistry
-from tracking.metrics_collector import MetricsCollector
+from tracking.metrics_collector import MetricsCollector, pinned_key
 
 # Failures that are the version's fault: counted against it, and worth one retry on stable.
+# Everything else the gateway raises (bad input, non-finite outputs, outputs or memory over the
+# caps, a refused pin) is the caller's: a 4xx that never reaches the version's metrics, so it
+# can feed neither canary analysis nor the live watcher nor alerts (issue 21).
 VERSION_FAILURES = (ProviderError, ProviderTimeout, Unavailable, DataCorrupted, FailedPrecondition)
 
 
@@ -90,23 +93,32 @@ class Gateway:
 
     def _call(self, model: str, version: str, input: Any, params: dict[str, Any] | None,
               route: Route, fallback: bool) -> dict[str, Any]:
+        """One call, counted against ``version`` when it is the version's doing; a pinned
+        call is counted apart (``pinned_key``), where nothing judges versions."""
+        tracked = pinned_key(model) if route.routed_by == "pin" else model
         started = time.perf_counter()
         try:
             provider = self.loader.get(model, version)
             started = time.perf_counter()  # a first load is not the model's latency
             result: Prediction = provider.predict(input, params)
         except VERSION_FAILURES as exc:
-            self.collector.record(model, version, time.perf_counter() - started, False,
+            self.collector.record(tracked, version, time.perf_counter() - started, False,
                                   exc.code)
             raise
         latency = time.perf_counter() - started
         usage = result.usage
         if usage is None:
-            self.collector.record(model, version, latency, True)
+            self.collector.record(tracked, version, latency, True)
         else:
-            self.collector.record(model, version, latency, True, None, usage.input_tokens,
+            self.collector.record(tracked, version, latency, True, None, usage.input_tokens,
                                   usage.output_tokens, total_tokens=usage.total_tokens)
-        return {"model": model, "version": version, "output": result.output,
-                "latency": latency, "usage": usage.as_dict() if usage else None,
-                "deployment_id": route.deployment_id, "routed_by": route.routed_by,
-                "fallback": fallback}
+        return _answer(model, version, result, latency, route, fallback)
+
+
+def _answer(model: str, version: str, result: Prediction, latency: float, route: Route,
+            fallback: bool) -> dict[str, Any]:
+    usage = result.usage
+    return {"model": model, "version": version, "output": result.output,
+            "latency": latency, "usage": usage.as_dict() if usage else None,
+            "deployment_id": route.deployment_id, "routed_by": route.routed_by,
+            "fallback": fallback}

@@ -25,8 +25,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 
 from config import get_settings
+from storage.disk import is_full, storage_full
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -161,13 +163,19 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """One write transaction: committed on success, rolled back on any exception. On SQLite
-        it may share its commit (and fsync) with concurrent writers; it returns after it."""
-        if self._group is not None:
-            with self._group.transaction() as conn:
+        it may share its commit (and fsync) with concurrent writers; it returns after it. A full
+        disk is a ``StorageFull`` (507), not a driver error."""
+        try:
+            if self._group is not None:
+                with self._group.transaction() as conn:
+                    yield conn
+                return
+            with self.engine.begin() as conn:
                 yield conn
-            return
-        with self.engine.begin() as conn:
-            yield conn
+        except OperationalError as exc:
+            if is_full(exc):
+                raise storage_full("the database write") from exc
+            raise
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

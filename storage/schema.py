@@ -20,13 +20,25 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC (naive means UTC). A time that parses but lies beyond what UTC can
+    hold (``0001-01-01T00:00:00+14:00``, ``9999-12-31T23:59:59-14:00``) becomes the first or
+    last representable instant instead of an OverflowError: such a time is still served."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        edge = datetime.min if value.year == datetime.min.year else datetime.max
+        return edge.replace(tzinfo=timezone.utc)
+
+
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 UTC with a Z, as every API answer shows times."""
     if value is None:
         return None
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    # SQLite hands back naive datetimes; they were stored as UTC
+    return as_utc(value).isoformat().replace("+00:00", "Z")
 
 
 models = Table(
@@ -125,7 +137,7 @@ from sqlalchemy import Boolean, Float, PrimaryKeyConstraint, text  # noqa: E402 
 # deleted model stay readable until retention prunes them.
 metric_buckets = Table(
     "metric_buckets", metadata,
-    Column("model", String(128), nullable=False),
+    Column("model", String(160), nullable=False),   # a model name, or "<model>#pinned"
     Column("version", String(255), nullable=False),
     Column("resolution", Integer, nullable=False),            # seconds: 10, 300, 3600, 86400
     Column("bucket_start", BigInteger, nullable=False),       # epoch s, multiple of resolution
@@ -152,7 +164,7 @@ metric_buckets = Table(
 # list of versions with recent traffic for alert evaluation.
 metric_series = Table(
     "metric_series", metadata,
-    Column("model", String(128), primary_key=True),
+    Column("model", String(160), primary_key=True),
     Column("version", String(255), primary_key=True),
     Column("first_bucket", BigInteger, nullable=False),
     Column("last_bucket", BigInteger, nullable=False),
@@ -297,6 +309,15 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True)),
 )
 
+# One row (id 1): whether API keys are required. Set by the first key ever created and never
+# cleared by the service, so revoking keys cannot switch authentication off (issue 21).
+auth_state = Table(
+    "auth_state", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("keys_required", Boolean, nullable=False),
+    Column("since", DateTime(timezone=True)),
+)
+
 # --- snapshots ------------------------------------------------------------------------------
 # The serving state (traffic tables, aliases, version statuses, active deployment) of one model
 # (``model`` set) or of all models (``model`` NULL), taken by hand or before every deployment.
@@ -306,8 +327,75 @@ snapshots = Table(
     Column("model", String(128)),
     Column("automatic", Boolean, nullable=False),
     Column("state", JSON, nullable=False),
+    Column("summary", JSON),     # what lists show: model count, first models' weights
     Column("reason", Text, nullable=False, default=""),
     Column("actor", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_snapshots_model_created", "model", "created_at"),
+)
+
+# --- webhooks (issue 18) ----------------------------------------------------------------------
+# Subscriptions: where to send which public events. ``secret`` is kept in clear because every
+# delivery is signed with it (HMAC needs the key itself, as in MLflow); it is never returned by
+# the API after creation and never logged. For ``pagerduty`` it is the integration's routing key.
+webhook_subscriptions = Table(
+    "webhook_subscriptions", metadata,
+    Column("id", String(64), primary_key=True),               # "wh_<hex>", time ordered
+    Column("url", Text, nullable=False),
+    Column("kind", String(16), nullable=False),               # generic | slack | pagerduty
+    Column("events", JSON, nullable=False),                   # ["deployment.*", "alert.raised"]
+    Column("model", String(128)),                             # only this model's events; NULL: all
+    Column("description", Text, nullable=False, default=""),
+    Column("secret", String(256), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("disabled_reason", Text, nullable=False, default=""),
+    Column("actor", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# The outbox: one row per (event, subscription), written in the transaction of the change that
+# produced the event, with the exact body to send. ``message_id`` is the stable id a receiver
+# deduplicates on (the same on every attempt and redelivery). A sender claims a row by an
+# ``UPDATE ... WHERE id = ? AND revision = ?`` that sets a lease, so several processes never send
+# the same delivery at once; a lease that runs out (a killed process) makes it claimable again.
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("seq", Integer, primary_key=True),                 # delivery order per subscription
+    Column("id", String(64), nullable=False, unique=True),    # "whd_<hex>"
+    Column("message_id", String(64), nullable=False),
+    Column("subscription_id", String(64), nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("event_id", Integer),                              # the events row; NULL for tests
+    Column("model", String(128)),
+    Column("body", Text, nullable=False),
+    Column("state", String(16), nullable=False),              # pending|succeeded|failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True)),       # NULL once finished
+    Column("lease_until", DateTime(timezone=True)),
+    Column("lease_owner", String(64)),
+    Column("revision", Integer, nullable=False, default=1),
+    Column("last_status", Integer),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("redelivery_of", String(64)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_webhook_deliveries_pending", "state", "next_attempt_at"),
+    Index("ix_webhook_deliveries_subscription", "subscription_id", "seq"),
+)
+
+# Every attempt of every delivery: what the receiver answered and how long it took.
+webhook_attempts = Table(
+    "webhook_attempts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("delivery_id", String(64), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("status_code", Integer),                           # NULL: no HTTP answer
+    Column("latency_ms", Float, nullable=False),
+    Column("outcome", String(16), nullable=False),            # succeeded | retry | failed
+    Column("error", Text, nullable=False, default=""),
+    Column("response_excerpt", Text, nullable=False, default=""),
+    Index("ix_webhook_attempts_delivery", "delivery_id", "number"),
 )

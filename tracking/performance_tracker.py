@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -173,7 +174,9 @@ class PerformanceTracker:
     """
 
     def __init__(self, database: Database | None = None,
-                 collector: MetricsCollector | None = None) -> None:
+                 collector: MetricsCollector | None = None, *,
+                 max_series_versions: int = 20) -> None:
+        self.max_series_versions = max_series_versions
         if database is None and collector is not None:
             database = getattr(collector.sink, "database", None)
         self.database = database or default_database()
@@ -190,7 +193,7 @@ class PerformanceTracker:
                          at: float | None = None) -> None:
         """Record one prediction. ``error`` (a kind such as ``"timeout"``, or the exception)
         marks it failed; ``tokens`` is the total when the provider gives no split."""
-        _check_name(model, "model", 128)
+        _check_name(model, "model", 160)   # a name, or "<name>#pinned"
         _check_name(version, "version", 255)
         if isinstance(latency, bool) or not isinstance(latency, (int, float)):
             raise InvalidArgument(f"latency must be a number of seconds, got {latency!r}")
@@ -218,7 +221,7 @@ class PerformanceTracker:
                     window: Window = None) -> dict[str, Any]:
         """The metrics of one version, or ``{version: metrics}`` of every version with data
         in the window when ``version`` is None."""
-        _check_name(model, "model", 128)
+        _check_name(model, "model", 160)   # a name, or "<name>#pinned"
         if version is not None:
             _check_name(version, "version", 255)
         seconds = parse_window(window)
@@ -231,7 +234,7 @@ class PerformanceTracker:
                          window: Window = None) -> dict[str, Any]:
         """``{"v1": metrics, "v2": metrics, "diff": {key: {"delta": v2-v1, "ratio": v2/v1}}}``,
         both read from one snapshot."""
-        _check_name(model, "model", 128)
+        _check_name(model, "model", 160)   # a name, or "<name>#pinned"
         _check_name(v1, "v1", 255)
         _check_name(v2, "v2", 255)
         found = self._metrics(model, [v1, v2], parse_window(window))
@@ -250,7 +253,7 @@ class PerformanceTracker:
         "points"}`` where ``points`` is ``[{"start", "end", **metrics}]`` for one version and
         ``{version: [...]}`` for all. ``step`` is rounded up to a multiple of the resolution
         kept for that age (10 s for the last day, 5 min for a week, 1 h beyond)."""
-        _check_name(model, "model", 128)
+        _check_name(model, "model", 160)   # a name, or "<name>#pinned"
         if version is not None:
             _check_name(version, "version", 255)
         seconds = parse_window(window)
@@ -278,6 +281,14 @@ class PerformanceTracker:
         for ver, bucket_start, item in _items(rows, memory):
             steps.setdefault((ver, (bucket_start - start) // step_n), _Summary()).add(item)
         names = sorted({ver for ver, _ in steps}) if version is None else [version]
+        omitted = 0
+        if len(names) > self.max_series_versions:   # bounded work and answer (issue 21)
+            busiest = Counter[str]()
+            for (ver, _), summary in steps.items():
+                busiest[ver] += summary.total.requests
+            kept = {ver for ver, _ in busiest.most_common(self.max_series_versions)}
+            omitted = len(names) - len(kept)
+            names = [ver for ver in names if ver in kept]
         series: dict[str, list[dict[str, Any]]] = {}
         for ver in names:
             points = []
@@ -288,8 +299,11 @@ class PerformanceTracker:
                 points.append({"start": _utc(p_start), "end": _utc(p_start + step_n),
                                **summary.metrics(span)})
             series[ver] = points
-        return {"model": model, "version": version, "window": seconds, "step": step_n,
-                "points": series[version] if version is not None else series}
+        answer = {"model": model, "version": version, "window": seconds, "step": step_n,
+                  "points": series[version] if version is not None else series}
+        if omitted:
+            answer["versions_omitted"] = omitted
+        return answer
 
     # --- internals ----------------------------------------------------------------------------
 

@@ -1,13 +1,13 @@
 """registry reads: a revision per model, partial indexes for latest and ranges (issue 14)
 
 Revision ID: 0014
-Revises: 0006
+Revises: 0012
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0006"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
