@@ -78,6 +78,16 @@ class DataCorrupted(RegistryError):
     code = "DATA_CORRUPTED"
 
 
+class ConfigurationError(RegistryError, ValueError):
+    """A setting cannot be used. ``variable`` names it; the message says what it accepts."""
+
+    code = "CONFIGURATION_ERROR"
+
+    def __init__(self, message: str, *, variable: str) -> None:
+        super().__init__(message, details={"variable": variable})
+        self.variable = variable
+
+
 class StorageFull(RegistryError):
     """A write failed because the disk (or the database's disk) is full: nothing changed."""
 

@@ -7,7 +7,6 @@ No API key and no network needed: the database is a fresh SQLite file in a tempo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import threading
@@ -37,12 +36,13 @@ class Demo:
     """What the sections share: every layer wired once, on a SQLite file in ``data_dir``."""
 
     def __init__(self, data_dir: Path) -> None:
-        os.environ["REGISTRY_DATA_DIR"] = str(data_dir)
-        os.environ.setdefault("AUTO_ROLLBACK_WINDOW_S", "10")
-        from api.services import build_services
         from config import Settings
+        from wiring import build_services
         self.data_dir = data_dir
-        self.svc = build_services(Settings.from_env({"data_dir": data_dir}))
+        # A short automatic-rollback window, so that the demo shows it in seconds.
+        self.settings = Settings.from_env({"data_dir": data_dir},
+                                          defaults={"auto_rollback_window_s": 10.0})
+        self.svc = build_services(self.settings)
         self.registry = self.svc.registry
         self.database = self.svc.database
 
@@ -282,8 +282,7 @@ def demo_alerts(d: Demo) -> None:
 
 @section("gemini", "A Gemini version through the google-genai SDK (needs GEMINI_API_KEY)")
 def demo_gemini(d: Demo) -> None:
-    from config import get_settings
-    if not get_settings().gemini_api_key:
+    if not d.settings.gemini_api_key:
         print("  skipped: GEMINI_API_KEY is not set (set it, or GOOGLE_API_KEY, to run this "
               "section against Gemini)")
         return
@@ -307,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = args.sections or list(SECTIONS)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="model-registry-demo-"))
-    demo = Demo(data_dir)
+    from errors import ConfigurationError
+    try:
+        demo = Demo(data_dir)
+    except ConfigurationError as exc:   # the entry point stops with the message, no traceback
+        parser.exit(2, f"configuration error: {exc.message}\n")
     started = time.perf_counter()
     for name in chosen:
         title, fn = SECTIONS[name]

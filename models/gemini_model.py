@@ -216,7 +216,7 @@ class GeminiModel(ModelProvider):
                                   f"is not loaded")
             if self._client is None:
                 # The key may have been added since load(): look again, only on this path.
-                key = app_config.get_settings().gemini_api_key
+                key = app_config.fresh_settings().gemini_api_key
                 if not key:
                     raise Unavailable(
                         "the gemini provider needs an API key: GEMINI_API_KEY is not set; "

@@ -120,11 +120,13 @@ class ModelLoader:
                  catalog: ProviderCatalog | None = None, *, failure_ttl_s: float = 2.0,
                  limits: ProviderLimits | None = None, max_loaded: int = 32,
                  max_loaded_bytes: int = 2 * 1024 * 1024 * 1024,
-                 serving: Callable[[str], set[str]] | None = None) -> None:
+                 serving: Callable[[str], set[str]] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
         self.store = store
         self.catalog = catalog or ProviderCatalog()
         self.failure_ttl_s = failure_ttl_s
+        self.clock = clock   # monotonic seconds; tests inject one instead of sleeping
         self.limits = limits or ProviderLimits()
         self.max_loaded = max_loaded
         self.max_loaded_bytes = max_loaded_bytes
@@ -166,13 +168,13 @@ class ModelLoader:
             if instance is not None:
                 return instance
             failed = self._failed.get(key)
-            if failed is not None and time.monotonic() - failed[0] < self.failure_ttl_s:
+            if failed is not None and self.clock() - failed[0] < self.failure_ttl_s:
                 exc = failed[1]
                 raise type(exc)(exc.message, details=exc.details)
             try:
                 instance = self._instantiate(cls, row)
             except RegistryError as exc:
-                self._failed[key] = (time.monotonic(), exc)
+                self._failed[key] = (self.clock(), exc)
                 raise
             self._failed.pop(key, None)
             self._sizes[key] = int((row.get("artifact") or {}).get("size") or 0)

@@ -1,7 +1,8 @@
 """All SQL of the registry: models, tags, versions, aliases and their events.
 
 Each public method is one transaction. Database errors are translated into domain errors here
-(a unique violation becomes ALREADY_EXISTS), so callers never see SQLAlchemy.
+(a unique violation becomes ALREADY_EXISTS), so callers never see SQLAlchemy. Methods return
+the frozen records of ``registry/records.py``, never rows or dicts.
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from sqlalchemy.exc import IntegrityError
 
 from errors import AlreadyExists, FailedPrecondition, NotFound
 from registry.read_cache import ReadCache
+from registry.records import AliasRecord, ModelRecord, VersionRecord
 from registry.version_manager import KeyInterval
 from storage.database import Database
-from storage.schema import (LIVE, RELEASE, aliases, events, iso, model_tags, model_versions,
-                            models, traffic, utcnow)
-from webhooks.webhook_store import enqueue_event
+from storage.events import record_event
+from storage.schema import (LIVE, RELEASE, aliases, model_tags, model_versions, models, traffic,
+                            utcnow)
 
 VERSION_FIELDS = ("status", "description", "tags", "metadata")
 
@@ -44,21 +46,6 @@ class VersionKey(NamedTuple):
 
     precedence: bytes
     text: str
-
-
-def record_event(conn: Connection, kind: str, *, actor: str = "system", model: str | None = None,
-                 version: str | None = None, deployment_id: str | None = None,
-                 reason: str = "", detail: dict[str, Any] | None = None) -> None:
-    """Append one row to the audit trail, inside the caller's transaction, and queue its
-    webhook deliveries in the same transaction (the outbox: every producer of events gets
-    webhooks through this one path)."""
-    at = utcnow()
-    event_id = conn.execute(insert(events).values(
-        at=at, actor=actor, kind=kind, model=model, version=version,
-        deployment_id=deployment_id, reason=reason, detail=detail or {})).inserted_primary_key[0]
-    enqueue_event(conn, event_id=event_id, kind=kind, at=at, actor=actor, model=model,
-                  version=version, deployment_id=deployment_id, reason=reason,
-                  detail=detail or {})
 
 
 _caches: "weakref.WeakKeyDictionary[Database, ReadCache]" = weakref.WeakKeyDictionary()
@@ -91,7 +78,7 @@ class MetadataStore:
 
     # -- models ---------------------------------------------------------------------------
     def create_model(self, name: str, description: str, tags: dict[str, str],
-                     metadata: dict[str, Any], actor: str) -> dict[str, Any]:
+                     metadata: dict[str, Any], actor: str) -> ModelRecord:
         now = utcnow()
         try:
             with self._write(name) as conn:
@@ -104,14 +91,14 @@ class MetadataStore:
                 self._write_tags(conn, model_id, tags)
                 record_event(conn, "model.registered", actor=actor, model=name)
             # Built from what was written rather than read back: two statements fewer.
-            return {"name": name, "description": description, "tags": dict(tags),
-                    "metadata": metadata, "created_at": iso(now), "updated_at": iso(now)}
+            return ModelRecord(name=name, description=description, tags=dict(tags),
+                               metadata=metadata, created_at=now, updated_at=now)
         except IntegrityError:
             raise AlreadyExists(f"model '{name}' already exists") from None
 
-    def get_model(self, name: str) -> dict[str, Any]:
+    def get_model(self, name: str) -> ModelRecord:
         with self.db.read() as conn:
-            return self._model_dict(conn, self._model_row(conn, name))
+            return self._model_record(conn, self._model_row(conn, name))
 
     def revision(self, name: str) -> int | None:
         """The model's revision (what read caches compare), or None when it does not exist."""
@@ -119,7 +106,7 @@ class MetadataStore:
             return conn.execute(select(models.c.revision).where(models.c.name == name)).scalar()
 
     def list_models(self, q: str | None, tag: tuple[str, str] | None, after: str | None,
-                    limit: int) -> list[dict[str, Any]]:
+                    limit: int) -> list[ModelRecord]:
         stmt = select(models).order_by(models.c.name).limit(limit)
         if q:
             stmt = stmt.where(models.c.name.icontains(q, autoescape=True))
@@ -131,9 +118,9 @@ class MetadataStore:
         with self.db.read() as conn:
             rows = conn.execute(stmt).all()
             tags = self._tags_for(conn, [r.id for r in rows])
-            return [self._model_dict(conn, r, tags.get(r.id, {})) for r in rows]
+            return [self._model_record(conn, r, tags.get(r.id, {})) for r in rows]
 
-    def update_model(self, name: str, changes: dict[str, Any], actor: str) -> dict[str, Any]:
+    def update_model(self, name: str, changes: dict[str, Any], actor: str) -> ModelRecord:
         with self._write(name) as conn:
             row = self._model_row(conn, name)
             values = {k: v for k, v in changes.items() if k in ("description", "metadata")}
@@ -144,7 +131,7 @@ class MetadataStore:
                 self._write_tags(conn, row.id, changes["tags"])
             record_event(conn, "model.updated", actor=actor, model=name,
                          detail={"fields": sorted(changes)})
-            return self._model_dict(conn, self._model_row(conn, name))
+            return self._model_record(conn, self._model_row(conn, name))
 
     def delete_model(self, name: str, actor: str) -> None:
         """Delete a model and its versions; refused while a traffic table serves it."""
@@ -158,7 +145,7 @@ class MetadataStore:
             record_event(conn, "model.deleted", actor=actor, model=name)
 
     # -- versions -------------------------------------------------------------------------
-    def create_version(self, name: str, values: dict[str, Any], actor: str) -> dict[str, Any]:
+    def create_version(self, name: str, values: dict[str, Any], actor: str) -> VersionRecord:
         now = utcnow()
         try:
             with self._write(name) as conn:
@@ -168,9 +155,9 @@ class MetadataStore:
                 record_event(conn, "version.registered", actor=actor, model=name,
                              version=values["version"], detail={"status": values["status"]})
             # Built from what was written rather than read back: three statements in all.
-            return _version_dict(name, {**values, "artifact_digest": None,
-                                        "artifact_size": None, "created_at": now,
-                                        "updated_at": now}, [])
+            return _version_record(name, {**values, "artifact_digest": None,
+                                          "artifact_size": None, "created_at": now,
+                                          "updated_at": now}, ())
         except IntegrityError:
             raise AlreadyExists(f"version '{values['version']}' of model '{name}' already exists "
                                 "(versions that differ only in build metadata are the same "
@@ -178,7 +165,7 @@ class MetadataStore:
 
     def versions(self, name: str, seeks: Sequence[Seek], *, live: bool = False,
                  status: str | None = None, before: bytes | None = None,
-                 limit: int = 1) -> list[dict[str, Any]]:
+                 limit: int = 1) -> list[VersionRecord]:
         """Up to ``limit`` versions found by ``seeks``, newest first, strictly below ``before``;
         ``live`` leaves archived ones out. One statement (two with the aliases), and each seek
         reads at most ``limit`` index entries past its start, whatever the model's size: the
@@ -199,9 +186,9 @@ class MetadataStore:
                 self._model_row(conn, name)
                 return []
             names = self._aliases_for(conn, [r.id for r in rows])
-            return [_version_dict(name, r._mapping, names.get(r.id, [])) for r in rows]
+            return [_version_record(name, r._mapping, names.get(r.id, ())) for r in rows]
 
-    def aliased_version(self, name: str, alias: str) -> dict[str, Any] | None:
+    def aliased_version(self, name: str, alias: str) -> VersionRecord | None:
         """The version an alias points at, or None (NotFound for an unknown model)."""
         with self.db.read() as conn:
             row = conn.execute(
@@ -212,7 +199,7 @@ class MetadataStore:
                 self._model_row(conn, name)
                 return None
             names = self._aliases_for(conn, [row.id])
-            return _version_dict(name, row._mapping, names.get(row.id, []))
+            return _version_record(name, row._mapping, names.get(row.id, ()))
 
     def highest_with_status(self, names: list[str], status: str) -> dict[str, str]:
         """{model: its highest-precedence version with ``status``} for many models, one query."""
@@ -231,7 +218,7 @@ class MetadataStore:
             return {r.name: r.version for r in conn.execute(stmt)}
 
     def update_version(self, name: str, key: VersionKey, changes: dict[str, Any],
-                       actor: str) -> dict[str, Any]:
+                       actor: str) -> VersionRecord:
         with self._write(name) as conn:
             model_id = self._touch(conn, name)
             row = self._version_row(conn, model_id, key, name)
@@ -241,10 +228,11 @@ class MetadataStore:
             record_event(conn, "version.updated", actor=actor, model=name, version=row.version,
                          detail={"changes": {k: values[k] for k in values if k == "status"},
                                  "fields": sorted(values), "previous_status": row.status})
-            return self._version_dict_of(conn, name, self._version_row(conn, model_id, key, name))
+            return self._version_record_of(conn, name,
+                                           self._version_row(conn, model_id, key, name))
 
     def set_artifact(self, name: str, key: VersionKey, digest: str, size: int,
-                     actor: str) -> dict[str, Any]:
+                     actor: str) -> VersionRecord:
         """Attach an artifact once; the same bytes again is a no-op, other bytes a conflict."""
         with self._write(name) as conn:
             model_id = self._touch(conn, name)
@@ -260,10 +248,11 @@ class MetadataStore:
                                      updated_at=utcnow()))
                 record_event(conn, "version.artifact", actor=actor, model=name,
                              version=row.version, detail={"digest": digest, "size": size})
-            return self._version_dict_of(conn, name, self._version_row(conn, model_id, key, name))
+            return self._version_record_of(conn, name,
+                                           self._version_row(conn, model_id, key, name))
 
     # -- aliases --------------------------------------------------------------------------
-    def set_alias(self, name: str, alias: str, key: VersionKey, actor: str) -> dict[str, Any]:
+    def set_alias(self, name: str, alias: str, key: VersionKey, actor: str) -> AliasRecord:
         with self._write(name) as conn:
             model_id = self._touch(conn, name)
             row = self._version_row(conn, model_id, key, name)
@@ -273,7 +262,7 @@ class MetadataStore:
                                                 version_id=row.id, updated_at=utcnow()))
             record_event(conn, "alias.set", actor=actor, model=name, version=row.version,
                          detail={"alias": alias})
-            return {"model": name, "alias": alias, "version": row.version}
+            return AliasRecord(model=name, alias=alias, version=row.version)
 
     def delete_alias(self, name: str, alias: str, actor: str) -> None:
         with self._write(name) as conn:
@@ -380,16 +369,17 @@ class MetadataStore:
                 out.setdefault(r.version_id, []).append(r.alias)
         return out
 
-    def _model_dict(self, conn: Connection, row: Row,
-                    tags: dict[str, str] | None = None) -> dict[str, Any]:
+    def _model_record(self, conn: Connection, row: Row,
+                    tags: dict[str, str] | None = None) -> ModelRecord:
         if tags is None:
             tags = self._tags_for(conn, [row.id]).get(row.id, {})
-        return {"name": row.name, "description": row.description, "tags": tags,
-                "metadata": row.metadata, "created_at": iso(row.created_at),
-                "updated_at": iso(row.updated_at)}
+        return ModelRecord(name=row.name, description=row.description, tags=tags,
+                           metadata=row.metadata, created_at=row.created_at,
+                           updated_at=row.updated_at)
 
-    def _version_dict_of(self, conn: Connection, name: str, row: Row) -> dict[str, Any]:
-        return _version_dict(name, row._mapping, self._aliases_for(conn, [row.id]).get(row.id, []))
+    def _version_record_of(self, conn: Connection, name: str, row: Row) -> VersionRecord:
+        return _version_record(name, row._mapping,
+                               self._aliases_for(conn, [row.id]).get(row.id, ()))
 
 
 def _clip(interval: KeyInterval, before: bytes | None) -> KeyInterval:
@@ -432,14 +422,13 @@ def _versions_statement(shape: tuple) -> Any:
             .limit(bindparam("lim", type_=Integer)))
 
 
-def _version_dict(name: str, row: Any, alias_names: list[str]) -> dict[str, Any]:
-    """A version as the API shows it, from a row mapping (or the values just written)."""
-    artifact = ({"digest": row["artifact_digest"], "size": row["artifact_size"]}
-                if row["artifact_digest"] else None)
-    return {"model": name, "version": row["version"], "major": row["major"],
-            "minor": row["minor"], "patch": row["patch"], "prerelease": row["prerelease"],
-            "build": row["build"], "status": row["status"], "provider": row["provider"],
-            "config": row["config"], "artifact": artifact, "tags": row["tags"],
-            "metadata": row["metadata"], "description": row["description"],
-            "aliases": alias_names, "created_at": iso(row["created_at"]),
-            "updated_at": iso(row["updated_at"])}
+def _version_record(name: str, row: Any, alias_names: Iterable[str]) -> VersionRecord:
+    """A version as the store returns it, from a row mapping (or the values just written)."""
+    return VersionRecord(
+        model=name, version=row["version"], precedence=row["precedence"], major=row["major"],
+        minor=row["minor"], patch=row["patch"], prerelease=row["prerelease"],
+        build=row["build"], status=row["status"], provider=row["provider"],
+        config=row["config"], artifact_digest=row["artifact_digest"],
+        artifact_size=row["artifact_size"], tags=row["tags"], metadata=row["metadata"],
+        description=row["description"], aliases=tuple(alias_names),
+        created_at=row["created_at"], updated_at=row["updated_at"])

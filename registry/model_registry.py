@@ -11,10 +11,13 @@ from typing import Any
 
 from errors import InvalidArgument, NotFound
 from registry.metadata_store import EVERYTHING, MetadataStore, Seek, VersionKey
-from registry.pagination import check_limit, decode_token, encode_token
+from registry.records import VersionRecord
 from registry.version_manager import (KeyInterval, looks_like_range, parse_range, parse_version,
                                       precedence_key)
-from storage.database import Database, default_database
+from defaults import parts_for
+from shared.pagination import check_limit, decode_token, encode_token
+from shared.text import check_text
+from storage.database import Database
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 STATUSES = ("stable", "beta", "experimental", "deprecated", "archived")
@@ -59,15 +62,6 @@ def check_object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def check_text(value: Any, what: str = "description") -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str) or len(value) > 10_000:
-        raise InvalidArgument(f"{what} must be a string of at most 10000 characters")
-    if "\x00" in value:  # PostgreSQL cannot store it; refuse it on every database alike
-        raise InvalidArgument(f"{what} must not contain NUL characters")
-    return value
-
 
 def parse_tag_filter(tag: str | None) -> tuple[str, str] | None:
     if not tag:
@@ -88,7 +82,7 @@ class ModelRegistry:
 
     def __init__(self, database: Database | None = None,
                  validate_config: ConfigValidator | None = None) -> None:
-        self.db = database or default_database()
+        self.db = database or parts_for(None).database
         self.store = MetadataStore(self.db)
         self.validate_config = validate_config
 
@@ -96,11 +90,11 @@ class ModelRegistry:
     def register_model(self, name: str, description: str = "", tags: dict[str, str] | None = None,
                        metadata: dict[str, Any] | None = None, *,
                        actor: str = "system") -> dict[str, Any]:
-        return self.store.create_model(check_name(name), check_text(description),
-                                       check_tags(tags), check_object(metadata, "metadata"), actor)
+        return self.store.create_model(check_name(name), check_text(description), check_tags(tags),
+                                       check_object(metadata, "metadata"), actor).as_dict()
 
     def get_model(self, name: str) -> dict[str, Any]:
-        return self.store.cache.get(name, "model", lambda: self.store.get_model(name))
+        return self.store.cache.get(name, "model", lambda: self.store.get_model(name)).as_dict()
 
     def list_models(self, q: str | None = None, tag: str | None = None, limit: int = 50,
                     page_token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
@@ -112,13 +106,13 @@ class ModelRegistry:
         rows = self.store.list_models(q, parse_tag_filter(tag), after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        return rows, encode_token(rows[-1]["name"]) if more else None
+        return [r.as_dict() for r in rows], encode_token(rows[-1].name) if more else None
 
     def update_model(self, name: str, *, description: str | None = None,
                      tags: dict[str, str] | None = None, metadata: dict[str, Any] | None = None,
                      actor: str = "system") -> dict[str, Any]:
         changes = _editable(description=description, tags=tags, metadata=metadata)
-        return self.store.update_model(name, changes, actor)
+        return self.store.update_model(name, changes, actor).as_dict()
 
     def delete_model(self, name: str, *, actor: str = "system") -> None:
         self.store.delete_model(name, actor)
@@ -143,7 +137,7 @@ class ModelRegistry:
             "description": check_text(description), "tags": check_tags(tags),
             "metadata": check_object(metadata, "metadata"),
         }
-        return self.store.create_version(name, values, actor)
+        return self.store.create_version(name, values, actor).as_dict()
 
     def resolve(self, name: str, ref: str) -> VersionKey:
         """Turn an exact version, ``latest``, an alias or a range into the version it names.
@@ -155,17 +149,20 @@ class ModelRegistry:
         parsed = _exact(ref)
         if parsed is not None:
             return VersionKey(precedence_key(parsed), str(parsed))
-        found = self.get_version(name, ref)
-        return VersionKey(precedence_key(found["version"]), found["version"])
+        found = self._version(name, ref)
+        return VersionKey(found.precedence, found.version)
 
     def get_version(self, name: str, ref: str) -> dict[str, Any]:
         """One version by exact version, ``latest``, alias or range; answered from this
         process's read cache when the model has not changed (see registry/read_cache.py)."""
+        return self._version(name, ref).as_dict()
+
+    def _version(self, name: str, ref: str) -> VersionRecord:
         if not isinstance(ref, str) or not ref:
             raise InvalidArgument("version must be a non-empty string")
         return self.store.cache.get(name, ("version", ref), lambda: self._find(name, ref))
 
-    def _find(self, name: str, ref: str) -> dict[str, Any]:
+    def _find(self, name: str, ref: str) -> VersionRecord:
         """``get_version`` without the cache: one index seek (two for ``latest`` on a model
         that only has pre-releases), never a scan of the model's versions."""
         if ref == "latest":
@@ -207,16 +204,16 @@ class ModelRegistry:
         except (TypeError, ValueError):
             raise InvalidArgument("page_token is not a token this server issued") from None
 
-        def page() -> tuple[list[dict[str, Any]], str | None]:
+        def page() -> tuple[tuple[VersionRecord, ...], str | None]:
             seeks = _seeks(range) if range else EVERYTHING
             rows = self.store.versions(name, seeks, status=status, before=before,
                                        limit=limit + 1)
             more = len(rows) > limit
             rows = rows[:limit]
-            return rows, (encode_token(precedence_key(rows[-1]["version"]).hex())
-                          if more else None)
+            return tuple(rows), encode_token(rows[-1].precedence.hex()) if more else None
 
-        return self.store.cache.get(name, ("list", status, range, limit, before), page)
+        rows, next_token = self.store.cache.get(name, ("list", status, range, limit, before), page)
+        return [v.as_dict() for v in rows], next_token
 
     def iter_versions(self, name: str, status: str | None = None,
                       range_text: str | None = None):
@@ -235,11 +232,12 @@ class ModelRegistry:
         """Change what is editable: status, description, tags, metadata (never the content)."""
         changes = _editable(status=status, description=description, tags=tags,
                             metadata=metadata)
-        return self.store.update_version(name, self.resolve(name, ref), changes, actor)
+        return self.store.update_version(name, self.resolve(name, ref), changes, actor).as_dict()
 
     def attach_artifact(self, name: str, ref: str, digest: str, size: int, *,
                         actor: str = "system") -> dict[str, Any]:
-        return self.store.set_artifact(name, self.resolve(name, ref), digest, size, actor)
+        return self.store.set_artifact(name, self.resolve(name, ref), digest, size,
+                                       actor).as_dict()
 
     # -- aliases --------------------------------------------------------------------------
     def set_alias(self, name: str, alias: str, version: str, *,
@@ -248,7 +246,7 @@ class ModelRegistry:
         if alias == "latest" or looks_like_range(alias) or _is_version(alias):
             raise InvalidArgument(f"alias {alias!r} would be read as a version or a range; "
                                   "pick a word such as 'production'")
-        return self.store.set_alias(name, alias, self.resolve(name, version), actor)
+        return self.store.set_alias(name, alias, self.resolve(name, version), actor).as_dict()
 
     def delete_alias(self, name: str, alias: str, *, actor: str = "system") -> None:
         self.store.delete_alias(name, alias, actor)
@@ -286,7 +284,7 @@ def _seeks(range_text: str) -> list[Seek]:
             + [Seek(i, False) for i in intervals.prereleases])
 
 
-def _first(rows: list[dict[str, Any]], name: str, label: str) -> dict[str, Any]:
+def _first(rows: list[VersionRecord], name: str, label: str) -> VersionRecord:
     if not rows:
         raise NotFound(f"no version of model '{name}' matches '{label}'")
     return rows[0]

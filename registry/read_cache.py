@@ -12,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import fields, is_dataclass, replace
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -55,7 +56,12 @@ class FrozenList(list):
 
 
 def freeze(value: Any) -> Any:
-    """``value`` with every dict and list (tuples too, as lists) made read-only, recursively."""
+    """``value`` with every dict and list made read-only, recursively: inside tuples and
+    inside the fields of a frozen dataclass (the store's records are frozen, but the dicts
+    they hold, such as a version's config, are not)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return replace(value, **{f.name: freeze(getattr(value, f.name)) for f in fields(value)
+                                 if f.init})
     if isinstance(value, dict):
         return FrozenDict((k, freeze(v)) for k, v in value.items())
     if isinstance(value, list):
@@ -88,8 +94,9 @@ class ReadCache:
     """``get(model, question, compute)``: the cached answer, or ``compute()``'s, remembered.
 
     ``revision_of(model)`` reads the model's current revision (None: no such model). Answers
-    are shared by every caller, so they are frozen (``FrozenDict``/``FrozenList``: a change
-    raises TypeError instead of corrupting what other requests see). At most ``per_model`` answers are kept per model
+    (the store's frozen records) are shared by every caller, so the dicts and lists inside
+    them are frozen too (``FrozenDict``/``FrozenList``: a change raises TypeError instead of
+    corrupting what other requests see). At most ``per_model`` answers are kept per model
     and ``models`` models (least recently used go first), so memory stays bounded.
     """
 
