@@ -14,8 +14,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("REGISTRY_DATA_DIR", tempfile.mkdtemp(prefix="bench-"))
 
-from bench import (bench_gateway, bench_http, bench_registry, bench_rollout,  # noqa: E402
-                   bench_tracking, bench_vs_mlflow, bench_webhooks)
+from bench import (bench_gateway, bench_http, bench_protocols,  # noqa: E402
+                   bench_registry, bench_rollout, bench_tracking, bench_vs_mlflow,
+                   bench_webhooks)
 
 BENCHMARKS = [("gateway overhead", bench_gateway.main),
               ("HTTP throughput", bench_http.main),
@@ -23,7 +24,8 @@ BENCHMARKS = [("gateway overhead", bench_gateway.main),
               ("registry", bench_registry.main),
               ("registry vs MLflow", bench_vs_mlflow.main),
               ("rollout reaction", bench_rollout.main),
-              ("webhooks", bench_webhooks.main)]
+              ("webhooks", bench_webhooks.main),
+              ("client protocols", bench_protocols.main)]
 
 
 def main() -> None:

@@ -89,13 +89,13 @@ def test_range_pages_in_sql(registry):
         registry.register_version("m", v)
     pages, token = [], None
     while True:
-        page, token = registry.list_versions("m", range=">=1.1.0-rc.1 <3", limit=2,
-                                             page_token=token)
+        page, token = registry.list_versions_page("m", range=">=1.1.0-rc.1 <3", limit=2,
+                                                  page_token=token)
         pages.append([r["version"] for r in page])
         if token is None:
             break
     assert pages == [["2.0.0", "1.2.0"], ["1.1.0", "1.1.0-rc.1"]]
-    assert registry.list_versions("m", range=">2.0.0 <1.0.0")[0] == []
+    assert registry.list_versions("m", range=">2.0.0 <1.0.0") == []
 
 
 def test_latest_prefers_a_live_release(registry):
@@ -164,14 +164,15 @@ def test_a_read_costs_the_same_with_20000_versions(tmp_path: Path):
     registry.store.cache.ttl_s = 0  # measure the SQL, not the cache
     registry.set_alias("small", "prod", "0.0.1")
     registry.set_alias("big", "prod", "0.0.1")
-    deep = {m: registry.list_versions(m, range="*", limit=150)[1] for m in ("small", "big")}
+    deep = {m: registry.list_versions_page(m, range="*", limit=150)[1] for m in ("small", "big")}
     work = _Work(db)
     reads = {
         "latest": lambda m: registry.get_version(m, "latest"),
         "alias": lambda m: registry.get_version(m, "prod"),
         "range": lambda m: registry.get_version(m, "^0.1 || ~0.0.5-rc.1"),
-        "list range": lambda m: registry.list_versions(m, range=">=0.0.3-rc.1 <9", limit=100),
-        "list range, deep page": lambda m: registry.list_versions(
+        "list range": lambda m: registry.list_versions_page(m, range=">=0.0.3-rc.1 <9",
+                                                            limit=100),
+        "list range, deep page": lambda m: registry.list_versions_page(
             m, range="*", limit=100, page_token=deep[m]),
     }
     for what, read in reads.items():
@@ -225,11 +226,11 @@ def test_own_writes_at_once_others_within_a_second(two_processes):
     a.register_version("m", "1.0.0", status="stable")
     for registry in (a, b):  # both cache 1.0.0
         assert registry.get_version("m", "latest")["version"] == "1.0.0"
-        assert [v["version"] for v in registry.list_versions("m")[0]] == ["1.0.0"]
+        assert [v["version"] for v in registry.list_versions("m")] == ["1.0.0"]
 
     a.register_version("m", "1.1.0", status="stable")
     assert a.get_version("m", "latest")["version"] == "1.1.0"  # at once, no waiting
-    assert [v["version"] for v in a.list_versions("m")[0]] == ["1.1.0", "1.0.0"]
+    assert [v["version"] for v in a.list_versions("m")] == ["1.1.0", "1.0.0"]
     _within_a_second(lambda: b.get_version("m", "latest")["version"], "1.1.0")
 
     b.set_alias("m", "prod", "1.0.0")
