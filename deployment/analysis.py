@@ -5,7 +5,11 @@ step's window (since the step started). The tracker answers from 10 s buckets, s
 reaches back to the start of the bucket the step began in: a few seconds of the previous step
 may count, which only ever adds data of the same new version.
 
-Rules, in order:
+Two judges, chosen per deployment by ``settings.judge``: ``"threshold"`` (the default, the
+rules below) and ``"statistical"`` (``deployment.judge``: Fisher's exact test on errors and a
+Mann–Whitney U test on latency, with a minimum sample size).
+
+Threshold rules, in order:
 
 1. fewer than ``min_requests`` requests of the new version → inconclusive (waiting for data);
 2. any failing check → fail, at once (no need to wait out the interval while users suffer):
@@ -19,50 +23,13 @@ Rules, in order:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from deployment.deployment_strategy import AnalysisSettings
+from deployment.judge import judge
+from deployment.verdicts import (FAIL, INCONCLUSIVE, PASS, Check, Verdict,  # noqa: F401
+                                 window_metrics)
 from tracking.performance_tracker import PerformanceTracker
-
-PASS = "pass"
-FAIL = "fail"
-INCONCLUSIVE = "inconclusive"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    value: float | None
-    threshold: float | None
-    ok: bool
-    note: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "value": self.value,
-                               "threshold": self.threshold, "ok": self.ok}
-        if self.note:
-            out["note"] = self.note
-        return out
-
-
-@dataclass(frozen=True)
-class Verdict:
-    result: str                       # pass | fail | inconclusive
-    reason: str
-    evidence: dict[str, Any] = field(default_factory=dict)
-    failed: Check | None = None       # the first failing check, for the alert
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"result": self.result, "reason": self.reason, "evidence": self.evidence}
-
-
-def _summary(version: str | None, m: dict[str, Any] | None) -> dict[str, Any] | None:
-    if version is None or m is None:
-        return None
-    return {"version": version, "requests": m["requests"], "failures": m["failures"],
-            "error_rate": m["error_rate"], "p95_latency": m["p95_latency"],
-            "avg_latency": m["avg_latency"], "errors": m.get("errors", {})}
 
 
 def _checks(c: dict[str, Any], s: dict[str, Any] | None, settings: AnalysisSettings
@@ -93,19 +60,13 @@ def _checks(c: dict[str, Any], s: dict[str, Any] | None, settings: AnalysisSetti
 
 def analyze(tracker: PerformanceTracker, model: str, candidate: str, stable: str | None,
             settings: AnalysisSettings, elapsed_s: float) -> Verdict:
-    """Judge ``candidate`` against the thresholds and ``stable`` over the last ``elapsed_s``
-    seconds (the time since the step started)."""
-    window = max(1.0, float(elapsed_s))
-    found = tracker.get_metrics(model, window=window)
-    empty = {"requests": 0, "failures": 0, "error_rate": None, "p95_latency": None,
-             "avg_latency": None, "errors": {}}
-    c = found.get(candidate) or empty
-    s = (found.get(stable) or empty) if stable is not None and stable != candidate else None
-    evidence: dict[str, Any] = {
-        "window_s": round(window, 3), "elapsed_s": round(float(elapsed_s), 3),
-        "candidate": _summary(candidate, c), "stable": _summary(stable, s),
-        "settings": settings.model_dump(),
-    }
+    """Judge ``candidate`` against ``stable`` over the last ``elapsed_s`` seconds (the time
+    since the step started), by the thresholds or by the statistical judge (settings.judge)."""
+    if settings.judge == "statistical":
+        return judge(tracker, model, candidate, stable, settings, elapsed_s)
+    _window, c, s, evidence = window_metrics(tracker, model, candidate, stable, elapsed_s,
+                                             settings)
+    evidence["judge"] = "threshold"
     if c["requests"] < settings.min_requests:
         return Verdict(INCONCLUSIVE, f"waiting for data: {c['requests']}/"
                                      f"{settings.min_requests} requests of {candidate}",

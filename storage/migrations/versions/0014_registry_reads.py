@@ -1,13 +1,13 @@
 """registry reads: a revision per model, partial indexes for latest and ranges (issue 14)
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
