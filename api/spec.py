@@ -1,6 +1,8 @@
 """The OpenAPI spec: the same pydantic models validate requests and document the API."""
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -33,6 +35,24 @@ spec = SpecTree(
     annotations=True,
     page_templates=PAGE_TEMPLATES,   # pinned CDN assets with SRI; see api/docs_pages.py
 )
+
+def documented(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """spectree's documentation of an operation without its per-request wrapper, for a hot path
+    that validates its own body (issue 14). Even with ``skip_validation`` spectree's wrapper
+    unpacks the view's response, reads its body back and builds a second response object: on
+    the predict path that was the largest cost beside the model itself. spectree finds an
+    operation's documentation through ``__wrapped__``, so the plain view points there."""
+    def apply(func: Callable[..., Any]) -> Callable[..., Any]:
+        wrapper = spec.validate(skip_validation=True, **kwargs)(func)
+
+        @functools.wraps(func)
+        def view(*args: Any, **kw: Any) -> Any:
+            return func(*args, **kw)
+
+        view.__wrapped__ = wrapper  # type: ignore[attr-defined]
+        return view
+    return apply
+
 
 # Operations spectree cannot wrap (it buffers every response it validates, and a streamed
 # artifact must not be buffered): described by hand, merged into the document.

@@ -16,12 +16,13 @@ os.environ.setdefault("REGISTRY_DATA_DIR", tempfile.mkdtemp(prefix="bench-"))
 
 from bench import (bench_gateway, bench_http, bench_protocols,  # noqa: E402
                    bench_registry, bench_rollout, bench_s3_memory, bench_tracking,
-                   bench_webhooks)
+                   bench_vs_mlflow, bench_webhooks)
 
 BENCHMARKS = [("gateway overhead", bench_gateway.main),
               ("HTTP throughput", bench_http.main),
               ("metrics", bench_tracking.main),
               ("registry", bench_registry.main),
+              ("registry vs MLflow", bench_vs_mlflow.main),
               ("rollout reaction", bench_rollout.main),
               ("webhooks", bench_webhooks.main),
               ("client protocols", bench_protocols.main),

@@ -6,20 +6,39 @@ the frozen records of ``registry/records.py``, never rows or dicts.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import (Connection, Integer, LargeBinary, Row, bindparam, delete, func,
+                        insert, select, text, union_all, update)
 from sqlalchemy.exc import IntegrityError
 
 from errors import AlreadyExists, FailedPrecondition, NotFound
+from registry.read_cache import ReadCache
 from registry.records import AliasRecord, ModelRecord, VersionRecord
+from registry.version_manager import KeyInterval
 from storage.database import Database
 from storage.events import record_event
-from storage.schema import (aliases, events, model_tags, model_versions, models, traffic,
+from storage.schema import (LIVE, RELEASE, aliases, model_tags, model_versions, models, traffic,
                             utcnow)
 
 VERSION_FIELDS = ("status", "description", "tags", "metadata")
+
+
+class Seek(NamedTuple):
+    """One index seek: the versions whose precedence key is in ``interval``, releases only or
+    not. A list of seeks is what ``latest``, a range or a plain listing asks for."""
+
+    interval: KeyInterval
+    releases_only: bool
+
+
+EVERYTHING = [Seek(KeyInterval(), False)]
 
 
 class VersionKey(NamedTuple):
@@ -29,28 +48,62 @@ class VersionKey(NamedTuple):
     text: str
 
 
+_caches: "weakref.WeakKeyDictionary[Database, ReadCache]" = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
 class MetadataStore:
+    """``cache`` is shared by every store of one ``Database`` (the registry's and the snapshot
+    manager's), so that a write through either is seen at once by reads through both."""
+
     def __init__(self, database: Database) -> None:
         self.db = database
+        with _caches_lock:
+            self.cache = _caches.get(database) or _caches.setdefault(
+                database, ReadCache(self.revision))
+
+    @contextmanager
+    def _write(self, name: str) -> Iterator[Connection]:
+        """A write transaction on model ``name``; this process's cached answers about it are
+        dropped once it is over (after the commit, so no reader can cache the old state)."""
+        try:
+            with self.db.transaction() as conn:
+                yield conn
+        finally:
+            self.cache.invalidate(name)
+
+    def forget(self, name: str) -> None:
+        """A caller's own transaction changed ``name`` (snapshot restore): drop cached answers."""
+        self.cache.invalidate(name)
 
     # -- models ---------------------------------------------------------------------------
     def create_model(self, name: str, description: str, tags: dict[str, str],
                      metadata: dict[str, Any], actor: str) -> ModelRecord:
         now = utcnow()
         try:
-            with self.db.transaction() as conn:
+            with self._write(name) as conn:
+                # A nanosecond clock: a model registered again after a delete never shows a
+                # revision that a read cache holds for its predecessor.
                 model_id = conn.execute(insert(models).values(
                     name=name, description=description, metadata=metadata,
-                    created_at=now, updated_at=now)).inserted_primary_key[0]
+                    created_at=now, updated_at=now, revision=time.time_ns())
+                ).inserted_primary_key[0]
                 self._write_tags(conn, model_id, tags)
                 record_event(conn, "model.registered", actor=actor, model=name)
-                return self._model_record(conn, self._model_row(conn, name))
+            # Built from what was written rather than read back: two statements fewer.
+            return ModelRecord(name=name, description=description, tags=dict(tags),
+                               metadata=metadata, created_at=now, updated_at=now)
         except IntegrityError:
             raise AlreadyExists(f"model '{name}' already exists") from None
 
     def get_model(self, name: str) -> ModelRecord:
         with self.db.read() as conn:
             return self._model_record(conn, self._model_row(conn, name))
+
+    def revision(self, name: str) -> int | None:
+        """The model's revision (what read caches compare), or None when it does not exist."""
+        with self.db.read() as conn:
+            return conn.execute(select(models.c.revision).where(models.c.name == name)).scalar()
 
     def list_models(self, q: str | None, tag: tuple[str, str] | None, after: str | None,
                     limit: int) -> list[ModelRecord]:
@@ -68,11 +121,11 @@ class MetadataStore:
             return [self._model_record(conn, r, tags.get(r.id, {})) for r in rows]
 
     def update_model(self, name: str, changes: dict[str, Any], actor: str) -> ModelRecord:
-        with self.db.transaction() as conn:
+        with self._write(name) as conn:
             row = self._model_row(conn, name)
             values = {k: v for k, v in changes.items() if k in ("description", "metadata")}
             conn.execute(update(models).where(models.c.id == row.id)
-                         .values(updated_at=utcnow(), **values))
+                         .values(updated_at=utcnow(), revision=models.c.revision + 1, **values))
             if "tags" in changes:
                 conn.execute(delete(model_tags).where(model_tags.c.model_id == row.id))
                 self._write_tags(conn, row.id, changes["tags"])
@@ -82,7 +135,7 @@ class MetadataStore:
 
     def delete_model(self, name: str, actor: str) -> None:
         """Delete a model and its versions; refused while a traffic table serves it."""
-        with self.db.transaction() as conn:
+        with self._write(name) as conn:
             row = self._model_row(conn, name)
             if conn.execute(select(traffic.c.model).where(traffic.c.model == name)).first():
                 raise FailedPrecondition(
@@ -95,29 +148,34 @@ class MetadataStore:
     def create_version(self, name: str, values: dict[str, Any], actor: str) -> VersionRecord:
         now = utcnow()
         try:
-            with self.db.transaction() as conn:
-                model = self._model_row(conn, name)
-                # Taking the number bumps the model's row first: concurrent registrations of
-                # one model queue on its row lock, and a number is never handed out twice.
+            with self._write(name) as conn:
+                # One statement finds the model, bumps its revision (read caches) and takes the
+                # version's number: concurrent registrations of one model queue on its row, and
+                # a number is never handed out twice. A number given (copied from MLflow) makes
+                # later ones count on from it.
                 number = values.pop("number", None)
+                following = (models.c.next_number + 1 if number is None else
+                             (func.max if self.db.is_sqlite else func.greatest)(
+                                 models.c.next_number, number + 1))
+                found = conn.execute(
+                    update(models).where(models.c.name == name)
+                    .values(revision=models.c.revision + 1, updated_at=now,
+                            next_number=following)
+                    .returning(models.c.id, models.c.next_number)).first()
+                if found is None:
+                    raise NotFound(f"model '{name}' does not exist")
+                model_id = found.id
                 if number is None:
-                    conn.execute(update(models).where(models.c.id == model.id).values(
-                        updated_at=now, next_number=models.c.next_number + 1))
-                    number = conn.execute(select(models.c.next_number).where(
-                        models.c.id == model.id)).scalar_one() - 1
-                else:  # a number given (copied from MLflow): later ones count on from it
-                    conn.execute(update(models).where(models.c.id == model.id).values(
-                        updated_at=now, next_number=func.max(models.c.next_number, number + 1)
-                        if self.db.is_sqlite else func.greatest(models.c.next_number,
-                                                                number + 1)))
+                    number = found.next_number - 1
                 conn.execute(insert(model_versions).values(
-                    model_id=model.id, number=number, created_at=now, updated_at=now,
+                    model_id=model_id, number=number, created_at=now, updated_at=now,
                     **values))
                 record_event(conn, "version.registered", actor=actor, model=name,
                              version=values["version"], detail={"status": values["status"]})
-                row = self._version_row(
-                    conn, model.id, VersionKey(values["precedence"], values["version"]), name)
-                return self._version_record(conn, name, row)
+            # Built from what was written rather than read back: three statements in all.
+            return _version_record(name, {**values, "number": number, "artifact_digest": None,
+                                          "artifact_size": None, "created_at": now,
+                                          "updated_at": now}, ())
         except IntegrityError:
             raise AlreadyExists(f"version '{values['version']}' (or its number) of model "
                                 f"'{name}' already exists "
@@ -146,9 +204,9 @@ class MetadataStore:
 
     def delete_version(self, name: str, key: VersionKey, actor: str) -> None:
         """Delete one version (its number is not reused); refused while it serves traffic."""
-        with self.db.transaction() as conn:
-            model = self._model_row(conn, name)
-            row = self._version_row(conn, model.id, key, name)
+        with self._write(name) as conn:
+            model_id = self._touch(conn, name)
+            row = self._version_row(conn, model_id, key, name)
             live = conn.execute(select(traffic.c.weights, traffic.c.stable_version)
                                 .where(traffic.c.model == name)).first()
             if live is not None and (row.version == live.stable_version
@@ -157,46 +215,46 @@ class MetadataStore:
                     f"version '{row.version}' of model '{name}' is deployed; deploy another "
                     "version or archive this one instead")
             conn.execute(delete(model_versions).where(model_versions.c.id == row.id))
-            conn.execute(update(models).where(models.c.id == model.id).values(updated_at=utcnow()))
             record_event(conn, "version.deleted", actor=actor, model=name, version=row.version)
 
     def rename_model(self, name: str, new_name: str, actor: str) -> ModelRecord:
         """Rename a model; refused while it is deployed (traffic, metrics and deployments are
         recorded under its name)."""
         try:
-            with self.db.transaction() as conn:
-                row = self._model_row(conn, name)
+            with self._write(name) as conn:
+                model_id = self._touch(conn, name)
                 if conn.execute(select(traffic.c.model).where(traffic.c.model == name)).first():
                     raise FailedPrecondition(f"model '{name}' is deployed; renaming it would "
                                              "break every caller")
-                conn.execute(update(models).where(models.c.id == row.id)
-                             .values(name=new_name, updated_at=utcnow()))
+                conn.execute(update(models).where(models.c.id == model_id)
+                             .values(name=new_name))
                 record_event(conn, "model.renamed", actor=actor, model=new_name,
                              detail={"from": name})
-                return self._model_record(conn, self._model_row(conn, new_name))
+                record = self._model_record(conn, self._model_row(conn, new_name))
+            self.forget(new_name)
+            return record
         except IntegrityError:
             raise AlreadyExists(f"model '{new_name}' already exists") from None
 
     def set_model_tag(self, name: str, key: str, value: str | None, actor: str) -> None:
         """Set one tag (``value`` None deletes it; deleting a missing tag is NOT_FOUND)."""
-        with self.db.transaction() as conn:
-            row = self._model_row(conn, name)
-            gone = conn.execute(delete(model_tags).where(model_tags.c.model_id == row.id,
+        with self._write(name) as conn:
+            model_id = self._touch(conn, name)
+            gone = conn.execute(delete(model_tags).where(model_tags.c.model_id == model_id,
                                                          model_tags.c.key == key)).rowcount
             if value is None and not gone:
                 raise NotFound(f"model '{name}' has no tag '{key}'")
             if value is not None:
-                self._write_tags(conn, row.id, {key: value})
-            conn.execute(update(models).where(models.c.id == row.id).values(updated_at=utcnow()))
+                self._write_tags(conn, model_id, {key: value})
             record_event(conn, "model.updated", actor=actor, model=name,
                          detail={"fields": ["tags"], "tag": key})
 
     def set_version_tag(self, name: str, key: VersionKey, tag: str, value: str | None,
                         actor: str) -> None:
         """Set one version tag (``value`` None deletes it), read and written in one transaction."""
-        with self.db.transaction() as conn:
-            model = self._model_row(conn, name)
-            row = self._version_row(conn, model.id, key, name)
+        with self._write(name) as conn:
+            model_id = self._touch(conn, name)
+            row = self._version_row(conn, model_id, key, name)
             tags = dict(row.tags or {})
             if value is None and tags.pop(tag, None) is None:
                 raise NotFound(f"version '{row.version}' of model '{name}' has no tag '{tag}'")
@@ -210,22 +268,46 @@ class MetadataStore:
     def get_version(self, name: str, key: VersionKey) -> VersionRecord:
         with self.db.read() as conn:
             model = self._model_row(conn, name)
-            return self._version_record(conn, name, self._version_row(conn, model.id, key, name))
+            return self._version_record_of(conn, name,
+                                           self._version_row(conn, model.id, key, name))
 
-    def list_versions(self, name: str, status: str | None, before: bytes | None,
-                      limit: int) -> list[VersionRecord]:
-        """Newest first by SemVer precedence, ``limit`` rows strictly below ``before``."""
+    def versions(self, name: str, seeks: Sequence[Seek], *, live: bool = False,
+                 status: str | None = None, before: bytes | None = None,
+                 limit: int = 1) -> list[VersionRecord]:
+        """Up to ``limit`` versions found by ``seeks``, newest first, strictly below ``before``;
+        ``live`` leaves archived ones out. One statement (two with the aliases), and each seek
+        reads at most ``limit`` index entries past its start, whatever the model's size: the
+        partial indexes of schema.py hold exactly the rows that ``live``/``releases_only`` ask
+        for. An unknown model raises NotFound (checked only when nothing was found)."""
+        bounds = [_clip(seek.interval, before) for seek in seeks]
+        bounds_kept = [(seek, b) for seek, b in zip(seeks, bounds) if not b.empty]
+        shape = (tuple((seek.releases_only, b.low is not None and b.low_in, b.low is None,
+                        b.high is not None and b.high_in, b.high is None)
+                       for seek, b in bounds_kept), live, status is not None)
+        params: dict[str, Any] = {"name": name, "status": status, "lim": limit}
+        for i, (_seek, b) in enumerate(bounds_kept):
+            params[f"lo{i}"], params[f"hi{i}"] = b.low, b.high
         with self.db.read() as conn:
-            model = self._model_row(conn, name)
-            stmt = (select(model_versions).where(model_versions.c.model_id == model.id)
-                    .order_by(model_versions.c.precedence.desc()).limit(limit))
-            if status:
-                stmt = stmt.where(model_versions.c.status == status)
-            if before is not None:
-                stmt = stmt.where(model_versions.c.precedence < before)
-            rows = conn.execute(stmt).all()
+            # An empty range (such as '>2.0.0 <1.0.0') needs no statement.
+            rows = conn.execute(_versions_statement(shape), params).all() if bounds_kept else []
+            if not rows:
+                self._model_row(conn, name)
+                return []
             names = self._aliases_for(conn, [r.id for r in rows])
-            return [self._version_record(conn, name, r, names.get(r.id, [])) for r in rows]
+            return [_version_record(name, r._mapping, names.get(r.id, ())) for r in rows]
+
+    def aliased_version(self, name: str, alias: str) -> VersionRecord | None:
+        """The version an alias points at, or None (NotFound for an unknown model)."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(model_versions).join(aliases, aliases.c.version_id == model_versions.c.id)
+                .join(models, models.c.id == aliases.c.model_id)
+                .where(models.c.name == name, aliases.c.alias == alias)).first()
+            if row is None:
+                self._model_row(conn, name)
+                return None
+            names = self._aliases_for(conn, [row.id])
+            return _version_record(name, row._mapping, names.get(row.id, ()))
 
     def highest_with_status(self, names: list[str], status: str) -> dict[str, str]:
         """{model: its highest-precedence version with ``status``} for many models, one query."""
@@ -245,23 +327,24 @@ class MetadataStore:
 
     def update_version(self, name: str, key: VersionKey, changes: dict[str, Any],
                        actor: str) -> VersionRecord:
-        with self.db.transaction() as conn:
-            model = self._model_row(conn, name)
-            row = self._version_row(conn, model.id, key, name)
+        with self._write(name) as conn:
+            model_id = self._touch(conn, name)
+            row = self._version_row(conn, model_id, key, name)
             values = {k: v for k, v in changes.items() if k in VERSION_FIELDS}
             conn.execute(update(model_versions).where(model_versions.c.id == row.id)
                          .values(updated_at=utcnow(), **values))
             record_event(conn, "version.updated", actor=actor, model=name, version=row.version,
                          detail={"changes": {k: values[k] for k in values if k == "status"},
                                  "fields": sorted(values), "previous_status": row.status})
-            return self._version_record(conn, name, self._version_row(conn, model.id, key, name))
+            return self._version_record_of(conn, name,
+                                           self._version_row(conn, model_id, key, name))
 
     def set_artifact(self, name: str, key: VersionKey, digest: str, size: int,
                      actor: str) -> VersionRecord:
         """Attach an artifact once; the same bytes again is a no-op, other bytes a conflict."""
-        with self.db.transaction() as conn:
-            model = self._model_row(conn, name)
-            row = self._version_row(conn, model.id, key, name)
+        with self._write(name) as conn:
+            model_id = self._touch(conn, name)
+            row = self._version_row(conn, model_id, key, name)
             if row.artifact_digest not in (None, digest):
                 raise AlreadyExists(
                     f"version '{row.version}' of model '{name}' already has an artifact "
@@ -273,25 +356,26 @@ class MetadataStore:
                                      updated_at=utcnow()))
                 record_event(conn, "version.artifact", actor=actor, model=name,
                              version=row.version, detail={"digest": digest, "size": size})
-            return self._version_record(conn, name, self._version_row(conn, model.id, key, name))
+            return self._version_record_of(conn, name,
+                                           self._version_row(conn, model_id, key, name))
 
     # -- aliases --------------------------------------------------------------------------
     def set_alias(self, name: str, alias: str, key: VersionKey, actor: str) -> AliasRecord:
-        with self.db.transaction() as conn:
-            model = self._model_row(conn, name)
-            row = self._version_row(conn, model.id, key, name)
-            conn.execute(delete(aliases).where(aliases.c.model_id == model.id,
+        with self._write(name) as conn:
+            model_id = self._touch(conn, name)
+            row = self._version_row(conn, model_id, key, name)
+            conn.execute(delete(aliases).where(aliases.c.model_id == model_id,
                                                aliases.c.alias == alias))
-            conn.execute(insert(aliases).values(model_id=model.id, alias=alias,
+            conn.execute(insert(aliases).values(model_id=model_id, alias=alias,
                                                 version_id=row.id, updated_at=utcnow()))
             record_event(conn, "alias.set", actor=actor, model=name, version=row.version,
                          detail={"alias": alias})
             return AliasRecord(model=name, alias=alias, version=row.version, number=row.number)
 
     def delete_alias(self, name: str, alias: str, actor: str) -> None:
-        with self.db.transaction() as conn:
-            model = self._model_row(conn, name)
-            gone = conn.execute(delete(aliases).where(aliases.c.model_id == model.id,
+        with self._write(name) as conn:
+            model_id = self._touch(conn, name)
+            gone = conn.execute(delete(aliases).where(aliases.c.model_id == model_id,
                                                       aliases.c.alias == alias)).rowcount
             if not gone:
                 raise NotFound(f"alias '{alias}' of model '{name}' does not exist")
@@ -307,15 +391,6 @@ class MetadataStore:
                         .join(model_versions, aliases.c.version_id == model_versions.c.id)
                         .where(aliases.c.model_id == model.id).order_by(aliases.c.alias))]
 
-    def resolve_alias(self, name: str, alias: str) -> VersionKey | None:
-        with self.db.read() as conn:
-            model = self._model_row(conn, name)
-            row = conn.execute(
-                select(model_versions.c.precedence, model_versions.c.version)
-                .join(aliases, aliases.c.version_id == model_versions.c.id)
-                .where(aliases.c.model_id == model.id, aliases.c.alias == alias)).first()
-            return VersionKey(row.precedence, row.version) if row else None
-
     # -- serving state, inside a caller's transaction (snapshot restore) ----------------------
     @staticmethod
     def model_names(conn: Connection) -> list[str]:
@@ -323,23 +398,23 @@ class MetadataStore:
 
     def serving_state(self, conn: Connection, name: str) -> dict[str, Any]:
         """Aliases and version statuses of a model, as a snapshot records them."""
-        model = self._model_row(conn, name)
+        model_id = self._model_row(conn, name).id
         statuses = {r.version: r.status for r in conn.execute(
             select(model_versions.c.version, model_versions.c.status)
-            .where(model_versions.c.model_id == model.id))}
+            .where(model_versions.c.model_id == model_id))}
         alias_rows = conn.execute(
             select(aliases.c.alias, model_versions.c.version)
             .join(model_versions, aliases.c.version_id == model_versions.c.id)
-            .where(aliases.c.model_id == model.id)).all()
+            .where(aliases.c.model_id == model_id)).all()
         return {"statuses": statuses, "aliases": {r.alias: r.version for r in alias_rows}}
 
     def restore_serving_state(self, conn: Connection, name: str, statuses: dict[str, str],
                               alias_map: dict[str, str], actor: str, reason: str) -> None:
         """Put statuses and aliases back as recorded; every version named must still exist."""
-        model = self._model_row(conn, name)
+        model_id = self._touch(conn, name)
         ids = {r.version: r.id for r in conn.execute(
             select(model_versions.c.version, model_versions.c.id)
-            .where(model_versions.c.model_id == model.id))}
+            .where(model_versions.c.model_id == model_id))}
         missing = sorted({*statuses, *alias_map.values()} - set(ids))
         if missing:
             raise FailedPrecondition(f"model '{name}' no longer has version(s) {missing} that "
@@ -349,9 +424,9 @@ class MetadataStore:
             conn.execute(update(model_versions).where(model_versions.c.id == ids[version],
                                                       model_versions.c.status != status)
                          .values(status=status, updated_at=now))
-        conn.execute(delete(aliases).where(aliases.c.model_id == model.id))
+        conn.execute(delete(aliases).where(aliases.c.model_id == model_id))
         if alias_map:
-            conn.execute(insert(aliases), [{"model_id": model.id, "alias": a,
+            conn.execute(insert(aliases), [{"model_id": model_id, "alias": a,
                                             "version_id": ids[v], "updated_at": now}
                                            for a, v in alias_map.items()])
         record_event(conn, "model.serving_state_restored", actor=actor, model=name,
@@ -364,6 +439,18 @@ class MetadataStore:
         if row is None:
             raise NotFound(f"model '{name}' does not exist")
         return row
+
+    @staticmethod
+    def _touch(conn: Connection, name: str, now: Any = None) -> int:
+        """Bump the model's revision (and updated_at) inside a write; its id. The one statement
+        both finds the model and tells every read cache that it changed."""
+        model_id = conn.execute(update(models).where(models.c.name == name)
+                                .values(revision=models.c.revision + 1,
+                                        updated_at=now or utcnow())
+                                .returning(models.c.id)).scalar()
+        if model_id is None:
+            raise NotFound(f"model '{name}' does not exist")
+        return model_id
 
     @staticmethod
     def _version_row(conn: Connection, model_id: int, key: VersionKey, name: str) -> Row:
@@ -408,15 +495,59 @@ class MetadataStore:
                            metadata=row.metadata, created_at=row.created_at,
                            updated_at=row.updated_at)
 
-    def _version_record(self, conn: Connection, name: str, row: Row,
-                      alias_names: list[str] | None = None) -> VersionRecord:
-        if alias_names is None:
-            alias_names = self._aliases_for(conn, [row.id]).get(row.id, [])
-        return VersionRecord(
-            model=name, version=row.version, precedence=row.precedence, major=row.major,
-            minor=row.minor, patch=row.patch, prerelease=row.prerelease, build=row.build,
-            status=row.status, provider=row.provider, config=row.config,
-            artifact_digest=row.artifact_digest, artifact_size=row.artifact_size,
-            tags=row.tags, metadata=row.metadata, description=row.description,
-            aliases=tuple(alias_names), number=row.number, source=row.source,
-            run_id=row.run_id, created_at=row.created_at, updated_at=row.updated_at)
+    def _version_record_of(self, conn: Connection, name: str, row: Row) -> VersionRecord:
+        return _version_record(name, row._mapping,
+                               self._aliases_for(conn, [row.id]).get(row.id, ()))
+
+
+def _clip(interval: KeyInterval, before: bytes | None) -> KeyInterval:
+    """``interval`` with its keys below ``before`` only."""
+    if before is not None and (interval.high is None or before <= interval.high):
+        return KeyInterval(interval.low, interval.low_in, before, False)
+    return interval
+
+
+@functools.lru_cache(maxsize=512)
+def _versions_statement(shape: tuple) -> Any:
+    """The statement of ``MetadataStore.versions`` for one shape of seeks, built once: the
+    bounds, name, status and limit are bound parameters, so SQLAlchemy's compiled cache serves
+    every later call without rebuilding (a UNION of subqueries costs milliseconds to build)."""
+    seeks, live, with_status = shape
+    model_id = select(models.c.id).where(models.c.name == bindparam("name")).scalar_subquery()
+    col = model_versions.c.precedence
+    parts = []
+    for i, (releases_only, low_in, no_low, high_in, no_high) in enumerate(seeks):
+        stmt = select(model_versions).where(model_versions.c.model_id == model_id)
+        # Literal text, not bound parameters: it is what lets SQLite (and PostgreSQL's
+        # generic plans) prove that a partial index covers the query.
+        if live:
+            stmt = stmt.where(text(LIVE))
+        if releases_only:
+            stmt = stmt.where(text(RELEASE))
+        if with_status:
+            stmt = stmt.where(model_versions.c.status == bindparam("status"))
+        if not no_low:
+            low = bindparam(f"lo{i}", type_=LargeBinary)
+            stmt = stmt.where(col >= low if low_in else col > low)
+        if not no_high:
+            high = bindparam(f"hi{i}", type_=LargeBinary)
+            stmt = stmt.where(col <= high if high_in else col < high)
+        parts.append(stmt.order_by(col.desc()).limit(bindparam("lim", type_=Integer)))
+    if len(parts) == 1:
+        return parts[0]
+    both = union_all(*(select(p.subquery()) for p in parts)).subquery()
+    return (select(both).order_by(both.c.precedence.desc())
+            .limit(bindparam("lim", type_=Integer)))
+
+
+def _version_record(name: str, row: Any, alias_names: Iterable[str]) -> VersionRecord:
+    """A version as the store returns it, from a row mapping (or the values just written)."""
+    return VersionRecord(
+        model=name, version=row["version"], precedence=row["precedence"], major=row["major"],
+        minor=row["minor"], patch=row["patch"], prerelease=row["prerelease"],
+        build=row["build"], status=row["status"], provider=row["provider"],
+        config=row["config"], artifact_digest=row["artifact_digest"],
+        artifact_size=row["artifact_size"], tags=row["tags"], metadata=row["metadata"],
+        description=row["description"], aliases=tuple(alias_names), number=row["number"],
+        source=row.get("source"), run_id=row.get("run_id"),
+        created_at=row["created_at"], updated_at=row["updated_at"])

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from errors import InvalidArgument, NotFound
-from registry.metadata_store import MetadataStore, VersionKey
+from registry.metadata_store import EVERYTHING, MetadataStore, Seek, VersionKey
 from registry.records import VersionRecord
-from registry.version_manager import looks_like_range, parse_range, parse_version, precedence_key
+from registry.version_manager import (KeyInterval, looks_like_range, parse_range, parse_version,
+                                      precedence_key)
 from defaults import parts_for
 from shared.pagination import check_limit, decode_token, encode_token
 from shared.text import check_text
@@ -25,6 +26,7 @@ DEFAULT_PROVIDER = "gemini"
 _NAME_RE = re.compile(NAME_PATTERN)
 
 ConfigValidator = Callable[[str, dict[str, Any]], dict[str, Any]]
+_RELEASES = [Seek(KeyInterval(), True)]
 
 
 def check_name(name: Any, what: str = "model name") -> str:
@@ -92,7 +94,7 @@ class ModelRegistry:
                                        check_object(metadata, "metadata"), actor).as_dict()
 
     def get_model(self, name: str) -> dict[str, Any]:
-        return self.store.get_model(name).as_dict()
+        return self.store.cache.get(name, "model", lambda: self.store.get_model(name)).as_dict()
 
     def list_models(self, q: str | None = None, tag: str | None = None, limit: int = 50,
                     page_token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
@@ -194,46 +196,51 @@ class ModelRegistry:
         """Turn an exact version, ``latest``, an alias or a range into the version it names.
 
         ``latest`` is the highest release that is not archived (a pre-release only when there
-        is no release); a range picks its highest match that is not archived.
+        is no release); a range picks its highest match that is not archived. An exact version
+        is not looked up (the caller's store method says whether it exists).
         """
-        if not isinstance(ref, str) or not ref:
-            raise InvalidArgument("version must be a non-empty string")
-        if ref == "latest":
-            return self._highest(name, None, ref)
-        try:
-            parsed = parse_version(ref)
-        except InvalidArgument:
-            parsed = None
+        parsed = _exact(ref)
         if parsed is not None:
             return VersionKey(precedence_key(parsed), str(parsed))
+        found = self._version(name, ref)
+        return VersionKey(found.precedence, found.version)
+
+    def get_version(self, name: str, ref: str) -> dict[str, Any]:
+        """One version by exact version, ``latest``, alias or range; answered from this
+        process's read cache when the model has not changed (see registry/read_cache.py)."""
+        return self._version(name, ref).as_dict()
+
+    def _version(self, name: str, ref: str) -> VersionRecord:
+        if not isinstance(ref, str) or not ref:
+            raise InvalidArgument("version must be a non-empty string")
+        return self.store.cache.get(name, ("version", ref), lambda: self._find(name, ref))
+
+    def _find(self, name: str, ref: str) -> VersionRecord:
+        """``get_version`` without the cache: one index seek (two for ``latest`` on a model
+        that only has pre-releases), never a scan of the model's versions."""
+        if ref == "latest":
+            rows = (self.store.versions(name, _RELEASES, live=True)
+                    or self.store.versions(name, EVERYTHING, live=True))
+            return _first(rows, name, ref)
+        parsed = _exact(ref)
+        if parsed is not None:
+            key = precedence_key(parsed)
+            rows = self.store.versions(name, [Seek(KeyInterval(key, True, key, True), False)])
+            if not rows:
+                raise NotFound(f"version '{parsed}' of model '{name}' does not exist")
+            return rows[0]
         if _NAME_RE.fullmatch(ref):
-            key = self.store.resolve_alias(name, ref)
-            if key is not None:
-                return key
+            found = self.store.aliased_version(name, ref)
+            if found is not None:
+                return found
         if looks_like_range(ref):
-            return self._highest(name, ref, ref)
+            return _first(self.store.versions(name, _seeks(ref), live=True), name, ref)
         self.store.get_model(name)  # an unknown model is the better answer, when it is one
         raise NotFound(f"'{ref}' is neither a version, an alias nor a range of model '{name}'")
-
-    def _highest(self, name: str, range_text: str | None, label: str) -> VersionKey:
-        fallback = None
-        for row in self.iter_versions(name, range_text=range_text):
-            if row["status"] == "archived":
-                continue
-            key = VersionKey(precedence_key(row["version"]), row["version"])
-            if range_text is not None or row["prerelease"] is None:
-                return key
-            fallback = fallback or key
-        if fallback is not None:
-            return fallback
-        raise NotFound(f"no version of model '{name}' matches '{label}'")
 
     def highest_stable(self, names: list[str]) -> dict[str, str]:
         """{model: its highest stable version} — what serves a model never deployed."""
         return self.store.highest_with_status(list(names), "stable")
-
-    def get_version(self, name: str, ref: str) -> dict[str, Any]:
-        return self.store.get_version(name, self.resolve(name, ref)).as_dict()
 
     def list_versions(self, name: str, status: str | None = None,
                       range: str | None = None) -> list[dict[str, Any]]:
@@ -247,29 +254,27 @@ class ModelRegistry:
                            page_token: str | None = None
                            ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of versions, newest first by SemVer precedence; returns (versions,
-        next_page_token or None)."""
+        next_page_token or None). A range is resolved in SQL (index seeks over
+        precedence-key intervals), so a page costs the same whatever the number of versions."""
         limit = check_limit(limit, 100)
         if status is not None:
             check_status(status)
-        matcher = parse_range(range) if range else None
         token = decode_token(page_token)
         try:
             before = bytes.fromhex(token) if token is not None else None
         except (TypeError, ValueError):
             raise InvalidArgument("page_token is not a token this server issued") from None
-        # A range is filtered here, not in SQL: fetch bigger batches until the page is full.
-        fetch = limit + 1 if matcher is None else max(limit + 1, 200)
-        page: list[VersionRecord] = []
-        while len(page) <= limit:
-            batch = self.store.list_versions(name, status, before, fetch)
-            page.extend(v for v in batch if matcher is None or matcher.match(v.version))
-            if len(batch) < fetch:
-                break
-            before = batch[-1].precedence
-        more = len(page) > limit
-        page = page[:limit]
-        next_token = encode_token(page[-1].precedence.hex()) if more else None
-        return [v.as_dict() for v in page], next_token
+
+        def page() -> tuple[tuple[VersionRecord, ...], str | None]:
+            seeks = _seeks(range) if range else EVERYTHING
+            rows = self.store.versions(name, seeks, status=status, before=before,
+                                       limit=limit + 1)
+            more = len(rows) > limit
+            rows = rows[:limit]
+            return tuple(rows), encode_token(rows[-1].precedence.hex()) if more else None
+
+        rows, next_token = self.store.cache.get(name, ("list", status, range, limit, before), page)
+        return [v.as_dict() for v in rows], next_token
 
     def iter_versions(self, name: str, status: str | None = None,
                       range_text: str | None = None):
@@ -324,8 +329,27 @@ def _editable(**fields: Any) -> dict[str, Any]:
 
 
 def _is_version(text: str) -> bool:
+    return _exact(text) is not None
+
+
+def _exact(ref: Any) -> Any:
+    """The parsed version when ``ref`` is an exact version, else None."""
+    if not isinstance(ref, str) or not ref:
+        raise InvalidArgument("version must be a non-empty string")
     try:
-        parse_version(text)
+        return parse_version(ref)
     except InvalidArgument:
-        return False
-    return True
+        return None
+
+
+def _seeks(range_text: str) -> list[Seek]:
+    """A range as index seeks: releases in its intervals, pre-releases in npm's."""
+    intervals = parse_range(range_text).intervals()
+    return ([Seek(i, True) for i in intervals.releases]
+            + [Seek(i, False) for i in intervals.prereleases])
+
+
+def _first(rows: list[VersionRecord], name: str, label: str) -> VersionRecord:
+    if not rows:
+        raise NotFound(f"no version of model '{name}' matches '{label}'")
+    return rows[0]

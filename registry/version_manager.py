@@ -12,6 +12,7 @@ from __future__ import annotations
 import operator
 import struct
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import semantic_version
 import semver
@@ -23,6 +24,8 @@ __all__ = [
     "MAX_VERSION_LENGTH",
     "VersionManager",
     "VersionRange",
+    "KeyInterval",
+    "RangeIntervals",
     "compare",
     "format_version",
     "is_compatible",
@@ -110,18 +113,35 @@ def precedence_key(v: VersionLike) -> bytes:
     pre-release identifier either 0x01 <digit count> <digits> (numeric) or 0x02 <ASCII> 0x00
     (alphanumeric), followed by a final 0x00.
     """
-    version = _as_version(v)
-    key = [struct.pack(">QQQ", version.major, version.minor, version.patch)]
+    return _key_of(_as_version(v))
+
+
+# Above every stored key at the position it appears: a component >= 2**63 packs to a first byte
+# of 0x80 or more, a numeric identifier of more than 255 digits beats every stored one.
+_ABOVE_COMPONENT = b"\x80"
+_ABOVE_NUMERIC = b"\x01\xff\xff"
+
+
+def _key_of(version: semver.Version) -> bytes:
+    """``precedence_key`` without validation, so that a range's bound that no stored version
+    could reach (``<99999999999999999999.0.0``) still gets a key that sorts where it belongs."""
+    key = []
+    for component in (version.major, version.minor, version.patch):
+        if component >= _MAX_COMPONENT:
+            return b"".join(key) + _ABOVE_COMPONENT
+        key.append(struct.pack(">Q", component))
     if version.prerelease is None:
         key.append(b"\xff")
-    else:
-        for part in version.prerelease.split("."):
-            raw = part.encode("ascii")
-            if part.isdigit():  # no leading zeros: more digits means a bigger number
-                key += [b"\x01", bytes([len(raw)]), raw]
-            else:
-                key += [b"\x02", raw, b"\x00"]
-        key.append(b"\x00")
+        return b"".join(key)
+    for part in version.prerelease.split("."):
+        raw = part.encode("ascii")
+        if part.isdigit():  # no leading zeros: more digits means a bigger number
+            if len(raw) > _MAX_NUMERIC_IDENTIFIER_DIGITS:
+                return b"".join(key) + _ABOVE_NUMERIC
+            key += [b"\x01", bytes([len(raw)]), raw]
+        else:
+            key += [b"\x02", raw, b"\x00"]
+    key.append(b"\x00")
     return b"".join(key)
 
 
@@ -181,11 +201,98 @@ class VersionRange:
         v = _as_version(version)
         return any(_set_matches(comparators, v) for comparators in self._sets)
 
+    def intervals(self) -> "RangeIntervals":
+        """The range as intervals of precedence keys, for an index seek (see ``RangeIntervals``)."""
+        releases: list[KeyInterval] = []
+        prereleases: list[KeyInterval] = []
+        for comparators in self._sets:
+            span = KeyInterval()
+            for op, target in comparators:
+                span = span.intersect(_comparator_interval(op, _key_of(target)))
+            releases.append(span)
+            for triple in {t.to_tuple()[:3] for _, t in comparators if t.prerelease is not None
+                           and max(t.major, t.minor, t.patch) < _MAX_COMPONENT}:
+                prefix = struct.pack(">QQQ", *triple)
+                # Every pre-release of MAJOR.MINOR.PATCH, and nothing else: their keys continue
+                # the prefix with 0x01 or 0x02, the release's with 0xFF.
+                prereleases.append(span.intersect(
+                    KeyInterval(prefix + b"\x00", True, prefix + b"\xff", False)))
+        return RangeIntervals(_union(releases), _union(prereleases))
+
     def __str__(self) -> str:
         return self.text
 
     def __repr__(self) -> str:
         return f"VersionRange({self.text!r})"
+
+
+@dataclass(frozen=True)
+class KeyInterval:
+    """Precedence keys between ``low`` and ``high`` (None: unbounded), each end in or out."""
+
+    low: bytes | None = None
+    low_in: bool = True
+    high: bytes | None = None
+    high_in: bool = True
+
+    def intersect(self, other: "KeyInterval") -> "KeyInterval":
+        low = max((self, other), key=lambda i: _low_order(i))
+        high = min((self, other), key=lambda i: _high_order(i))
+        return KeyInterval(low.low, low.low_in, high.high, high.high_in)
+
+    @property
+    def empty(self) -> bool:
+        if self.low is None or self.high is None:
+            return False
+        return self.low > self.high or (self.low == self.high and not (self.low_in and self.high_in))
+
+    def overlaps(self, later: "KeyInterval") -> bool:
+        """Whether ``later`` (which does not start before this one) shares a key with it."""
+        if self.high is None or later.low is None:
+            return True
+        return later.low < self.high or (later.low == self.high and later.low_in and self.high_in)
+
+
+@dataclass(frozen=True)
+class RangeIntervals:
+    """A range as disjoint key intervals: a release matches when its key is in one of
+    ``releases``; a pre-release when its key is in one of ``prereleases`` (npm's rule, already
+    applied: those intervals only hold pre-releases of a MAJOR.MINOR.PATCH that the range names
+    with a pre-release). Both lists are sorted and their intervals disjoint."""
+
+    releases: list[KeyInterval]
+    prereleases: list[KeyInterval]
+
+
+def _low_order(i: KeyInterval) -> tuple:
+    """Sort key of a lower end: the bigger, the tighter."""
+    return (0,) if i.low is None else (1, i.low, 0 if i.low_in else 1)
+
+
+def _high_order(i: KeyInterval) -> tuple:
+    """Sort key of an upper end: the bigger, the wider."""
+    return (2,) if i.high is None else (1, i.high, 1 if i.high_in else 0)
+
+
+def _comparator_interval(op: Callable[[int, int], bool], key: bytes) -> KeyInterval:
+    if op is operator.eq:
+        return KeyInterval(key, True, key, True)
+    if op in (operator.gt, operator.ge):
+        return KeyInterval(low=key, low_in=op is operator.ge)
+    return KeyInterval(high=key, high_in=op is operator.le)
+
+
+def _union(intervals: list[KeyInterval]) -> list[KeyInterval]:
+    """The same keys as disjoint intervals, in order (so that no row is found twice)."""
+    merged: list[KeyInterval] = []
+    for i in sorted((i for i in intervals if not i.empty), key=_low_order):
+        if merged and merged[-1].overlaps(i):
+            last = merged[-1]
+            high = max((last, i), key=_high_order)
+            merged[-1] = KeyInterval(last.low, last.low_in, high.high, high.high_in)
+        else:
+            merged.append(i)
+    return merged
 
 
 def _set_matches(comparators: list[_Comparator], v: semver.Version) -> bool:

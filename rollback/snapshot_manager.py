@@ -130,6 +130,8 @@ class SnapshotManager:
                     rollbacks.append(record)
             scope = {snapshot["model"]} if snapshot["model"] else existing
             untouched = sorted(scope - set(recorded))
+        for name in recorded:  # after the commit: this process reads its own restore at once
+            self.registry_store.forget(name)
         return {"snapshot_id": snapshot_id, "restored": sorted(recorded),
                 "untouched": untouched, "rollbacks": rollbacks}
 

@@ -4,12 +4,22 @@ SQLite (the default) is opened in WAL mode with foreign keys and a busy timeout,
 transaction starts with ``BEGIN IMMEDIATE`` so that concurrent writers queue on the lock instead
 of failing with "database is locked" half-way through. PostgreSQL is used as is; migrations take
 an advisory lock so that several processes starting together migrate once.
+
+Durability (issue 14). SQLite runs with ``synchronous = FULL``: in WAL mode every COMMIT fsyncs
+the WAL before it returns, so a write that was acknowledged survives a SIGKILL of the server and
+a power cut or kernel crash (``NORMAL`` would survive the first but may lose the last commits on
+the second). The cost, one fsync per commit, is shared: concurrent write transactions of one
+process are grouped into one SQLite transaction and one fsync (``_GroupCommit``), each in its own
+SAVEPOINT, and none of them returns before that commit has. PostgreSQL keeps its defaults
+(``synchronous_commit = on``, ``fsync = on``): durable on commit, as its documentation says.
 """
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from alembic import command
@@ -38,7 +48,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA synchronous = FULL")  # see the module docstring
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
 
@@ -46,6 +56,85 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         mode = "DEFERRED" if conn.get_execution_options().get("read_only") else "IMMEDIATE"
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@dataclass
+class _Batch:
+    members: int = 0
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class _GroupCommit:
+    """Write transactions of this process's threads, grouped: one SQLite transaction and one
+    fsync for every writer that arrived while the previous one was working.
+
+    Writers take turns on one connection (a lock); each runs in a SAVEPOINT, so one that fails
+    is rolled back alone. The last writer of a group (nobody else waiting, or ``max_batch``
+    reached) commits for all; the others wait for that commit and only then return, so nothing
+    is acknowledged before it is on disk. One thread's nested ``transaction()`` would deadlock
+    (as it would on SQLite's own lock without grouping).
+    """
+
+    def __init__(self, engine: Engine, max_batch: int = 32) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self._turn = threading.Lock()
+        self._count = threading.Lock()
+        self._waiting = 0
+        self._conn: Connection | None = None
+        self._batch = _Batch()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self._count:
+            self._waiting += 1
+        self._turn.acquire()
+        with self._count:
+            self._waiting -= 1
+        failed = False
+        batch = self._batch
+        try:
+            if self._conn is None:
+                self._conn = self.engine.connect()
+                self._conn.begin()
+            savepoint = self._conn.begin_nested()
+            try:
+                yield self._conn
+            except BaseException:
+                failed = True
+                savepoint.rollback()
+                raise
+            savepoint.commit()
+            batch.members += 1
+        finally:
+            with self._count:
+                last = self._waiting == 0 or batch.members >= self.max_batch
+            if last:
+                self._finish(batch)
+            self._turn.release()
+        if not failed:
+            batch.done.wait()
+            if batch.error is not None:
+                raise batch.error
+
+    def _finish(self, batch: _Batch) -> None:
+        """Commit the group (called with the turn held), then let its writers return."""
+        conn, self._conn, self._batch = self._conn, None, _Batch()
+        try:
+            if conn is not None:
+                if batch.members:
+                    conn.commit()
+                else:
+                    conn.rollback()
+        except BaseException as exc:  # every writer of the group gets the error
+            batch.error = exc
+            if conn is not None:  # whatever state it is in, it is not reused
+                conn.invalidate()
+        finally:
+            if conn is not None:
+                conn.close()
+            batch.done.set()
 
 
 class Database:
@@ -63,7 +152,9 @@ class Database:
                 pool_size=8, max_overflow=32,
             )
             _configure_sqlite(self.engine)
+            self._group: _GroupCommit | None = _GroupCommit(self.engine)
         else:
+            self._group = None
             self.engine = create_engine(self.url, pool_size=8, max_overflow=16,
                                         pool_pre_ping=True)
         if migrate:
@@ -75,10 +166,17 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One write transaction: committed on success, rolled back on any exception. A full
-        disk is a ``StorageFull`` (507), not a driver error (``domain_errors``)."""
-        with domain_errors(), self.engine.begin() as conn:
-            yield conn
+        """One write transaction: committed on success, rolled back on any exception. On SQLite
+        it may share its commit (and fsync) with concurrent writers; it returns after it. A full
+        disk is a ``StorageFull`` (507), not a driver error (``domain_errors``), whether it
+        strikes this writer's statements or the group's commit."""
+        with domain_errors():
+            if self._group is not None:
+                with self._group.transaction() as conn:
+                    yield conn
+                return
+            with self.engine.begin() as conn:
+                yield conn
 
     @contextmanager
     def read(self, *, snapshot: bool = False) -> Iterator[Connection]:

@@ -7,9 +7,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer,
-                        LargeBinary, MetaData, String, Table, Text, UniqueConstraint)
+                        LargeBinary, MetaData, String, Table, Text, UniqueConstraint, text)
 
 metadata = MetaData()
+
+# Row conditions of the partial indexes on model_versions (issue 14).
+LIVE = "status <> 'archived'"
+RELEASE = "prerelease IS NULL"
 
 
 def utcnow() -> datetime:
@@ -47,6 +51,10 @@ models = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # issue 17: the next MLflow version number of this model; numbers are never reused.
     Column("next_number", Integer, nullable=False, server_default="1"),
+    # Bumped by every write to the model, its tags, versions or aliases (issue 14): what each
+    # process's registry read cache compares against (registry/read_cache.py). Starts at a
+    # nanosecond clock so that a model deleted and registered again never repeats a revision.
+    Column("revision", BigInteger, nullable=False, server_default="1"),
 )
 
 # Tags live in their own table so that `?tag=key:value` is an indexed lookup on any database.
@@ -88,6 +96,16 @@ model_versions = Table(
     Column("source", Text),
     Column("run_id", String(64)),
     Index("uq_model_versions_number", "model_id", "number", unique=True),
+    # Issue 14: `latest`, aliases and ranges seek these instead of scanning a model's versions.
+    # The WHERE texts are written literally in the queries (SQLite matches them as text).
+    Index("ix_model_versions_release", "model_id", "precedence",
+          sqlite_where=text(RELEASE), postgresql_where=text(RELEASE)),
+    Index("ix_model_versions_live", "model_id", "precedence",
+          sqlite_where=text(LIVE), postgresql_where=text(LIVE)),
+    Index("ix_model_versions_live_release", "model_id", "precedence",
+          sqlite_where=text(f"{LIVE} AND {RELEASE}"),
+          postgresql_where=text(f"{LIVE} AND {RELEASE}")),
+    Index("ix_model_versions_status", "model_id", "status", "precedence"),
 )
 
 aliases = Table(

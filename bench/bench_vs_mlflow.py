@@ -1,0 +1,252 @@
+"""This registry beside MLflow's (run by hand): ``python bench/bench_vs_mlflow.py [--rounds 2]``.
+
+Installs ``mlflow==3.17.2`` once into a virtualenv of its own (``bench/.venv-mlflow``, ignored by
+git; ``MLFLOW_VENV`` to put it elsewhere) and skips, saying why, when it cannot. Starts both
+servers on loopback, one worker process each, each on a fresh SQLite file: this project under
+gunicorn (gthread, 8 threads, ``api.app:create_app()``), MLflow with ``mlflow server
+--backend-store-uri sqlite:///... --workers 1``. Then 8 concurrent ``requests`` clients run the
+same workload against each, alternating: each operation runs on one server then at once on the
+other, the order swapping every round. Per round 50 models x 5 versions (100 x 5 over the two
+default rounds): create the models, create their versions (each with a tag), ask each model's
+latest version 5 times, list each model's versions 5 times. Prints ops/s per operation and
+server and the ratio (target >= 10x each), and the server CPU time per operation read from
+/proc: on a machine shared with other work, wall-clock rates move with the load, CPU per
+operation much less.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+
+from bench.report import print_rows  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+
+MLFLOW = "mlflow==3.17.2"
+VENV = Path(os.environ.get("MLFLOW_VENV", ROOT / "bench" / ".venv-mlflow"))
+CLIENTS = 8
+MODELS_PER_ROUND = 50
+VERSIONS = 5
+READS_PER_MODEL = 5
+OPERATIONS = ("create model", "create version (with a tag)", "latest version of a model",
+              "list a model's versions")
+
+
+def mlflow_binary() -> Path:
+    """The mlflow command of the benchmark's own virtualenv, installed on first use."""
+    binary = VENV / "bin" / "mlflow"
+    if binary.exists():
+        return binary
+    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", MLFLOW], check=True)
+    return binary
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            if requests.get(url, timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"server did not start: {log.read_text(errors='replace')[-2000:]}")
+
+
+def start_ours(data: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = data / "ours.log"
+    env = {**os.environ, "REGISTRY_DATA_DIR": str(data / "ours"), "AUTO_ROLLBACK": "off"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", "8",
+         "-b", f"127.0.0.1:{port}", "--log-level", "warning", "api.app:create_app()"],
+        cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url + "/healthz", proc, log)
+    return proc, url
+
+
+def start_mlflow(binary: Path, data: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = data / "mlflow.log"
+    (data / "mlflow-artifacts").mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [str(binary), "server", "--backend-store-uri", f"sqlite:///{data / 'mlflow.db'}",
+         "--default-artifact-root", str(data / "mlflow-artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=data, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "true",
+             "MLFLOW_DISABLE_TELEMETRY": "true"})
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url + "/health", proc, log)
+    return proc, url
+
+
+class Ours:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def create_model(self, s: requests.Session, name: str) -> requests.Response:
+        return s.post(f"{self.url}/api/models/register", json={"name": name})
+
+    def create_version(self, s: requests.Session, name: str, i: int) -> requests.Response:
+        return s.post(f"{self.url}/api/models/{name}/versions/register",
+                      json={"version": f"1.0.{i}", "tags": {"run": str(i)}})
+
+    def latest(self, s: requests.Session, name: str) -> requests.Response:
+        return s.get(f"{self.url}/api/models/{name}/versions/latest")
+
+    def list_versions(self, s: requests.Session, name: str) -> requests.Response:
+        return s.get(f"{self.url}/api/models/{name}/versions")
+
+
+class MLflow:
+    def __init__(self, url: str) -> None:
+        self.api = f"{url}/api/2.0/mlflow"
+
+    def create_model(self, s: requests.Session, name: str) -> requests.Response:
+        return s.post(f"{self.api}/registered-models/create", json={"name": name})
+
+    def create_version(self, s: requests.Session, name: str, i: int) -> requests.Response:
+        return s.post(f"{self.api}/model-versions/create",
+                      json={"name": name, "source": f"s3://bench/{name}/{i}",
+                            "tags": [{"key": "run", "value": str(i)}]})
+
+    def latest(self, s: requests.Session, name: str) -> requests.Response:
+        return s.post(f"{self.api}/registered-models/get-latest-versions", json={"name": name})
+
+    def list_versions(self, s: requests.Session, name: str) -> requests.Response:
+        return s.get(f"{self.api}/model-versions/search", params={"filter": f"name='{name}'"})
+
+
+def timed(chunks: list[list[Callable[[requests.Session], requests.Response]]],
+          sessions: list[requests.Session]) -> float:
+    """Seconds to run each chunk of calls on its own client thread (keep-alive session)."""
+
+    def work(c: int) -> None:
+        for call in chunks[c]:
+            response = call(sessions[c])
+            if not response.ok:
+                raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        list(pool.map(work, range(CLIENTS)))
+    return time.perf_counter() - start
+
+
+def phases(server, tag: str) -> dict[str, list[list[Callable]]]:
+    """{operation: the calls of each client} of one round against one server."""
+    names = [f"{tag}-{i}" for i in range(MODELS_PER_ROUND)]
+    work = {
+        OPERATIONS[0]: [lambda s, n=n: server.create_model(s, n) for n in names],
+        OPERATIONS[1]: [lambda s, n=n, i=i: server.create_version(s, n, i)
+                        for i in range(VERSIONS) for n in names],
+        OPERATIONS[2]: [lambda s, n=n: server.latest(s, n)
+                        for _ in range(READS_PER_MODEL) for n in names],
+        OPERATIONS[3]: [lambda s, n=n: server.list_versions(s, n)
+                        for _ in range(READS_PER_MODEL) for n in names],
+    }
+    # Call i goes to client i % CLIENTS, except versions: one model's stay on one client, in
+    # ascending order.
+    out = {op: [calls[c::CLIENTS] for c in range(CLIENTS)] for op, calls in work.items()}
+    versions = work[OPERATIONS[1]]
+    out[OPERATIONS[1]] = [[versions[i] for i in range(len(versions))
+                           if (i % MODELS_PER_ROUND) % CLIENTS == c] for c in range(CLIENTS)]
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants (Linux /proc), else 0."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(c)) for c in children)
+
+
+def main(rounds: int = 2) -> list[tuple[str, str, str]]:
+    try:
+        binary = mlflow_binary()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        reason = f"skipped: cannot install {MLFLOW} into {VENV}: {exc}"
+        print(reason)
+        return [("registry vs MLflow", reason, "≥ 10x")]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-mlflow-") as d:
+        data = Path(d)
+        procs = []
+        try:
+            ours_proc, ours_url = start_ours(data)
+            procs.append(ours_proc)
+            ml_proc, ml_url = start_mlflow(binary, data)
+            procs.append(ml_proc)
+            servers = {"ours": Ours(ours_url), "mlflow": MLflow(ml_url)}
+            pids = {"ours": ours_proc.pid, "mlflow": ml_proc.pid}
+            # {server: {operation: [ops, wall seconds, server CPU seconds]}}
+            totals = {s: {op: [0, 0.0, 0.0] for op in OPERATIONS} for s in servers}
+            for name, server in servers.items():  # warm up: imports, first connections
+                one_round_small(server, f"warm-{uuid.uuid4().hex[:6]}")
+            sessions = {name: [requests.Session() for _ in range(CLIENTS)] for name in servers}
+            for r in range(rounds):
+                work = {name: phases(server, f"r{r}-{name}") for name, server in servers.items()}
+                for op in OPERATIONS:  # the same operation on both, back to back
+                    order = list(servers) if r % 2 == 0 else list(reversed(servers))
+                    for name in order:
+                        cpu = cpu_seconds(pids[name])
+                        secs = timed(work[name][op], sessions[name])
+                        totals[name][op][0] += sum(map(len, work[name][op]))
+                        totals[name][op][1] += secs
+                        totals[name][op][2] += cpu_seconds(pids[name]) - cpu
+        finally:
+            for proc in procs:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    print(f"{CLIENTS} concurrent requests clients, {rounds} alternating rounds of "
+          f"{MODELS_PER_ROUND} models x {VERSIONS} versions; one worker process per server")
+    for op in OPERATIONS:
+        (n_ours, wall_ours, cpu_ours), (n_ml, wall_ml, cpu_ml) = totals["ours"][op], \
+            totals["mlflow"][op]
+        ours, theirs = n_ours / wall_ours, n_ml / wall_ml
+        rows.append((f"{op}: MLflow 3.17.2", f"{theirs:.0f}/s",
+                     f"server CPU {1000 * cpu_ml / n_ml:.1f} ms/op"))
+        rows.append((f"{op}: this project", f"{ours:.0f}/s",
+                     f"{ours / theirs:.1f}x MLflow (target ≥ 10x); server CPU "
+                     f"{1000 * cpu_ours / n_ours:.1f} ms/op, "
+                     f"{(cpu_ml / n_ml) / max(cpu_ours / n_ours, 1e-9):.1f}x less"))
+    return print_rows(rows)
+
+
+def one_round_small(server, tag: str) -> None:
+    s = requests.Session()
+    for i in range(3):
+        server.create_model(s, f"{tag}-{i}").raise_for_status()
+        server.create_version(s, f"{tag}-{i}", 0).raise_for_status()
+        server.latest(s, f"{tag}-{i}").raise_for_status()
+        server.list_versions(s, f"{tag}-{i}").raise_for_status()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=2)
+    main(parser.parse_args().rounds)

@@ -1,0 +1,84 @@
+"""SQLite group commit and durability settings (issue 14): concurrent writers of one process
+share commits, a failing writer is rolled back alone, nothing returns before its commit, and
+the connection promises power-loss durability (synchronous = FULL)."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, text
+
+from errors import AlreadyExists
+from registry.model_registry import ModelRegistry
+from storage.database import Database
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path):
+    db = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    yield db
+    db.dispose()
+
+
+def test_sqlite_settings_promise_durability(sqlite_db):
+    with sqlite_db.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+def test_concurrent_writers_share_commits_and_fail_alone(sqlite_db, tmp_path):
+    registry = ModelRegistry(sqlite_db)
+    registry.register_model("m")
+    commits = []
+    event.listen(sqlite_db.engine, "commit", lambda conn: commits.append(1))
+    errors: list[BaseException] = []
+    written: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(16)
+
+    def writer(t: int) -> None:
+        start.wait()
+        for i in range(10):
+            version = f"{t}.{i}.0" if i != 5 else "99.0.0"  # every thread tries 99.0.0 once
+            try:
+                registry.register_version("m", version)
+            except AlreadyExists as exc:
+                with lock:
+                    errors.append(exc)
+                continue
+            with lock:  # only after the write returned, i.e. after its commit
+                written.append(version)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert len(errors) == 15 and len(written) == 16 * 9 + 1
+    assert len(commits) < len(written)  # grouped: fewer commits (and fsyncs) than writes
+    other = Database(f"sqlite:///{tmp_path / 'g.db'}", migrate=False)  # another connection
+    try:
+        with other.read() as conn:
+            count = conn.execute(text("SELECT count(*) FROM model_versions")).scalar()
+        assert count == len(written)
+    finally:
+        other.dispose()
+
+
+def test_a_failed_commit_fails_every_writer_of_its_group(sqlite_db):
+    """Nobody is told 'done' for a group whose commit did not happen."""
+    registry = ModelRegistry(sqlite_db)
+    registry.register_model("m")
+
+    def refuse(conn):
+        raise RuntimeError("disk on fire")
+
+    event.listen(sqlite_db.engine, "commit", refuse)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        registry.register_version("m", "1.0.0")
+    event.remove(sqlite_db.engine, "commit", refuse)
+    assert registry.list_versions("m") == []
+    registry.register_version("m", "1.0.0")  # the next group works
+    assert [v["version"] for v in registry.list_versions("m")] == ["1.0.0"]
