@@ -76,3 +76,8 @@ class DataCorrupted(RegistryError):
     """Stored bytes no longer match their digest: refused, never served."""
 
     code = "DATA_CORRUPTED"
+
+
+class BudgetExceeded(RateLimited):
+    """A hard budget of the calling API key or of the model is spent (429); ``details`` holds
+    the budget, the spend and when the period resets."""

@@ -18,7 +18,8 @@ from typing import Any
 import click
 from flask import Flask, jsonify, request
 
-from api import (artifacts_routes, auth, background, dashboard_routes, deployments_routes,
+from api import (artifacts_routes, auth, background, cost_routes, dashboard_routes,
+                 deployments_routes,
                  health_routes, keys_routes, metrics_routes, models_routes, predict_routes,
                  rollback_routes)
 from api.errors import register_error_handlers
@@ -30,7 +31,7 @@ from errors import InvalidArgument, UnsupportedMediaType
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 BLUEPRINTS = (models_routes.bp, artifacts_routes.bp, predict_routes.bp, metrics_routes.bp,
               health_routes.bp, deployments_routes.bp, rollback_routes.bp, keys_routes.bp,
-              dashboard_routes.bp)
+              dashboard_routes.bp, cost_routes.bp)
 # Endpoints whose body is raw bytes rather than JSON.
 RAW_BODY_ENDPOINTS = {"artifacts.put_artifact"}
 

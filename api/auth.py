@@ -88,6 +88,7 @@ class Authenticator:
             raise PermissionDenied(f"key '{principal.name}' has role '{principal.role}'; "
                                    f"this needs '{needed}'")
         g.actor = f"key:{principal.name}"
+        g.api_key = principal.name
 
 
 def install(app: Flask, authenticator: Authenticator) -> None:

@@ -1,7 +1,7 @@
 """The server's background duties, on one ticker thread per process.
 
 Every beat (~0.5 s) rollouts advance (``deployments.tick``); every 2 s the live versions are
-judged for automatic rollback; every 5 s the alert rules are evaluated; every hour old metrics
+judged for automatic rollback; every 5 s the alert rules and budgets are evaluated; every hour old metrics
 are pruned. Each duty is safe when several processes (gunicorn workers, several servers) run it
 at once, and one duty failing does not stop the others.
 """
@@ -30,6 +30,7 @@ class Duties:
             ("rollouts", svc.deployments.tick, 0),
             ("auto-rollback", svc.rollbacks.watch, 2.0),
             ("alerts", svc.alerts.evaluate, 5.0),
+            ("budgets", svc.budgets.evaluate, 5.0),
             ("retention", svc.tracker.prune, 3600.0),
         ]
         self._due = {name: 0.0 for name, _, _ in self._duties}

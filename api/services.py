@@ -20,8 +20,11 @@ from storage.database import Database
 from storage.key_store import KeyStore
 from storage.model_store import ArtifactStore
 from tracking.alerting import AlertManager
+from tracking.budgets import Budgets
 from tracking.metrics_collector import MetricsCollector, default_collector
 from tracking.performance_tracker import PerformanceTracker
+from tracking.pricing import PriceBook
+from tracking.spend import SpendReports
 
 EXTENSION_KEY = "model_registry"
 
@@ -44,6 +47,9 @@ class Services:
     auth: Authenticator
     rollbacks: RollbackManager
     snapshots: SnapshotManager
+    prices: PriceBook
+    budgets: Budgets
+    spend: SpendReports
 
     def close(self) -> None:
         self.collector.flush()
@@ -61,10 +67,12 @@ def build_services(settings: Settings) -> Services:
     artifacts.cleanup_temp()
     loader = ModelLoader(registry, artifacts, catalog)
     collector = default_collector(database)
-    tracker = PerformanceTracker(database, collector)
+    prices = PriceBook(database, registry, default_gemini_model=settings.gemini_model)
+    tracker = PerformanceTracker(database, collector, prices)
     traffic = TrafficStore(database)
     router = Router(traffic, highest_stable(registry))
     alerts = AlertManager(database, tracker=tracker)
+    budgets = Budgets(database, collector, alerts=alerts)
     keys = KeyStore(database)
     health = HealthChecker(loader)
     snapshots = SnapshotManager(database, health=health, router=router)
@@ -78,13 +86,19 @@ def build_services(settings: Settings) -> Services:
         loader=loader, collector=collector, tracker=tracker,
         alerts=alerts, traffic=traffic, router=router,
         gateway=Gateway(registry, loader, router, collector,
-                        settings.max_inflight_per_model), deployments=deployments,
-        keys=keys, auth=Authenticator(keys, settings.admin_token), rollbacks=rollbacks,
-        snapshots=snapshots)
+                        settings.max_inflight_per_model, prices=prices, budgets=budgets),
+        deployments=deployments, keys=keys, auth=Authenticator(keys, settings.admin_token),
+        rollbacks=rollbacks, snapshots=snapshots, prices=prices, budgets=budgets,
+        spend=SpendReports(database, collector))
 
 
 def services() -> Services:
     return current_app.extensions[EXTENSION_KEY]
+
+
+def api_key_name() -> str | None:
+    """The calling API key's name (None while auth is off): what spend is counted by."""
+    return getattr(g, "api_key", None)
 
 
 def actor() -> str:

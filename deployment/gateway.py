@@ -17,7 +17,9 @@ from errors import (DataCorrupted, FailedPrecondition, ProviderError, ProviderTi
 from models.base_model import Prediction
 from models.model_loader import ModelLoader
 from registry.model_registry import ModelRegistry
+from tracking.budgets import Budgets
 from tracking.metrics_collector import MetricsCollector
+from tracking.pricing import PriceBook, cost_fields
 
 # Failures that are the version's fault: counted against it, and worth one retry on stable.
 VERSION_FAILURES = (ProviderError, ProviderTimeout, Unavailable, DataCorrupted, FailedPrecondition)
@@ -56,22 +58,30 @@ class InFlightLimit:
 
 class Gateway:
     def __init__(self, registry: ModelRegistry, loader: ModelLoader, router: Router,
-                 collector: MetricsCollector, max_inflight_per_model: int = 64) -> None:
+                 collector: MetricsCollector, max_inflight_per_model: int = 64, *,
+                 prices: PriceBook | None = None, budgets: Budgets | None = None) -> None:
         self.registry = registry
         self.loader = loader
         self.router = router
         self.collector = collector
         self.inflight = InFlightLimit(max_inflight_per_model)
+        self.prices = prices
+        self.budgets = budgets
 
     def predict(self, model: str, input: Any, *, version: str | None = None,
-                key: str | None = None, params: dict[str, Any] | None = None) -> dict[str, Any]:
+                key: str | None = None, params: dict[str, Any] | None = None,
+                api_key: str | None = None) -> dict[str, Any]:
         """Serve one prediction. A failed call to a version other than the stable one is retried
-        once on the stable version (``fallback: true``) and still counted against the first."""
+        once on the stable version (``fallback: true``) and still counted against the first.
+        ``api_key`` (the caller's key name) is what spend and key budgets are counted by; a
+        spent hard budget of the key or the model refuses the call (BudgetExceeded)."""
+        if self.budgets is not None:
+            self.budgets.check(model, api_key)
         with self.inflight.hold(model):
-            return self._predict(model, input, version, key, params)
+            return self._predict(model, input, version, key, params, api_key)
 
     def _predict(self, model: str, input: Any, version: str | None, key: str | None,
-                 params: dict[str, Any] | None) -> dict[str, Any]:
+                 params: dict[str, Any] | None, api_key: str | None) -> dict[str, Any]:
         if version is not None:
             route = Route(self.registry.resolve(model, version).text, "pin", None, None)
         else:
@@ -81,15 +91,15 @@ class Gateway:
                 raise Unavailable(f"nothing is deployed for model '{model}': deploy a version "
                                   f"(POST /api/models/{model}/deploy) or mark one stable")
         try:
-            return self._call(model, route.version, input, params, route, fallback=False)
+            return self._call(model, route.version, input, params, route, False, api_key)
         except VERSION_FAILURES:
             stable = route.stable_version
             if route.routed_by == "pin" or stable is None or stable == route.version:
                 raise
-            return self._call(model, stable, input, params, route, fallback=True)
+            return self._call(model, stable, input, params, route, True, api_key)
 
     def _call(self, model: str, version: str, input: Any, params: dict[str, Any] | None,
-              route: Route, fallback: bool) -> dict[str, Any]:
+              route: Route, fallback: bool, api_key: str | None) -> dict[str, Any]:
         started = time.perf_counter()
         try:
             provider = self.loader.get(model, version)
@@ -97,16 +107,24 @@ class Gateway:
             result: Prediction = provider.predict(input, params)
         except VERSION_FAILURES as exc:
             self.collector.record(model, version, time.perf_counter() - started, False,
-                                  exc.code)
+                                  exc.code, api_key=api_key)
             raise
         latency = time.perf_counter() - started
         usage = result.usage
         if usage is None:
-            self.collector.record(model, version, latency, True)
+            self.collector.record(model, version, latency, True, api_key=api_key)
+            usage_out = None
         else:
+            cost = None if self.prices is None else self.prices.cost(
+                model, version, usage.input_tokens, usage.output_tokens, usage.total_tokens,
+                usage.cached_tokens, usage.thinking_tokens)
             self.collector.record(model, version, latency, True, None, usage.input_tokens,
-                                  usage.output_tokens, total_tokens=usage.total_tokens)
+                                  usage.output_tokens, total_tokens=usage.total_tokens,
+                                  cost=cost or 0, api_key=api_key)
+            if cost and self.budgets is not None:
+                self.budgets.spent(model, api_key, cost)
+            usage_out = {**usage.as_dict(), **cost_fields(cost)}
         return {"model": model, "version": version, "output": result.output,
-                "latency": latency, "usage": usage.as_dict() if usage else None,
+                "latency": latency, "usage": usage_out,
                 "deployment_id": route.deployment_id, "routed_by": route.routed_by,
                 "fallback": fallback}

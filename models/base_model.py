@@ -20,10 +20,17 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+    cached_tokens: int = 0       # part of input_tokens served from the provider's cache
+    thinking_tokens: int = 0     # part of output_tokens spent on reasoning
 
     def as_dict(self) -> dict[str, int]:
-        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "total_tokens": self.total_tokens}
+        out = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+               "total_tokens": self.total_tokens}
+        if self.cached_tokens:
+            out["cached_tokens"] = self.cached_tokens
+        if self.thinking_tokens:
+            out["thinking_tokens"] = self.thinking_tokens
+        return out
 
 
 @dataclass(frozen=True)

@@ -376,9 +376,11 @@ def _usage_of(response: types.GenerateContentResponse) -> Usage | None:
         return None
     prompt = meta.prompt_token_count or 0
     # Thinking tokens are billed as output; count them so input + output == total.
-    output = (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0)
+    thinking = meta.thoughts_token_count or 0
+    output = (meta.candidates_token_count or 0) + thinking
     total = meta.total_token_count or (prompt + output)
-    return Usage(input_tokens=prompt, output_tokens=output, total_tokens=total)
+    return Usage(input_tokens=prompt, output_tokens=output, total_tokens=total,
+                 cached_tokens=meta.cached_content_token_count or 0, thinking_tokens=thinking)
 
 
 def _is_key_invalid(exc: genai_errors.APIError) -> bool:

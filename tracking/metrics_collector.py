@@ -135,7 +135,8 @@ class Aggregate:
     """Everything stored about a set of predictions; adding two gives the aggregate of both."""
 
     __slots__ = ("requests", "successes", "latency_sum", "latency_min", "latency_max",
-                 "input_tokens", "output_tokens", "total_tokens", "errors", "hist")
+                 "input_tokens", "output_tokens", "total_tokens", "cost", "errors", "hist",
+                 "by_key")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -146,8 +147,13 @@ class Aggregate:
         self.input_tokens = 0
         self.output_tokens = 0
         self.total_tokens = 0
+        self.cost = 0                         # micro-USD (money.py): integers only
         self.errors: dict[str, int] = {}      # failures by error kind
         self.hist: dict[int, int] = {}        # latency_index → count
+        # Spend of the requests made with an API key: {key name: [requests, input tokens
+        # (unsplit included), output tokens, cost]}. Requests without a key are the rest of the
+        # totals (see ``anonymous_spend``), so keyless traffic pays nothing here.
+        self.by_key: dict[str, list[int]] = {}
 
     @property
     def failures(self) -> int:
@@ -165,6 +171,14 @@ class Aggregate:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
         self.total_tokens += other.total_tokens
+        self.cost += other.cost
+        for name, theirs in other.by_key.items():
+            mine = self.by_key.get(name)
+            if mine is None:
+                self.by_key[name] = list(theirs)
+            else:
+                for i, n in enumerate(theirs):
+                    mine[i] += n
         for kind, n in other.errors.items():
             self.errors[kind] = self.errors.get(kind, 0) + n
         hist = self.hist
@@ -174,6 +188,15 @@ class Aggregate:
 
     def copy(self) -> Aggregate:
         return Aggregate().merge(self)
+
+    def anonymous_spend(self) -> list[int]:
+        """[requests, input tokens, output tokens, cost] of the requests made without a key."""
+        rest = [self.requests, self.total_tokens - self.output_tokens, self.output_tokens,
+                self.cost]
+        for spent in self.by_key.values():
+            for i, n in enumerate(spent):
+                rest[i] -= n
+        return rest
 
 
 def merge_batches(batches: Iterable[Mapping[Key, Aggregate]]) -> dict[Key, Aggregate]:
@@ -319,9 +342,12 @@ class MetricsCollector:
     # The hot path. Kept flat (no helper calls) because it runs once per prediction.
     def record(self, model: str, version: str, latency_s: float, success: bool,
                error_kind: str | None = None, input_tokens: int = 0, output_tokens: int = 0,
-               at: float | None = None, total_tokens: int | None = None) -> None:
+               at: float | None = None, total_tokens: int | None = None, cost: int = 0,
+               api_key: str | None = None) -> None:
         """Count one prediction. ``total_tokens`` defaults to input + output; pass it when the
-        provider reports only a total. ``at`` (epoch seconds) defaults to now."""
+        provider reports only a total. ``at`` (epoch seconds) defaults to now. ``cost`` is
+        the prediction's price in integer micro-USD; ``api_key`` the name of the key that made
+        it (for spend per key)."""
         if not 0.0 <= latency_s < _MAX_LATENCY:
             raise InvalidArgument(
                 f"latency must be a finite number of seconds >= 0, got {latency_s!r}")
@@ -355,6 +381,15 @@ class MetricsCollector:
                 agg.input_tokens += input_tokens
                 agg.output_tokens += output_tokens
                 agg.total_tokens += total_tokens
+            agg.cost += cost
+            if api_key is not None:
+                spent = agg.by_key.get(api_key)
+                if spent is None:
+                    spent = agg.by_key[api_key] = [0, 0, 0, 0]
+                spent[0] += 1
+                spent[1] += total_tokens - output_tokens
+                spent[2] += output_tokens
+                spent[3] += cost
             hist = agg.hist
             hist[idx] = hist.get(idx, 0) + 1
 
