@@ -15,6 +15,10 @@ Rules, in order:
    - p95 latency above ``max_p95_latency`` (when set);
    - p95 above ``max_p95_ratio`` × the stable p95, when both have ``min_requests`` requests,
      and more than ``p95_tolerance_s`` above it in absolute terms;
+   - cost per request above ``max_cost_ratio`` × the stable version's (when set). The stable
+     side is its cost per request in the step's window, or — when it served fewer than
+     ``min_requests`` there, as after a blue-green switch — over the last
+     ``cost_baseline_s`` seconds; a stable version that cost nothing is no reference;
 3. ``interval_s`` not over yet → inconclusive; else → pass.
 """
 from __future__ import annotations
@@ -62,7 +66,9 @@ def _summary(version: str | None, m: dict[str, Any] | None) -> dict[str, Any] | 
         return None
     return {"version": version, "requests": m["requests"], "failures": m["failures"],
             "error_rate": m["error_rate"], "p95_latency": m["p95_latency"],
-            "avg_latency": m["avg_latency"], "errors": m.get("errors", {})}
+            "avg_latency": m["avg_latency"], "errors": m.get("errors", {}),
+            "cost_usd": m.get("cost_usd", 0.0),
+            "cost_per_request_usd": m.get("cost_per_request_usd")}
 
 
 def _checks(c: dict[str, Any], s: dict[str, Any] | None, settings: AnalysisSettings
@@ -91,6 +97,29 @@ def _checks(c: dict[str, Any], s: dict[str, Any] | None, settings: AnalysisSetti
     return checks, excused
 
 
+def _cost_check(tracker: PerformanceTracker, model: str, c: dict[str, Any],
+                s: dict[str, Any] | None, stable: str | None, settings: AnalysisSettings,
+                window: float, evidence: dict[str, Any]) -> Check | None:
+    """Cost per request against the stable version's (see the module's rules)."""
+    if settings.max_cost_ratio is None or stable is None or s is None:
+        return None
+    reference, reference_window = s, window
+    if s["requests"] < settings.min_requests:
+        reference_window = max(window, settings.cost_baseline_s)
+        reference = tracker.get_metrics(model, stable, window=reference_window)
+    base = reference.get("cost_per_request_usd")
+    mine = c.get("cost_per_request_usd")
+    evidence["cost"] = {"candidate_per_request_usd": mine, "stable_per_request_usd": base,
+                        "stable_requests": reference["requests"],
+                        "stable_window_s": round(reference_window, 3)}
+    if reference["requests"] < settings.min_requests or not base or mine is None:
+        return None
+    ratio = mine / base
+    evidence["cost"]["ratio"] = ratio
+    return Check("cost_ratio", ratio, settings.max_cost_ratio, ratio <= settings.max_cost_ratio,
+                 f"${mine:.6g} vs stable ${base:.6g} per request")
+
+
 def analyze(tracker: PerformanceTracker, model: str, candidate: str, stable: str | None,
             settings: AnalysisSettings, elapsed_s: float) -> Verdict:
     """Judge ``candidate`` against the thresholds and ``stable`` over the last ``elapsed_s``
@@ -98,7 +127,7 @@ def analyze(tracker: PerformanceTracker, model: str, candidate: str, stable: str
     window = max(1.0, float(elapsed_s))
     found = tracker.get_metrics(model, window=window)
     empty = {"requests": 0, "failures": 0, "error_rate": None, "p95_latency": None,
-             "avg_latency": None, "errors": {}}
+             "avg_latency": None, "errors": {}, "cost_usd": 0.0, "cost_per_request_usd": None}
     c = found.get(candidate) or empty
     s = (found.get(stable) or empty) if stable is not None and stable != candidate else None
     evidence: dict[str, Any] = {
@@ -111,6 +140,9 @@ def analyze(tracker: PerformanceTracker, model: str, candidate: str, stable: str
                                      f"{settings.min_requests} requests of {candidate}",
                        evidence)
     checks, excused = _checks(c, s, settings)
+    cost = _cost_check(tracker, model, c, s, stable, settings, window, evidence)
+    if cost is not None:
+        checks.append(cost)
     evidence["checks"] = [check.as_dict() for check in checks]
     failing = [check for check in checks if not check.ok
                and not (excused and check.name == "error_rate")]
