@@ -42,6 +42,7 @@ from tracking.spend_store import SpendStore
 SCOPES = ("key", "model")
 PERIODS = ("day", "month")
 ACTIONS = ("reject", "alert")
+ADJECTIVE = {"day": "daily", "month": "monthly"}
 SOFT_RULE = "budget_soft"
 HARD_RULE = "budget_hard"
 
@@ -184,7 +185,7 @@ class Budgets:
                     changed.append(self.alerts.raise_alert(
                         target, "", rule, micro_to_usd(spent), micro_to_usd(limit),
                         f"{budget['scope']} '{budget['name']}' spent ${spent / 1e6:.6f} of its "
-                        f"{budget['period']}ly {rule.split('_')[1]} limit "
+                        f"{ADJECTIVE[budget['period']]} {rule.split('_')[1]} limit "
                         f"${limit / 1e6:.6f}", severity, budget))
                 elif (resolved := self.alerts.resolve(target, "", rule)) is not None:
                     changed.append(resolved)
@@ -231,7 +232,7 @@ class Budgets:
         b = live.budget
         spent = live.spent + live.local
         return BudgetExceeded(
-            f"the {b['period']}ly budget of {b['scope']} '{b['name']}' is spent "
+            f"the {ADJECTIVE[b['period']]} budget of {b['scope']} '{b['name']}' is spent "
             f"(${spent / 1e6:.6f} of ${b['hard_limit_micro_usd'] / 1e6:.6f}); it resets at "
             f"{_utc(live.end)}",
             details={"budget": {k: b[k] for k in ("scope", "name", "period",
