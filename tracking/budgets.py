@@ -213,20 +213,22 @@ class Budgets:
             self._synced = time.monotonic()   # one syncing thread; the others go on
         now = time.time()
         fresh: dict[tuple[str, str], _Live] = {}
+        before: dict[tuple[str, str], int] = {}
         for budget in self.store.budgets():
             start, end = period_bounds(budget["period"], now)
             k = (budget["scope"], budget["name"])
             old = self._live.get(k)
-            before = old.local if old is not None and old.start == start else 0
-            spent = self.period_spend(budget["scope"], budget["name"], start, end)
-            live = _Live(budget, start, end, spent)
-            with self._lock:
-                # Costs counted locally while reading are in ``spent`` or still to come:
-                # keeping them can only count a few twice until the next sync (never fewer).
-                if old is not None and old.start == start:
-                    live.local = old.local - before
-                fresh[k] = live
-        self._live = fresh
+            if old is not None and old.start == start:
+                before[k] = old.local
+            fresh[k] = _Live(budget, start, end,
+                             self.period_spend(budget["scope"], budget["name"], start, end))
+        with self._lock:   # ``spent`` holds it too: no cost lands between the two tables
+            for k, n in before.items():
+                # Costs counted locally since ``before`` was read are either in the fresh
+                # spend already or not yet: keeping them may count a few twice until the next
+                # sync, never fewer.
+                fresh[k].local = self._live[k].local - n
+            self._live = fresh
 
     def _exceeded(self, live: _Live) -> BudgetExceeded:
         b = live.budget
