@@ -1,8 +1,8 @@
 """The server's background duties, on one ticker thread per process.
 
 Every beat (~0.5 s) rollouts advance (``deployments.tick``); every 2 s the live versions are
-judged for automatic rollback; every 5 s the alert rules and budgets are evaluated; every hour old metrics
-are pruned. Each duty is safe when several processes (gunicorn workers, several servers) run it
+judged for automatic rollback; every 5 s the alert rules and budgets are evaluated; every hour
+old metrics are pruned. Each duty is safe when several processes (gunicorn workers, several servers) run it
 at once, and one duty failing does not stop the others.
 """
 from __future__ import annotations

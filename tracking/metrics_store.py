@@ -211,7 +211,8 @@ class MetricsStore:
                 latency_sum=agg.latency_sum, latency_min=agg.latency_min,
                 latency_max=agg.latency_max, input_tokens=agg.input_tokens,
                 output_tokens=agg.output_tokens, total_tokens=agg.total_tokens,
-                cost_micro_usd=agg.cost, errors=agg.errors, latency_hist=encode_histogram(agg.hist), updated_at=now))
+                cost_micro_usd=agg.cost, errors=agg.errors,
+                latency_hist=encode_histogram(agg.hist), updated_at=now))
         statement = (
             update(t)
             .where(t.c.model == bindparam("k_model"), t.c.version == bindparam("k_version"),
