@@ -397,3 +397,21 @@ def test_the_cost_gate_passes_a_canary_that_costs_the_same(app, client, gemini):
     app.extensions["model_registry"].deployments.tick()
     d = client.get(f"/api/deployments/{dep}").json["deployment"]
     assert d["state"] == "progressing", d       # waiting out the interval, nothing failing
+
+
+def test_hard_action_alert_only_alerts_and_alerts_resolve_below_the_limit(database, collector):
+    from tracking.alerting import AlertManager
+    from tracking.performance_tracker import PerformanceTracker
+    alerts = AlertManager(database, tracker=PerformanceTracker(database, collector))
+    budgets = Budgets(database, collector, alerts=alerts)
+    budgets.put("model", "m", "day", soft_limit_usd=0.0005, hard_limit_usd=0.001,
+                hard_action="alert")
+    collector.record("m", "1", 0.01, True, cost=1500)
+    budgets.check("m", None)                                  # over, but only alerting
+    changed = budgets.evaluate()
+    assert {a["rule"] for a in changed} == {"budget_soft", "budget_hard"}
+    [hard] = [a for a in changed if a["rule"] == "budget_hard"]
+    assert hard["model"] == "m" and hard["severity"] == "critical" and hard["value"] == 0.0015
+    budgets.put("model", "m", "day", soft_limit_usd=0.01, hard_limit_usd=0.02)
+    assert {a["rule"] for a in budgets.evaluate()} == {"budget_soft", "budget_hard"}  # resolved
+    assert alerts.list_alerts("m", active=True)[0] == []
