@@ -415,3 +415,13 @@ def test_hard_action_alert_only_alerts_and_alerts_resolve_below_the_limit(databa
     budgets.put("model", "m", "day", soft_limit_usd=0.01, hard_limit_usd=0.02)
     assert {a["rule"] for a in budgets.evaluate()} == {"budget_soft", "budget_hard"}  # resolved
     assert alerts.list_alerts("m", active=True)[0] == []
+
+
+def test_a_version_registered_after_its_first_lookup_gets_its_price(database):
+    registry = ModelRegistry(database)
+    book = PriceBook(database, registry, refresh_s=0.05)
+    registry.register_model("chat")
+    assert book.cost("chat", "1.0.0", 1000, 200) is None      # not registered yet
+    _gemini(registry, "chat", "1.0.0")
+    time.sleep(0.1)
+    assert book.cost("chat", "1.0.0", 1000, 200) == 800

@@ -108,6 +108,7 @@ class PriceBook:
         self.builtin = load_builtin() if builtin is None else builtin
         self.default_gemini_model = default_gemini_model or get_settings().gemini_model
         self._cache: dict[tuple[str, str], list[_Schedule]] = {}
+        self._unregistered: set[tuple[str, str]] = set()   # looked up again at each refresh
         self._revision: tuple[int, int] | None = None
         self._checked = -math.inf
         self._lock = threading.Lock()
@@ -172,6 +173,7 @@ class PriceBook:
     def invalidate(self) -> None:
         with self._lock:
             self._cache = {}
+            self._unregistered = set()
             self._checked = -math.inf
 
     # --- internals --------------------------------------------------------------------------
@@ -184,6 +186,9 @@ class PriceBook:
             if revision != self._revision:
                 self._cache = {}
                 self._revision = revision
+            for key in self._unregistered:   # a version registered since has a config now
+                self._cache.pop(key, None)
+            self._unregistered = set()
             self._checked = time.monotonic()
 
     def _load(self, model: str, version: str) -> list[_Schedule]:
@@ -211,6 +216,8 @@ class PriceBook:
             if len(self._cache) > 100_000:
                 self._cache.clear()
             self._cache[(model, version)] = sources
+            if row is None:
+                self._unregistered.add((model, version))
         return sources
 
 
