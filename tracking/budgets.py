@@ -27,6 +27,7 @@ re-read it. ``tests/test_cost.py`` checks the in-process part with concurrent re
 from __future__ import annotations
 
 import calendar
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from storage.database import Database
 from tracking.metrics_collector import Aggregate, Key, MetricsCollector
 from tracking.spend_store import SpendStore
 
+log = logging.getLogger(__name__)
 SCOPES = ("key", "model")
 PERIODS = ("day", "month")
 ACTIONS = ("reject", "alert")
@@ -141,7 +143,10 @@ class Budgets:
         """Refuse (BudgetExceeded → 429) when the model's or the key's ``reject`` budget is
         spent. Two dict lookups when nothing is budgeted."""
         if time.monotonic() - self._synced > self.sync_s:
-            self._sync()
+            try:
+                self._sync()
+            except Exception:   # a failed re-read keeps the last view; the next one retries
+                log.warning("budget sync failed; enforcing the last known spend", exc_info=True)
         live = self._live
         if not live:
             return
