@@ -5,6 +5,7 @@ Every expected cost below is computed by hand from USD per 1M tokens, in micro-U
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -173,6 +174,13 @@ def test_spend_report_groups_exactly_in_memory_and_stored(tracker):
         spend.report("model,colour")
 
 
+def prometheus_cost(c, headers) -> float:
+    text = c.get("/metrics", headers=headers).get_data(as_text=True)
+    found = re.search(r'^registry_cost_usd_total\{model="chat",version="1.0.0"\} (\S+)$', text,
+                      re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_spend_endpoint_records_the_api_key_of_each_request(tmp_path, gemini):
     app = create_app({"TESTING": True, "data_dir": tmp_path / "d", "admin_token": "root"})
     c = app.test_client()
@@ -185,6 +193,7 @@ def test_spend_endpoint_records_the_api_key_of_each_request(tmp_path, gemini):
     c.post("/api/models/chat/versions/register", headers=admin,
            json={"version": "1.0.0", "status": "stable", "config": {"model": FLASH}})
     gemini.set_usage(FLASH, prompt=1000, candidates=100, thoughts=100, cached=400)
+    cost_before = prometheus_cost(c, admin)
     # 600 × 0.30 + 400 × 0.075 + 200 × 2.50 = 180 + 30 + 500 = 710 (thinking priced as output)
     costs = {"alice": 0, "bob": 0}
     for name in ("alice", "bob", "alice"):
@@ -201,8 +210,8 @@ def test_spend_endpoint_records_the_api_key_of_each_request(tmp_path, gemini):
     assert got == costs and r.json["spend"]["total"]["cost_micro_usd"] == 2130
     metrics = c.get("/api/models/chat/metrics", headers=admin).json["versions"]["1.0.0"]
     assert metrics["cost_micro_usd"] == 2130
-    text = c.get("/metrics", headers=admin).get_data(as_text=True)
-    assert 'registry_cost_usd_total{model="chat",version="1.0.0"} 0.00213' in text
+    # Prometheus counters are process-wide: compare with what this test added
+    assert prometheus_cost(c, admin) - cost_before == pytest.approx(0.00213)
     assert c.get("/api/spend?from=yesterday", headers=admin).status_code == 400
     app.extensions["model_registry"].database.dispose()
 
