@@ -43,7 +43,23 @@ class Settings:
     max_artifact_bytes: int = 512 * 1024 * 1024
     max_body_bytes: int = 1024 * 1024
     max_inflight_per_model: int = 64
+    # -- issue 21: bounded work per request ------------------------------------------------
+    server_threads: int = 8                  # GUNICORN_THREADS: the in-flight limit stays below
+    onnx_timeout_s: float = 10.0             # enforced deadline of one ONNX run
+    onnx_memory_bytes: int = 1024 ** 3       # the process-wide onnxruntime arena cap
+    max_output_bytes: int = 8 * 1024 ** 2    # largest provider output served
+    max_loaded_versions: int = 32            # loaded versions per process (LRU)
+    max_loaded_bytes: int = 2 * 1024 ** 3    # their artifacts' bytes (LRU)
+    max_series_versions: int = 20            # versions in one metrics series / Prometheus model
+    max_response_bytes: int = 16 * 1024 ** 2  # largest JSON answer
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def inflight_limit(self) -> int:
+        """Predictions of one model in flight per process: never more than the server's
+        threads (beyond them a request would only queue, holding a socket); with the provider
+        deadlines, a slow model holds a thread at most ``onnx_timeout_s`` at a time."""
+        return max(1, min(self.max_inflight_per_model, self.server_threads))
 
     @classmethod
     def from_env(cls, overrides: dict | None = None) -> "Settings":
@@ -64,6 +80,15 @@ class Settings:
             max_artifact_bytes=int(_float("MAX_ARTIFACT_BYTES", 512 * 1024 * 1024)),
             max_body_bytes=int(_float("MAX_BODY_BYTES", 1024 * 1024)),
             max_inflight_per_model=int(_float("MAX_INFLIGHT_PER_MODEL", 64)),
+            # issue 21
+            server_threads=int(_float("GUNICORN_THREADS", 8)),
+            onnx_timeout_s=_float("ONNX_TIMEOUT_S", 10.0),
+            onnx_memory_bytes=int(_float("ONNX_MEMORY_BYTES", 1024 ** 3)),
+            max_output_bytes=int(_float("MAX_OUTPUT_BYTES", 8 * 1024 ** 2)),
+            max_loaded_versions=int(_float("MAX_LOADED_VERSIONS", 32)),
+            max_loaded_bytes=int(_float("MAX_LOADED_BYTES", 2 * 1024 ** 3)),
+            max_series_versions=int(_float("MAX_SERIES_VERSIONS", 20)),
+            max_response_bytes=int(_float("MAX_RESPONSE_BYTES", 16 * 1024 ** 2)),
         )
         if overrides:
             if "data_dir" in overrides and "database_url" not in overrides:

@@ -81,3 +81,9 @@ class DataCorrupted(RegistryError):
 class BudgetExceeded(RateLimited):
     """A hard budget of the calling API key or of the model is spent (429); ``details`` holds
     the budget, the spend and when the period resets."""
+
+
+class StorageFull(RegistryError):
+    """A write failed because the disk (or the database's disk) is full: nothing changed."""
+
+    code = "INSUFFICIENT_STORAGE"

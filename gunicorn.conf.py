@@ -4,10 +4,15 @@ Every setting comes from the environment (see ``docs/production.md``):
 
 ==========================  ==========================================================
 ``HOST`` / ``PORT``         where to listen (default ``127.0.0.1:5000``). With auth off
-                            (no ``REGISTRY_ADMIN_TOKEN`` and no active API key) a
+                            (no ``REGISTRY_ADMIN_TOKEN`` and no API key ever created) a
                             non-loopback ``HOST`` is refused: we bind 127.0.0.1 and say so.
 ``WEB_CONCURRENCY``         worker processes (default 2 x CPU cores)
-``GUNICORN_THREADS``        threads per worker, gthread (default 8)
+``GUNICORN_THREADS``        threads per worker (default 8); the per-model in-flight limit
+                            stays below it (``config.Settings.inflight_limit``)
+``GUNICORN_HEAD_TIMEOUT``   seconds a client has to send its request line and headers,
+                            read without a thread (default 10; ``api/gunicorn_worker.py``)
+``GUNICORN_IO_TIMEOUT``     seconds any one read of a body or write of an answer may
+                            block a thread (default 30)
 ``GUNICORN_TIMEOUT``        seconds a silent worker lives before the master kills it (60)
 ``GUNICORN_GRACEFUL_TIMEOUT``  seconds a worker may finish its requests on SIGTERM (30)
 ``PROMETHEUS_MULTIPROC_DIR``   where the workers' metric files live. Default: a fresh
@@ -64,8 +69,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def _auth_enabled() -> bool:
-    """What ``api.auth.Authenticator.enabled`` will say: the admin token is set, or an active
-    API key exists (an unreachable or empty database counts as no key)."""
+    """What ``api.auth.Authenticator.enabled`` will say: the admin token is set, or a key was
+    ever created (an unreachable or empty database counts as no key). Either way the app
+    itself refuses non-loopback peers and ``Host`` headers while auth is off."""
     if os.environ.get("REGISTRY_ADMIN_TOKEN"):
         return True
     try:
@@ -73,7 +79,7 @@ def _auth_enabled() -> bool:
         from storage.key_store import KeyStore
         db = Database(migrate=False)
         try:
-            return KeyStore(db).active_count() > 0
+            return KeyStore(db).keys_required()
         finally:
             db.dispose()   # the master keeps no connection: nothing to inherit at fork
     except Exception:
@@ -91,8 +97,14 @@ bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
 
 # -- workers -------------------------------------------------------------------------------------
 workers = _int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1))
-worker_class = "gthread"
+# gthread, with request heads read by the event loop and deadlines on every read and write:
+# slow clients cannot hold the threads (issue 21; see api/gunicorn_worker.py).
+worker_class = "api.gunicorn_worker.HeadFirstWorker"
 threads = _int("GUNICORN_THREADS", 8)
+from api.gunicorn_worker import HeadFirstWorker  # noqa: E402  (the deadlines are class-wide)
+
+HeadFirstWorker.head_timeout_s = _int("GUNICORN_HEAD_TIMEOUT", 10)
+HeadFirstWorker.io_timeout_s = _int("GUNICORN_IO_TIMEOUT", 30)
 preload_app = False
 timeout = _int("GUNICORN_TIMEOUT", 60)
 graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)

@@ -13,16 +13,18 @@ if __package__ in (None, ""):  # run as `python api/app.py`: make the project im
 import logging
 import math
 import re
+import secrets
 from typing import Any
 
 import click
-from flask import Flask, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 
 from api import (artifacts_routes, auth, background, cost_routes, dashboard_routes,
                  deployments_routes,
                  health_routes, keys_routes, metrics_routes, models_routes, predict_routes,
                  rollback_routes)
-from api.errors import register_error_handlers
+from api.docs_pages import PAGE_HEADERS
+from api.errors import error_response, register_error_handlers
 from api.services import EXTENSION_KEY, build_services
 from api.spec import openapi_document, spec
 from config import Settings
@@ -84,6 +86,49 @@ def _check_json_body() -> None:
                     stack.append(child)
 
 
+DOC_PAGE_PREFIX = "openapi_docs_"          # spectree's endpoints of the /docs/<ui>/ pages
+SPEC_ENDPOINTS = {"openapi_docs", "openapi_json"}
+
+
+def _assign_request_id() -> None:
+    """Every request gets an id, echoed in ``X-Request-Id`` and written with the details of
+    any failure the caller only sees generically (issue 21)."""
+    g.request_id = secrets.token_hex(8)
+
+
+def _secure_headers(response: Response) -> Response:
+    """Issue 21: no page of this origin may be framed; the docs pages run sandboxed (another
+    origin) under a strict policy; the public OpenAPI document is readable from there."""
+    response.headers["X-Request-Id"] = getattr(g, "request_id", "")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    endpoint = request.endpoint or ""
+    if endpoint.startswith(DOC_PAGE_PREFIX):
+        response.headers.update(PAGE_HEADERS)
+    elif endpoint in SPEC_ENDPOINTS:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+def _cap_response(limit: int):  # type: ignore[no-untyped-def]
+    """An answer larger than ``limit`` bytes (MAX_RESPONSE_BYTES) is refused: one request
+    cannot make the server ship hundreds of megabytes (streamed downloads are exempt)."""
+    def cap(response: Response) -> Response:
+        if response.is_streamed or response.direct_passthrough or \
+                response.mimetype != "application/json":
+            return response
+        size = response.calculate_content_length() or 0
+        if size <= limit:
+            return response
+        answer, status = error_response(
+            "TOO_LARGE", f"the answer would be {size} bytes, over the {limit}-byte limit "
+            "(MAX_RESPONSE_BYTES): ask for less (a version, a smaller window, a larger step, "
+            "a lower limit)", {"response_bytes": size, "limit": limit}, status=400)
+        answer.status_code = status
+        return answer
+    return cap
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build an app. ``test_config`` may override settings (lower-case names, e.g.
     ``{"database_url": ..., "data_dir": ...}``) and Flask config (upper-case names)."""
@@ -95,9 +140,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app.extensions[EXTENSION_KEY] = build_services(settings)
 
+    app.before_request(_assign_request_id)
     register_error_handlers(app)
     auth.install(app, app.extensions[EXTENSION_KEY].auth)
     app.before_request(_check_json_body)
+    app.after_request(_cap_response(settings.max_response_bytes))
+    app.after_request(_secure_headers)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
     spec.register(app)

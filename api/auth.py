@@ -1,6 +1,11 @@
 """Authentication and roles: ``Authorization: Bearer <key>``.
 
-Enforced as soon as ``REGISTRY_ADMIN_TOKEN`` is set or any API key exists. Roles: ``read``
+Enforced as soon as ``REGISTRY_ADMIN_TOKEN`` is set or an API key was ever created: the first
+key sets a persisted "keys required" switch that nothing in the service clears, and the last
+active admin key cannot be revoked (issue 21). While authentication is off, only loopback
+peers naming a loopback ``Host`` are served, whatever address the server is bound to: that
+keeps other machines out and defeats DNS rebinding (a web page whose name resolves to
+127.0.0.1 still sends its own name in ``Host``). Roles: ``read``
 (GET and predict), ``write`` (register, deploy, rollback, snapshots, changes), ``admin`` (keys
 and deletes). Verified tokens are cached for a few seconds, so a revoked key stops working within
 ``CACHE_TTL_S``.
@@ -9,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import threading
 import time
+from urllib.parse import urlsplit
 
 from flask import Flask, g, request
 
@@ -22,6 +29,22 @@ PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "openapi_json", "static",
                     "dashboard.index"}
 PUBLIC_PREFIXES = ("/docs", "/ui")
 READ_ENDPOINTS = {"predict.predict"}  # a POST that only reads
+
+
+def is_loopback_name(host: str | None) -> bool:
+    """``localhost``, ``*.localhost`` (RFC 6761) or a loopback address, with or without port."""
+    if not host:
+        return False
+    try:
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        return False
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def required_role(method: str, endpoint: str | None) -> str:
@@ -41,18 +64,21 @@ class Authenticator:
         self._verified: dict[str, tuple[Principal | None, float]] = {}
 
     def enabled(self) -> bool:
+        """On with the admin token or once a key was ever created; once seen on, it is
+        never re-read (the persisted switch is never cleared)."""
         if self.admin_token:
             return True
         value, checked = self._enabled
         now = time.monotonic()
-        if now - checked > CACHE_TTL_S / 5:
-            value = self.keys.active_count() > 0
+        if not value and now - checked > CACHE_TTL_S / 5:
+            value = self.keys.keys_required()
             self._enabled = (value, now)
         return value
 
     def invalidate(self) -> None:
         with self._lock:
-            self._enabled = (False, 0.0)
+            if not self._enabled[0]:
+                self._enabled = (False, 0.0)
             self._verified.clear()
 
     def principal(self, token: str) -> Principal | None:
@@ -72,9 +98,10 @@ class Authenticator:
 
     def check(self) -> None:
         """The before-request hook: sets ``g.actor`` or raises 401/403."""
-        if request.endpoint in PUBLIC_ENDPOINTS or request.path.startswith(PUBLIC_PREFIXES):
-            return
         if not self.enabled():
+            self._local_only()
+            return
+        if request.endpoint in PUBLIC_ENDPOINTS or request.path.startswith(PUBLIC_PREFIXES):
             return
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
@@ -89,6 +116,16 @@ class Authenticator:
                                    f"this needs '{needed}'")
         g.actor = f"key:{principal.name}"
         g.api_key = principal.name
+
+
+    @staticmethod
+    def _local_only() -> None:
+        """Authentication off: serve this machine only (peer and ``Host`` both loopback)."""
+        if not is_loopback_name(request.remote_addr) or not is_loopback_name(request.host):
+            raise PermissionDenied(
+                "authentication is off (no API key was ever created and REGISTRY_ADMIN_TOKEN "
+                "is not set): only loopback clients addressing a loopback host are served",
+                details={"reason": "auth_off_local_only"})
 
 
 def install(app: Flask, authenticator: Authenticator) -> None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, jsonify
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from errors import RegistryError
+from storage.disk import is_full, storage_full
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "FAILED_PRECONDITION": 409,
     "DATA_CORRUPTED": 409,
     "TOO_LARGE": 413,
+    "INSUFFICIENT_STORAGE": 507,
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "RESOURCE_EXHAUSTED": 429,
     "INTERNAL": 500,
@@ -62,6 +64,9 @@ def describe_validation_error(err: ValidationError) -> str:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RegistryError)
     def _domain(err: RegistryError):  # type: ignore[no-untyped-def]
+        if "incident" in err.details:   # the details are in the log under that incident
+            log.warning("request %s: %s, incident %s", getattr(g, "request_id", "-"),
+                        err.code, err.details["incident"])
         return error_response(err.code, err.message, err.details)
 
     @app.errorhandler(ValidationError)
@@ -98,5 +103,10 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):  # type: ignore[no-untyped-def]
-        log.exception("unhandled error")
+        """The caller gets a generic message and the request id; the log gets the rest."""
+        if is_full(err):   # a write path storage did not translate: still not a 500
+            log.error("write failed, storage full: %s", err)
+            full = storage_full("the write")
+            return error_response(full.code, full.message, full.details)
+        log.exception("unhandled error, request %s", getattr(g, "request_id", "-"))
         return error_response("INTERNAL", "internal error (logged on the server)")

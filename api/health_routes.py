@@ -8,6 +8,7 @@ from spectree import Response
 from api.schemas import Health
 from api.services import services
 from api.spec import spec
+from storage.disk import can_write, recently_full
 
 bp = Blueprint("health", __name__)
 
@@ -28,4 +29,9 @@ def readyz():
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # readiness reports, it does not raise
         return {"status": "unavailable", "checks": {"database": str(exc)[:200]}}, 503
-    return {"status": "ok", "checks": {"database": "ok"}}
+    # issue 21: a full disk makes writes fail; say so (a probe write on the data volume, and
+    # any write that failed for lack of space in the last minute, e.g. on PostgreSQL's disk).
+    if not can_write(services().artifacts.root / "tmp") or recently_full():
+        return {"status": "unavailable", "checks": {"database": "ok",
+                                                    "storage": "full: writes fail"}}, 503
+    return {"status": "ok", "checks": {"database": "ok", "storage": "ok"}}

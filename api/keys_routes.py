@@ -30,9 +30,12 @@ def list_keys():
 
 
 @bp.delete("/<int:key_id>")
-@spec.validate(resp=Response(HTTP_200=KeyEnvelope, HTTP_404=ErrorOut), tags=TAGS)
+@spec.validate(resp=Response(HTTP_200=KeyEnvelope, HTTP_404=ErrorOut, HTTP_409=ErrorOut),
+               tags=TAGS)
 def revoke_key(key_id: int):
-    """Revoke a key (it stops working within 5 seconds on every worker)."""
+    """Revoke a key (it stops working within 5 seconds on every worker). The last active
+    admin key cannot be revoked (409): create another admin key first. Revoking keys never
+    turns authentication off."""
     key = services().keys.revoke(key_id, actor=actor())
     services().auth.invalidate()
     return {"key": key}

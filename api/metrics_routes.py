@@ -9,10 +9,16 @@ from api.schemas import (AlertList, AlertsQuery, CompareQuery, Comparison, Error
 from api.services import services
 from api.spec import spec
 from tracking import prometheus
+from tracking.metrics_collector import pinned_key
 
 bp = Blueprint("metrics", __name__)
 TAGS = ["metrics"]
 E = {"HTTP_400": ErrorOut, "HTTP_404": ErrorOut}
+
+
+def _tracked(name: str, traffic: str) -> str:
+    """The name metrics are kept under: pinned predictions are recorded apart."""
+    return pinned_key(name) if traffic == "pinned" else name
 
 
 def _version(name: str, ref: str | None) -> str | None:
@@ -28,22 +34,28 @@ def _version(name: str, ref: str | None) -> str | None:
 @spec.validate(query=MetricsQuery, resp=Response(HTTP_200=ModelMetrics, **E), tags=TAGS)
 def model_metrics(name: str, query: MetricsQuery):
     """Latency (avg, p50, p95, p99 in seconds), success rate (percent), error rate (fraction),
-    tokens and throughput per version, over `window` (default: everything kept)."""
+    tokens and throughput per version, over `window` (default: everything kept).
+    `traffic=pinned` reports the predictions that pinned a version, kept apart from the routed
+    traffic (the default) so that they never steer a rollout, the watcher or alerts."""
     version = _version(name, query.version)
-    tracker = services().tracker
+    tracker, tracked = services().tracker, _tracked(name, query.traffic)
     if version is None:
-        versions = tracker.get_metrics(name, None, query.window)
+        versions = tracker.get_metrics(tracked, None, query.window)
     else:
-        versions = {version: tracker.get_metrics(name, version, query.window)}
-    return {"model": name, "window": query.window, "versions": versions}
+        versions = {version: tracker.get_metrics(tracked, version, query.window)}
+    return {"model": name, "window": query.window, "traffic": query.traffic,
+            "versions": versions}
 
 
 @bp.get("/api/models/<name>/compare")
 @spec.validate(query=CompareQuery, resp=Response(HTTP_200=Comparison, **E), tags=TAGS)
 def compare(name: str, query: CompareQuery):
-    """Two versions side by side, with deltas and ratios (v2 against v1)."""
+    """Two versions side by side, with deltas and ratios (v2 against v1); `traffic` as in
+    the metrics."""
     v1, v2 = _version(name, query.v1), _version(name, query.v2)
-    return services().tracker.compare_versions(name, v1, v2, query.window)
+    answer = services().tracker.compare_versions(_tracked(name, query.traffic), v1, v2,
+                                                 query.window)
+    return {**answer, "model": name, "traffic": query.traffic}
 
 
 @bp.get("/api/models/<name>/metrics/series")
@@ -61,9 +73,13 @@ def series(name: str, query: SeriesQuery):
     `p50_latency`, `p95_latency`, `p99_latency`, `min_latency`, `max_latency` (seconds),
     `input_tokens`, `output_tokens`, `total_tokens`, `avg_tokens`, `throughput` (requests/s)
     and `errors` (failures by kind); rates and latencies are null where it had no requests.
+    Without `version`, at most `MAX_SERIES_VERSIONS` (20) versions are returned, the busiest;
+    `versions_omitted` then says how many were left out.
     Example: `GET /api/models/lin/metrics/series?window=15m&step=10s`."""
     version = _version(name, query.version)
-    return services().tracker.time_series(name, version, query.window, query.step)
+    answer = services().tracker.time_series(_tracked(name, query.traffic), version,
+                                            query.window, query.step)
+    return {**answer, "model": name, "traffic": query.traffic}
 
 
 @bp.get("/api/alerts")

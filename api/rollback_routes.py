@@ -49,7 +49,9 @@ def create_snapshot(json: SnapshotBody):
 @spec.validate(query=SnapshotsQuery, resp=Response(HTTP_200=SnapshotList, HTTP_400=ErrorOut),
                tags=TAGS)
 def list_snapshots(query: SnapshotsQuery):
-    """Snapshots newest first; `automatic=true` for the ones taken before deployments."""
+    """Snapshots newest first; `automatic=true` for the ones taken before deployments. Each
+    item carries a `summary` (model count, first models' weights); the recorded `state` is
+    only in `GET /api/snapshots/{id}`."""
     rows, token = services().snapshots.list(query.model, query.automatic, query.limit,
                                             query.page_token)
     return {"snapshots": rows, "next_page_token": token}

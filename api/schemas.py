@@ -176,15 +176,22 @@ class PredictionOut(BaseModel):
     fallback: bool
 
 
+TRAFFIC_FIELD = Field("routed", description="`routed` (what the traffic table sent; what "
+                      "rollouts, the watcher and alerts judge) or `pinned` (predictions "
+                      "that named their version), recorded apart")
+
+
 class MetricsQuery(Body):
     version: Optional[str] = Field(None, min_length=1, max_length=255)
     window: Optional[str] = Field(None, max_length=32, description="e.g. 30s, 15m, 24h, 7d")
+    traffic: Literal["routed", "pinned"] = TRAFFIC_FIELD
 
 
 class CompareQuery(Body):
     v1: str = Field(min_length=1, max_length=255)
     v2: str = Field(min_length=1, max_length=255)
     window: Optional[str] = Field(None, max_length=32)
+    traffic: Literal["routed", "pinned"] = TRAFFIC_FIELD
 
 
 class SeriesQuery(MetricsQuery):
@@ -217,6 +224,7 @@ class MetricsOut(BaseModel):
 class ModelMetrics(BaseModel):
     model: str
     window: Optional[str]
+    traffic: str = "routed"
     versions: dict[str, MetricsOut]
 
 
@@ -335,8 +343,19 @@ class SnapshotEnvelope(BaseModel):
     snapshot: SnapshotOut
 
 
+class SnapshotSummaryOut(BaseModel):
+    id: str
+    model: Optional[str]
+    automatic: bool
+    summary: dict[str, Any] = Field(description="`model_count`, and `models`: the first "
+                                                "four models' traffic weights")
+    reason: str
+    actor: str
+    created_at: str
+
+
 class SnapshotList(BaseModel):
-    snapshots: list[SnapshotOut]
+    snapshots: list[SnapshotSummaryOut]
     next_page_token: Optional[str]
 
 

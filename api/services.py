@@ -12,6 +12,7 @@ from deployment.gateway import Gateway, highest_stable
 from deployment.health_checker import HealthChecker
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
+from models.base_model import ProviderLimits
 from models.model_loader import ModelLoader, ProviderCatalog
 from registry.model_registry import ModelRegistry
 from rollback.rollback_manager import RollbackManager
@@ -24,6 +25,7 @@ from tracking.budgets import Budgets
 from tracking.metrics_collector import MetricsCollector, default_collector
 from tracking.performance_tracker import PerformanceTracker
 from tracking.pricing import PriceBook
+from tracking.prometheus import limit_versions
 from tracking.spend import SpendReports
 
 EXTENSION_KEY = "model_registry"
@@ -65,16 +67,36 @@ def build_services(settings: Settings) -> Services:
     registry = ModelRegistry(database, validate_config=catalog.validate_config)
     artifacts = ArtifactStore(settings.artifact_root)
     artifacts.cleanup_temp()
-    loader = ModelLoader(registry, artifacts, catalog)
+    traffic = TrafficStore(database)
+    limit_versions(settings.max_series_versions)
+    limits = ProviderLimits(timeout_s=settings.onnx_timeout_s,
+                            max_output_bytes=settings.max_output_bytes,
+                            memory_bytes=settings.onnx_memory_bytes)
+    deployments: DeploymentManager | None = None
+
+    def serving(model: str) -> set[str]:
+        """What the loader must keep loaded: routed, stable, and an active rollout's pair."""
+        table = traffic.get(model)
+        keep = set(table.weights) | {table.stable_version} if table else set()
+        active = deployments.store.active_for_model(model) if deployments else None
+        if active is not None:
+            keep |= {active.version, active.previous_version}
+        return {v for v in keep if v}
+
+    loader = ModelLoader(registry, artifacts, catalog, limits=limits,
+                         max_loaded=settings.max_loaded_versions,
+                         max_loaded_bytes=settings.max_loaded_bytes, serving=serving)
     collector = default_collector(database)
     prices = PriceBook(database, registry, default_gemini_model=settings.gemini_model)
-    tracker = PerformanceTracker(database, collector, prices)
-    traffic = TrafficStore(database)
+    tracker = PerformanceTracker(database, collector, prices,
+                                 max_series_versions=settings.max_series_versions)
     router = Router(traffic, highest_stable(registry))
     alerts = AlertManager(database, tracker=tracker)
     budgets = Budgets(database, collector, alerts=alerts)
     keys = KeyStore(database)
-    health = HealthChecker(loader)
+    # A probe lasts at least the ONNX deadline: the run it starts is stopped by that deadline
+    # by the time the probe is given up, never left spinning (issue 21).
+    health = HealthChecker(loader, timeout_s=max(10.0, settings.onnx_timeout_s))
     snapshots = SnapshotManager(database, health=health, router=router)
     deployments = DeploymentManager(database, registry=registry, loader=loader, tracker=tracker,
                                     alerts=alerts, traffic=traffic, router=router,
@@ -86,7 +108,7 @@ def build_services(settings: Settings) -> Services:
         loader=loader, collector=collector, tracker=tracker,
         alerts=alerts, traffic=traffic, router=router,
         gateway=Gateway(registry, loader, router, collector,
-                        settings.max_inflight_per_model, prices=prices, budgets=budgets),
+                        settings.inflight_limit, prices=prices, budgets=budgets),
         deployments=deployments, keys=keys, auth=Authenticator(keys, settings.admin_token),
         rollbacks=rollbacks, snapshots=snapshots, prices=prices, budgets=budgets,
         spend=SpendReports(database, collector))

@@ -6,6 +6,7 @@ from typing import Any
 from pydantic import ValidationError
 from spectree import SpecTree
 
+from api.docs_pages import PAGE_TEMPLATES
 from errors import InvalidArgument
 
 
@@ -30,6 +31,7 @@ spec = SpecTree(
     before=_raise_domain_error,
     after=_after,
     annotations=True,
+    page_templates=PAGE_TEMPLATES,   # pinned CDN assets with SRI; see api/docs_pages.py
 )
 
 # Operations spectree cannot wrap (it buffers every response it validates, and a streamed

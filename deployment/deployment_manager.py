@@ -64,7 +64,7 @@ from registry.model_registry import ModelRegistry, check_text
 from registry.pagination import check_limit
 from storage.database import Database, default_database
 from storage.model_store import ArtifactStore
-from storage.schema import iso, utcnow
+from storage.schema import as_utc, iso, utcnow
 from tracking.alerting import ROLLBACK_RULE, AlertManager
 from tracking.performance_tracker import PerformanceTracker
 
@@ -273,7 +273,7 @@ class DeploymentManager:
         the model is served by its highest stable version (revision 0); at a time before the
         first change nothing is known to have been routed (empty weights)."""
         self.registry.get_model(model)   # NotFound for an unknown model
-        table = self.traffic.at(model, _aware(at).astimezone(timezone.utc)) if at is not None \
+        table = self.traffic.at(model, as_utc(at)) if at is not None \
             else self.traffic.get(model)
         if table is not None:
             return table.as_dict()

@@ -28,7 +28,7 @@ from errors import FailedPrecondition, InvalidArgument, NotFound
 from registry.metadata_store import record_event
 from registry.pagination import decode_token, encode_token
 from storage.database import Database
-from storage.schema import deployments, events, health_checks, iso, rollbacks
+from storage.schema import as_utc, deployments, events, health_checks, iso, rollbacks
 
 ACTIVE_STATES: tuple[str, ...] = ("pending", "health_check", "progressing", "paused")
 FINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "aborted", "superseded", "rolled_back")
@@ -55,7 +55,7 @@ def aware(value: datetime | None) -> datetime | None:
 
 def _utc(value: datetime) -> datetime:
     """Bind values in UTC: SQLite compares the stored text, which drops the offset."""
-    return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return as_utc(value)
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,13 @@ from models.base_model import Prediction
 from models.model_loader import ModelLoader
 from registry.model_registry import ModelRegistry
 from tracking.budgets import Budgets
-from tracking.metrics_collector import MetricsCollector
+from tracking.metrics_collector import MetricsCollector, pinned_key
 from tracking.pricing import PriceBook, cost_fields
 
 # Failures that are the version's fault: counted against it, and worth one retry on stable.
+# Everything else the gateway raises (bad input, non-finite outputs, outputs or memory over the
+# caps, a refused pin) is the caller's: a 4xx that never reaches the version's metrics, so it
+# can feed neither canary analysis nor the live watcher nor alerts (issue 21).
 VERSION_FAILURES = (ProviderError, ProviderTimeout, Unavailable, DataCorrupted, FailedPrecondition)
 
 
@@ -100,31 +103,40 @@ class Gateway:
 
     def _call(self, model: str, version: str, input: Any, params: dict[str, Any] | None,
               route: Route, fallback: bool, api_key: str | None) -> dict[str, Any]:
+        """One call, counted against ``version`` when it is the version's doing; a pinned
+        call is counted apart (``pinned_key``), where nothing judges versions (its cost is
+        still the model's spend)."""
+        tracked = pinned_key(model) if route.routed_by == "pin" else model
         started = time.perf_counter()
         try:
             provider = self.loader.get(model, version)
             started = time.perf_counter()  # a first load is not the model's latency
             result: Prediction = provider.predict(input, params)
         except VERSION_FAILURES as exc:
-            self.collector.record(model, version, time.perf_counter() - started, False,
+            self.collector.record(tracked, version, time.perf_counter() - started, False,
                                   exc.code, api_key=api_key)
             raise
         latency = time.perf_counter() - started
         usage = result.usage
         if usage is None:
-            self.collector.record(model, version, latency, True, api_key=api_key)
+            self.collector.record(tracked, version, latency, True, api_key=api_key)
             usage_out = None
         else:
             cost = None if self.prices is None else self.prices.cost(
                 model, version, usage.input_tokens, usage.output_tokens, usage.total_tokens,
                 usage.cached_tokens, usage.thinking_tokens)
-            self.collector.record(model, version, latency, True, None, usage.input_tokens,
+            self.collector.record(tracked, version, latency, True, None, usage.input_tokens,
                                   usage.output_tokens, total_tokens=usage.total_tokens,
                                   cost=cost or 0, api_key=api_key)
             if cost and self.budgets is not None:
                 self.budgets.spent(model, api_key, cost)
             usage_out = {**usage.as_dict(), **cost_fields(cost)}
-        return {"model": model, "version": version, "output": result.output,
-                "latency": latency, "usage": usage_out,
-                "deployment_id": route.deployment_id, "routed_by": route.routed_by,
-                "fallback": fallback}
+        return _answer(model, version, result.output, usage_out, latency, route, fallback)
+
+
+def _answer(model: str, version: str, output: Any, usage: dict[str, Any] | None,
+            latency: float, route: Route, fallback: bool) -> dict[str, Any]:
+    return {"model": model, "version": version, "output": output,
+            "latency": latency, "usage": usage,
+            "deployment_id": route.deployment_id, "routed_by": route.routed_by,
+            "fallback": fallback}

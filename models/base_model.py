@@ -40,6 +40,17 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class ProviderLimits:
+    """What one provider call may use (issue 21). Local providers enforce them themselves:
+    ``timeout_s`` per call, ``max_output_bytes`` per answer, ``memory_bytes`` for the
+    process-wide onnxruntime arena."""
+
+    timeout_s: float = 10.0
+    max_output_bytes: int = 8 * 1024 * 1024
+    memory_bytes: int = 1024 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class VersionSpec:
     """Everything a provider may read to load one version."""
 
@@ -49,6 +60,7 @@ class VersionSpec:
     config: dict[str, Any] = field(default_factory=dict)
     artifact_path: Path | None = None
     artifact_digest: str | None = None
+    limits: ProviderLimits = field(default_factory=ProviderLimits)
 
 
 @dataclass(frozen=True)

@@ -26,16 +26,17 @@ Wiring (the registry validates configs with the catalog; the loader reads the re
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
 from money import parse_price
 from errors import (DataCorrupted, FailedPrecondition, InvalidArgument, NotFound, ProviderError,
                     RegistryError)
-from models.base_model import ModelProvider, VersionSpec
+from models.base_model import ModelProvider, ProviderLimits, VersionSpec
 from models.gemini_model import GeminiModel
 from models.onnx_model import OnnxModel
 from registry.model_registry import ModelRegistry
@@ -118,14 +119,31 @@ def provider_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 class ModelLoader:
-    """Loaded provider instances, one per (model, exact version), shared by all threads."""
+    """Loaded provider instances, one per (model, exact version), shared by all threads.
+
+    Bounded (issue 21): at most ``max_loaded`` versions and ``max_loaded_bytes`` of artifacts
+    stay loaded. Loading one more evicts the least recently used versions, never one that
+    ``serving(model)`` names (the versions its traffic table routes to, its stable version,
+    an active rollout's candidate and previous version): pinned predictions of old versions
+    load them for a while, they cannot keep them forever. The last-use time is one dict store
+    on the hot path; eviction (rare, on a load) scans it."""
 
     def __init__(self, registry: ModelRegistry, store: ArtifactStore,
-                 catalog: ProviderCatalog | None = None, *, failure_ttl_s: float = 2.0) -> None:
+                 catalog: ProviderCatalog | None = None, *, failure_ttl_s: float = 2.0,
+                 limits: ProviderLimits | None = None, max_loaded: int = 32,
+                 max_loaded_bytes: int = 2 * 1024 * 1024 * 1024,
+                 serving: Callable[[str], set[str]] | None = None) -> None:
         self.registry = registry
         self.store = store
         self.catalog = catalog or ProviderCatalog()
         self.failure_ttl_s = failure_ttl_s
+        self.limits = limits or ProviderLimits()
+        self.max_loaded = max_loaded
+        self.max_loaded_bytes = max_loaded_bytes
+        self.serving = serving
+        self._last_used: dict[Key, float] = {}
+        self._sizes: dict[Key, int] = {}
+        self._evicting = threading.Lock()
         self._loaded: dict[Key, ModelProvider] = {}
         self._failed: dict[Key, tuple[float, RegistryError]] = {}
         self._locks: dict[Key, threading.Lock] = {}
@@ -144,8 +162,10 @@ class ModelLoader:
         ``version`` should be exact (what the router hands out); ``latest``, an alias or a
         range also work, but are resolved through the registry on every call.
         """
-        instance = self._loaded.get((model, version))
+        key = (model, version)
+        instance = self._loaded.get(key)
         if instance is not None:
+            self._last_used[key] = time.monotonic()
             return instance
         return self._load(model, version)
 
@@ -167,8 +187,39 @@ class ModelLoader:
                 self._failed[key] = (time.monotonic(), exc)
                 raise
             self._failed.pop(key, None)
+            self._sizes[key] = int((row.get("artifact") or {}).get("size") or 0)
+            self._last_used[key] = time.monotonic()
             self._loaded[key] = instance
-            return instance
+        self._evict(keep=key)
+        return instance
+
+    def _evict(self, keep: Key) -> None:
+        """Unload least recently used versions until the count and bytes fit the bounds."""
+        with self._evicting:
+            protected: dict[str, set[str]] = {}
+            while True:
+                loaded = [k for k in list(self._loaded) if k != keep]
+                total = sum(self._sizes.get(k, 0) for k in loaded) + self._sizes.get(keep, 0)
+                if len(loaded) + 1 <= self.max_loaded and total <= self.max_loaded_bytes:
+                    return
+                candidates = [k for k in loaded
+                              if k[1] not in self._protected(k[0], protected)]
+                if not candidates:
+                    log.warning("%d loaded versions (%d bytes) exceed the bounds, but every "
+                                "one of them is serving", len(loaded) + 1, total)
+                    return
+                victim = min(candidates, key=lambda k: self._last_used.get(k, 0.0))
+                log.info("unloading %s@%s (least recently used)", *victim)
+                self.unload(*victim)
+
+    def _protected(self, model: str, cache: dict[str, set[str]]) -> set[str]:
+        if model not in cache:
+            try:
+                cache[model] = set(self.serving(model)) if self.serving else set()
+            except Exception:  # cannot tell what serves: evict none of this model's versions
+                log.exception("cannot read what serves %s; keeping its versions", model)
+                cache[model] = {v for m, v in self._loaded if m == model}
+        return cache[model]
 
     def _lock_for(self, key: Key) -> threading.Lock:
         with self._guard:
@@ -198,17 +249,23 @@ class ModelLoader:
                     details={"expected": artifact["digest"]}) from None
         spec = VersionSpec(model=model, version=version, provider=row["provider"],
                            config=provider_config(row.get("config")), artifact_path=path,
-                           artifact_digest=artifact["digest"] if artifact else None)
+                           artifact_digest=artifact["digest"] if artifact else None,
+                           limits=self.limits)
         instance = cls(spec)
         try:
             instance.load()
         except Exception as exc:
             _close(instance)  # release whatever a half-done load acquired
-            if isinstance(exc, RegistryError):
-                raise
-            # A plug-in's own failure is still this version's failure, not a server bug.
-            raise ProviderError(f"provider {row['provider']!r} failed to load "
-                                f"{model}@{version}: {type(exc).__name__}: {exc}") from exc
+            if isinstance(exc, RegistryError) and not isinstance(exc, ProviderError):
+                raise   # our own words (a bad config, no artifact): nothing internal in them
+            # A provider's failure text may name files, hosts or processes: it goes to the log
+            # under an incident id, and the caller (and any alert) gets the id only.
+            incident = secrets.token_hex(6)
+            log.error("loading %s@%s (%s) failed, incident %s", model, version,
+                      row["provider"], incident, exc_info=exc)
+            raise ProviderError(f"{row['provider']} version {model}@{version} failed to load "
+                                f"(incident {incident}; details in the server log)",
+                                details={"incident": incident}) from exc
         return instance
 
     # -- unloading ------------------------------------------------------------------------
@@ -218,6 +275,8 @@ class ModelLoader:
         with self._lock_for(key):
             self._failed.pop(key, None)
             instance = self._loaded.pop(key, None)
+            self._last_used.pop(key, None)
+            self._sizes.pop(key, None)
         if instance is None:
             return False
         _close(instance)

@@ -28,6 +28,8 @@ Version ``config`` (all keys optional, nothing else accepted):
 """
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
@@ -36,8 +38,12 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
 
-from errors import FailedPrecondition, InvalidArgument, ProviderError, Unavailable
+from errors import (FailedPrecondition, InvalidArgument, ProviderError, ProviderTimeout,
+                    TooLarge, Unavailable)
 from models.base_model import ModelProvider, Prediction, VersionSpec
+from models.deadline import WATCHDOG
+
+log = logging.getLogger(__name__)
 
 _DTYPES: dict[str, np.dtype] = {
     f"tensor({onnx_name})": np.dtype(np_name) for onnx_name, np_name in {
@@ -53,6 +59,8 @@ _ACCEPTED_KINDS = {"f": "iuf", "i": "iu", "u": "iu", "b": "b", "U": "U"}
 _KIND_WORDS = {"f": "floats", "i": "integers", "u": "integers", "b": "booleans",
                "U": "strings", "O": "nulls, objects or mixed values"}
 _MAX_THREADS = 64
+# onnxruntime's words for an allocation the capped arena refused.
+_ARENA_REFUSED = ("Available memory of", "BFCArena", "bad allocation")
 _LABEL_KEY = "label"
 
 Dim = int | str | None
@@ -112,6 +120,24 @@ _CONFIG_KEYS = {"sample_input": _check_sample_input, "intra_op_threads": _check_
                 "labels": _check_labels}
 
 
+_arena_lock = threading.Lock()
+_arena_bytes: int | None = None
+
+
+def _share_capped_arena(memory_bytes: int) -> None:
+    """One CPU arena for every session of this process, capped at ``memory_bytes``: an input
+    that drives a huge allocation (``ConstantOfShape``, ``Expand``) fails instead of taking
+    the machine's memory. The first load sets the cap; it lasts as long as the process."""
+    global _arena_bytes
+    with _arena_lock:
+        if _arena_bytes is not None:
+            return
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                 ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(memory_bytes, -1, -1, -1))
+        _arena_bytes = memory_bytes
+
+
 class OnnxModel(ModelProvider):
     """One registered ONNX version: one InferenceSession shared by every serving thread."""
 
@@ -159,11 +185,14 @@ class OnnxModel(ModelProvider):
         # Fatal only: a failed run reaches the caller as an exception with the same message, so
         # onnxruntime's own error log would print every failure twice.
         options.log_severity_level = 4
+        _share_capped_arena(self.spec.limits.memory_bytes)
+        options.add_session_config_entry("session.use_env_allocators", "1")
         try:
             session = ort.InferenceSession(str(self.spec.artifact_path), sess_options=options,
                                            providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ProviderError(f"cannot load {self.label}: {exc}") from exc
+        except Exception as exc:  # onnxruntime's text names files: it goes to the log only
+            raise ProviderError(f"cannot load {self.label}: onnxruntime refused the "
+                                "artifact") from exc
         inputs = tuple(self._tensor_info(arg) for arg in session.get_inputs())
         outputs = session.get_outputs()
         labels = config.get("labels")
@@ -200,14 +229,43 @@ class OnnxModel(ModelProvider):
         if params:
             raise InvalidArgument("the onnx provider takes no params")
         feeds = self._feeds(input)
+        limits = self.spec.limits
+        run_options = ort.RunOptions()
+        run_options.log_severity_level = 4
+
+        def stop() -> None:
+            run_options.terminate = True
+
         try:
-            results = session.run(self._output_names, feeds)
-        except OrtInvalidArgument as exc:  # data-dependent, e.g. an index out of range
-            raise InvalidArgument(f"{self.label} rejected the input: {exc}".strip(),
-                                  details=self._expected()) from exc
+            with WATCHDOG.armed(limits.timeout_s, stop):
+                results = session.run(self._output_names, feeds, run_options)
         except Exception as exc:
-            raise ProviderError(f"{self.label} failed: {exc}".strip()) from exc
+            raise self._run_error(exc, run_options.terminate) from exc
+        size = sum(r.nbytes for r in results if isinstance(r, np.ndarray))
+        if size > limits.max_output_bytes:
+            raise TooLarge(f"{self.label} would answer {size} bytes for this input, over the "
+                           f"{limits.max_output_bytes}-byte output cap",
+                           details={"output_bytes": size, "limit": limits.max_output_bytes})
         return Prediction(output=self._output_json(results))
+
+    def _run_error(self, exc: Exception, terminated: bool) -> Exception:
+        """Whose fault a failed run is: the caller's input (4xx, never counted against the
+        version), the deadline, or the version (logged; the public message stays generic)."""
+        text = str(exc)
+        if terminated:
+            return ProviderTimeout(f"{self.label} ran past its {self.spec.limits.timeout_s:g}s "
+                                   "deadline and was stopped",
+                                   details={"timeout_s": self.spec.limits.timeout_s})
+        if any(word in text for word in _ARENA_REFUSED):
+            return TooLarge(f"{self.label} needs more memory for this input than the "
+                            f"{self.spec.limits.memory_bytes}-byte cap allows",
+                            details={"memory_limit": self.spec.limits.memory_bytes})
+        if isinstance(exc, OrtInvalidArgument):  # data-dependent, e.g. an index out of range
+            return InvalidArgument(f"{self.label} rejected the input: {text}".strip(),
+                                   details=self._expected())
+        # Anything else (a node failing on the declared shapes, as a broken version does on
+        # every input) is the version's: its health probe fails the same way.
+        return ProviderError(f"{self.label} failed: {text}".strip())
 
     def _expected(self) -> dict[str, Any]:
         return {"expected_inputs": [t.as_dict() for t in self._inputs]}
@@ -281,8 +339,11 @@ class OnnxModel(ModelProvider):
         for name, result in zip(self._output_names, results):
             if isinstance(result, np.ndarray) and result.dtype.kind == "f" \
                     and not np.isfinite(result).all():
-                raise ProviderError(f"{self.label} produced NaN or infinite values in output "
-                                    f"'{name}', which JSON cannot carry")
+                # The input drove the arithmetic out of range: the caller's doing (400), never
+                # counted against the version (issue 21).
+                raise InvalidArgument(f"{self.label} produced NaN or infinite values in output "
+                                      f"'{name}' for this input, which JSON cannot carry",
+                                      details={"reason": "non_finite_output"})
         values = [_jsonable(r) for r in results]
         if self._labels is None:
             return values[0] if len(values) == 1 else dict(zip(self._output_names, values))

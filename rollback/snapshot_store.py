@@ -11,9 +11,33 @@ from storage.database import Database
 from storage.schema import iso, snapshots
 
 
+SUMMARY_MODELS = 4
+
+
+def summarize(state: dict[str, Any] | None) -> dict[str, Any]:
+    """What a list shows of a snapshot: how many models, and the first few's weights."""
+    models = (state or {}).get("models") or {}
+    shown = dict(list(models.items())[:SUMMARY_MODELS])
+    return {"model_count": len(models),
+            "models": {name: ((s or {}).get("traffic") or {}).get("weights")
+                       for name, s in shown.items()}}
+
+
 def snapshot_dict(row: Any) -> dict[str, Any]:
     return {"id": row.id, "model": row.model, "automatic": row.automatic, "state": row.state,
             "reason": row.reason, "actor": row.actor, "created_at": iso(row.created_at)}
+
+
+def summary_dict(row: Any) -> dict[str, Any]:
+    """A list item: everything but the state, which only ``GET /api/snapshots/{id}`` gives
+    (a global snapshot of many models is megabytes; issue 21)."""
+    return {"id": row.id, "model": row.model, "automatic": row.automatic,
+            "summary": row.summary or {"model_count": None, "models": {}},
+            "reason": row.reason, "actor": row.actor, "created_at": iso(row.created_at)}
+
+
+_SUMMARY_COLUMNS = [snapshots.c[name] for name in
+                    ("id", "model", "automatic", "summary", "reason", "actor", "created_at")]
 
 
 class SnapshotStore:
@@ -21,7 +45,7 @@ class SnapshotStore:
         self.db = database
 
     def insert(self, conn: Connection, values: dict[str, Any]) -> dict[str, Any]:
-        conn.execute(insert(snapshots).values(**values))
+        conn.execute(insert(snapshots).values(**values, summary=summarize(values["state"])))
         return snapshot_dict(conn.execute(select(snapshots)
                                           .where(snapshots.c.id == values["id"])).one())
 
@@ -35,7 +59,7 @@ class SnapshotStore:
     def list(self, model: str | None, automatic: bool | None, limit: int,
              page_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
         """Newest first (ids are time ordered)."""
-        stmt = select(snapshots).order_by(snapshots.c.id.desc()).limit(limit + 1)
+        stmt = select(*_SUMMARY_COLUMNS).order_by(snapshots.c.id.desc()).limit(limit + 1)
         if model is not None:
             stmt = stmt.where(snapshots.c.model == model)
         if automatic is not None:
@@ -45,7 +69,7 @@ class SnapshotStore:
             stmt = stmt.where(snapshots.c.id < str(after))
         with self.db.read() as conn:
             rows = conn.execute(stmt).all()
-        page = [snapshot_dict(r) for r in rows[:limit]]
+        page = [summary_dict(r) for r in rows[:limit]]
         return page, (encode_token(page[-1]["id"]) if len(rows) > limit else None)
 
     def delete(self, snapshot_id: str) -> None:

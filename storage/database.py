@@ -16,8 +16,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 
 from config import get_settings
+from storage.disk import is_full, storage_full
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -70,9 +72,15 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One write transaction: committed on success, rolled back on any exception."""
-        with self.engine.begin() as conn:
-            yield conn
+        """One write transaction: committed on success, rolled back on any exception. A full
+        disk is a ``StorageFull`` (507), not a driver error."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            if is_full(exc):
+                raise storage_full("the database write") from exc
+            raise
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -13,10 +13,10 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
-from errors import InvalidArgument, NotFound
+from errors import FailedPrecondition, InvalidArgument, NotFound
 from registry.metadata_store import record_event
 from storage.database import Database
-from storage.schema import api_keys, iso, utcnow
+from storage.schema import api_keys, auth_state, iso, utcnow
 
 ROLES = ("read", "write", "admin")
 _RANK = {role: i for i, role in enumerate(ROLES)}
@@ -60,6 +60,11 @@ class KeyStore:
                 name=name, prefix=prefix, digest=_digest(token), role=role,
                 created_at=utcnow())).inserted_primary_key[0]
             record_event(conn, "key.created", actor=actor, detail={"key": name, "role": role})
+            # The first key switches authentication on for good (revoking keys never turns it
+            # off again): one transaction with the key itself.
+            conn.execute(update(auth_state).where(auth_state.c.id == 1,
+                                                  auth_state.c.keys_required.is_(False))
+                         .values(keys_required=True, since=utcnow()))
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
         return _key_dict(row), token
 
@@ -74,6 +79,15 @@ class KeyStore:
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
             if row is None:
                 raise NotFound(f"api key {key_id} does not exist")
+            # FOR UPDATE: two admins revoking each other at once cannot both succeed.
+            if row.revoked_at is None and row.role == "admin" and len(conn.execute(
+                    select(api_keys.c.id).where(api_keys.c.revoked_at.is_(None),
+                                                api_keys.c.role == "admin")
+                    .with_for_update()).all()) <= 1:
+                raise FailedPrecondition(
+                    f"api key {key_id} is the last active admin key: revoking it would leave "
+                    "nobody able to manage keys; create another admin key first",
+                    details={"reason": "last_admin_key"})
             if row.revoked_at is None:
                 conn.execute(update(api_keys).where(api_keys.c.id == key_id)
                              .values(revoked_at=utcnow()))
@@ -84,6 +98,12 @@ class KeyStore:
         with self.db.read() as conn:
             return conn.execute(select(func.count()).select_from(api_keys)
                                 .where(api_keys.c.revoked_at.is_(None))).scalar_one()
+
+    def keys_required(self) -> bool:
+        """Whether authentication is on for good (a key was ever created)."""
+        with self.db.read() as conn:
+            return bool(conn.execute(select(auth_state.c.keys_required)
+                                     .where(auth_state.c.id == 1)).scalar())
 
     def verify(self, token: str) -> Principal | None:
         """The key's principal, or None for an unknown, malformed or revoked token."""

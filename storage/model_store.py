@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from errors import DataCorrupted, InvalidArgument, NotFound, TooLarge
+from storage.disk import is_full, storage_full
 
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")
 _TEMP_PREFIX = "upload-"
@@ -83,8 +84,14 @@ class ArtifactStore:
         More than ``max_bytes`` → ``TooLarge``. Any failure (including one raised by the
         stream itself) removes the temp file and leaves the store as it was.
         """
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=self._tmp)
+        try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX,
+                                            dir=self._tmp)
+        except OSError as exc:
+            if is_full(exc):
+                raise storage_full("storing the artifact") from exc
+            raise
         tmp = Path(tmp_name)
         try:
             h = hashlib.sha256()
@@ -102,6 +109,10 @@ class ArtifactStore:
             digest = h.hexdigest()
             self._publish(tmp, digest)
             return digest, size
+        except OSError as exc:
+            if is_full(exc):
+                raise storage_full("storing the artifact") from exc
+            raise
         finally:
             tmp.unlink(missing_ok=True)  # already gone when published
 

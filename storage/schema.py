@@ -16,13 +16,25 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC (naive means UTC). A time that parses but lies beyond what UTC can
+    hold (``0001-01-01T00:00:00+14:00``, ``9999-12-31T23:59:59-14:00``) becomes the first or
+    last representable instant instead of an OverflowError: such a time is still served."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        edge = datetime.min if value.year == datetime.min.year else datetime.max
+        return edge.replace(tzinfo=timezone.utc)
+
+
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 UTC with a Z, as every API answer shows times."""
     if value is None:
         return None
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    # SQLite hands back naive datetimes; they were stored as UTC
+    return as_utc(value).isoformat().replace("+00:00", "Z")
 
 
 models = Table(
@@ -107,7 +119,7 @@ from sqlalchemy import Boolean, Float, PrimaryKeyConstraint, text  # noqa: E402 
 # deleted model stay readable until retention prunes them.
 metric_buckets = Table(
     "metric_buckets", metadata,
-    Column("model", String(128), nullable=False),
+    Column("model", String(160), nullable=False),   # a model name, or "<model>#pinned"
     Column("version", String(255), nullable=False),
     Column("resolution", Integer, nullable=False),            # seconds: 10, 300, 3600, 86400
     Column("bucket_start", BigInteger, nullable=False),       # epoch s, multiple of resolution
@@ -135,7 +147,7 @@ metric_buckets = Table(
 # list of versions with recent traffic for alert evaluation.
 metric_series = Table(
     "metric_series", metadata,
-    Column("model", String(128), primary_key=True),
+    Column("model", String(160), primary_key=True),
     Column("version", String(255), primary_key=True),
     Column("first_bucket", BigInteger, nullable=False),
     Column("last_bucket", BigInteger, nullable=False),
@@ -280,6 +292,15 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True)),
 )
 
+# One row (id 1): whether API keys are required. Set by the first key ever created and never
+# cleared by the service, so revoking keys cannot switch authentication off (issue 21).
+auth_state = Table(
+    "auth_state", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("keys_required", Boolean, nullable=False),
+    Column("since", DateTime(timezone=True)),
+)
+
 # --- snapshots ------------------------------------------------------------------------------
 # The serving state (traffic tables, aliases, version statuses, active deployment) of one model
 # (``model`` set) or of all models (``model`` NULL), taken by hand or before every deployment.
@@ -289,6 +310,7 @@ snapshots = Table(
     Column("model", String(128)),
     Column("automatic", Boolean, nullable=False),
     Column("state", JSON, nullable=False),
+    Column("summary", JSON),     # what lists show: model count, first models' weights
     Column("reason", Text, nullable=False, default=""),
     Column("actor", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),

@@ -22,22 +22,24 @@ def served(client):
 
 
 def test_metrics_per_version(served):
-    body = served.get("/api/models/lin/metrics").json
+    # the fixture's predictions pin their versions: reported apart from routed traffic
+    assert served.get("/api/models/lin/metrics").json["versions"] == {}
+    body = served.get("/api/models/lin/metrics?traffic=pinned").json
     assert body["model"] == "lin"
     assert body["versions"]["1.0.0"]["requests"] == 10
     assert body["versions"]["1.1.0"]["requests"] == 20
     m = body["versions"]["1.1.0"]
     assert m["success_rate"] == 100.0 and m["error_rate"] == 0.0
     assert 0 < m["p50_latency"] <= m["p95_latency"] <= m["p99_latency"]
-    one = served.get("/api/models/lin/metrics?version=1.0.0&window=15m").json
+    one = served.get("/api/models/lin/metrics?version=1.0.0&window=15m&traffic=pinned").json
     assert list(one["versions"]) == ["1.0.0"] and one["window"] == "15m"
 
 
 def test_compare_and_series(served):
-    body = served.get("/api/models/lin/compare?v1=1.0.0&v2=1.1.0").json
+    body = served.get("/api/models/lin/compare?v1=1.0.0&v2=1.1.0&traffic=pinned").json
     assert body["v1"]["requests"] == 10 and body["v2"]["requests"] == 20
     assert body["diff"]["requests"]["delta"] == 10
-    series = served.get("/api/models/lin/metrics/series?window=10m&step=1m").json
+    series = served.get("/api/models/lin/metrics/series?window=10m&step=1m&traffic=pinned").json
     assert series["model"] == "lin"
     points = series["points"]["1.1.0"]
     assert sum(p["requests"] for p in points) == 20

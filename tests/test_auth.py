@@ -82,7 +82,10 @@ def test_keys_enforce_auth_without_admin_token(app, client, runner):
     assert client.get("/api/models", headers=bearer(token)).status_code == 200
     listed = runner.invoke(args=["keys", "list"]).output
     assert "ops" in listed and token not in listed
-    assert runner.invoke(args=["keys", "revoke", "1"]).exit_code == 0
+    refused = runner.invoke(args=["keys", "revoke", "1"])   # the last admin key
+    assert refused.exit_code != 0 and "last active admin key" in str(refused.exception)
+    runner.invoke(args=["keys", "create", "reader", "--role", "read"])
+    assert runner.invoke(args=["keys", "revoke", "2"]).exit_code == 0
 
 
 @pytest.mark.parametrize("body", [{"name": "", "role": "read"}, {"name": "x", "role": "root"}])

@@ -210,11 +210,13 @@ def test_unknown_version_is_not_found(env):
         env.loader.get("nope", "1.0.0")
 
 
-def test_provider_load_failures(database, tmp_path):
-    env = Env(database, tmp_path, counting_provider(fail=RuntimeError("boom")))
+def test_provider_load_failures(database, tmp_path, caplog):
+    env = Env(database, tmp_path, counting_provider(fail=RuntimeError("boom /secret/path")))
     env.counting_version("m", "1.0.0")
-    with pytest.raises(ProviderError, match="RuntimeError: boom"):
+    with pytest.raises(ProviderError, match="failed to load .incident") as raised:
         env.loader.get("m", "1.0.0")
+    assert "/secret/path" not in raised.value.message     # the details go to the log only
+    assert raised.value.details["incident"] in caplog.text and "/secret/path" in caplog.text
     assert env.provider.closes == 1  # a half-loaded instance is closed
     assert env.loader.loaded() == []
 

@@ -180,7 +180,7 @@ def test_automatic_snapshot_before_every_deployment_with_retention(svc):
     autos, _ = svc.snapshots.list("m", automatic=True)
     assert len(autos) == 2 and all(s["reason"].startswith("before deployment") for s in autos)
     # the newest automatic snapshot is the state just before 1.2.0 was deployed
-    assert autos[0]["state"]["models"]["m"]["traffic"]["weights"] == {"1.1.0": 100}
+    assert autos[0]["summary"]["models"]["m"] == {"1.1.0": 100}
 
 
 def test_restore_refused_when_a_model_is_gone_and_changes_nothing(svc):

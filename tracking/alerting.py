@@ -34,7 +34,7 @@ from typing import Any
 
 from errors import InvalidArgument
 from storage.database import Database
-from tracking.metrics_collector import BUCKET_SECONDS
+from tracking.metrics_collector import BUCKET_SECONDS, is_pinned_key
 from tracking.metrics_store import AlertStore
 from tracking.performance_tracker import PerformanceTracker, Window, parse_window
 
@@ -171,7 +171,8 @@ class AlertManager:
         since = int((time.time() - seconds) // BUCKET_SECONDS) * BUCKET_SECONDS
         stored, memory = self.tracker.collector.read_consistent(
             lambda: self.tracker.store.spans(since=since), lambda key: key[2] >= since)
-        return sorted({m for m, _ in stored} | {key[0] for key, _ in memory})
+        names = {m for m, _ in stored} | {key[0] for key, _ in memory}
+        return sorted(name for name in names if not is_pinned_key(name))   # never judged
 
     def _reference(self, model: str, metrics: Mapping[str, Mapping[str, Any]]) -> str | None:
         if self.reference_resolver is not None:

@@ -38,7 +38,7 @@ from errors import BudgetExceeded, InvalidArgument, NotFound
 from money import micro_to_usd, usd_to_micro
 from storage.database import Database
 from tracking.metrics_collector import Aggregate, Key, MetricsCollector
-from tracking.spend_store import SpendStore
+from tracking.spend_store import SpendStore, spend_model
 
 log = logging.getLogger(__name__)
 SCOPES = ("key", "model")
@@ -205,7 +205,7 @@ class Budgets:
         key = name if scope == "key" else None
 
         def wanted(k: Key) -> bool:
-            return start <= k[2] < end and (model is None or k[0] == model)
+            return start <= k[2] < end and (model is None or spend_model(k[0]) == model)
 
         stored, memory = self.collector.read_consistent(
             lambda: self.store.cost(start, end, model=model, api_key=key), wanted)

@@ -68,6 +68,20 @@ T = TypeVar("T")
 
 # --- the histogram --------------------------------------------------------------------------
 
+# Pinned predictions (the caller chose the version) are recorded apart from routed traffic,
+# under the model key "<model>#pinned": '#' cannot occur in a model name, so nothing that
+# judges a version (canary analysis, the live watcher, alerts) ever reads them (issue 21).
+PINNED_SUFFIX = "#pinned"
+
+
+def pinned_key(model: str) -> str:
+    return model + PINNED_SUFFIX
+
+
+def is_pinned_key(name: str) -> bool:
+    return name.endswith(PINNED_SUFFIX)
+
+
 def latency_index(latency: float) -> int:
     """The log bucket of one latency (seconds)."""
     if latency <= MIN_LATENCY:

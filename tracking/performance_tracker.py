@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -183,7 +184,9 @@ class PerformanceTracker:
 
     def __init__(self, database: Database | None = None,
                  collector: MetricsCollector | None = None,
-                 prices: PriceBook | None = None) -> None:
+                 prices: PriceBook | None = None, *,
+                 max_series_versions: int = 20) -> None:
+        self.max_series_versions = max_series_versions
         if database is None and collector is not None:
             database = getattr(collector.sink, "database", None)
         self.database = database or default_database()
@@ -210,7 +213,7 @@ class PerformanceTracker:
         marks it failed; ``tokens`` is the total when the provider gives no split (priced as
         input tokens). The cost comes from the price in force at ``at`` (see
         ``tracking.pricing``); ``api_key`` names the key it is spent by."""
-        _check_name(model, "model", 128)
+        _check_name(model, "model", 160)   # a name, or "<name>#pinned"
         _check_name(version, "version", 255)
         if isinstance(latency, bool) or not isinstance(latency, (int, float)):
             raise InvalidArgument(f"latency must be a number of seconds, got {latency!r}")
@@ -239,7 +242,7 @@ class PerformanceTracker:
                     window: Window = None) -> dict[str, Any]:
         """The metrics of one version, or ``{version: metrics}`` of every version with data
         in the window when ``version`` is None."""
-        _check_name(model, "model", 128)
+        _check_name(model, "model", 160)   # a name, or "<name>#pinned"
         if version is not None:
             _check_name(version, "version", 255)
         seconds = parse_window(window)
@@ -252,7 +255,7 @@ class PerformanceTracker:
                          window: Window = None) -> dict[str, Any]:
         """``{"v1": metrics, "v2": metrics, "diff": {key: {"delta": v2-v1, "ratio": v2/v1}}}``,
         both read from one snapshot."""
-        _check_name(model, "model", 128)
+        _check_name(model, "model", 160)   # a name, or "<name>#pinned"
         _check_name(v1, "v1", 255)
         _check_name(v2, "v2", 255)
         found = self._metrics(model, [v1, v2], parse_window(window))
@@ -271,7 +274,7 @@ class PerformanceTracker:
         "points"}`` where ``points`` is ``[{"start", "end", **metrics}]`` for one version and
         ``{version: [...]}`` for all. ``step`` is rounded up to a multiple of the resolution
         kept for that age (10 s for the last day, 5 min for a week, 1 h beyond)."""
-        _check_name(model, "model", 128)
+        _check_name(model, "model", 160)   # a name, or "<name>#pinned"
         if version is not None:
             _check_name(version, "version", 255)
         seconds = parse_window(window)
@@ -299,6 +302,14 @@ class PerformanceTracker:
         for ver, bucket_start, item in _items(rows, memory):
             steps.setdefault((ver, (bucket_start - start) // step_n), _Summary()).add(item)
         names = sorted({ver for ver, _ in steps}) if version is None else [version]
+        omitted = 0
+        if len(names) > self.max_series_versions:   # bounded work and answer (issue 21)
+            busiest = Counter[str]()
+            for (ver, _), summary in steps.items():
+                busiest[ver] += summary.total.requests
+            kept = {ver for ver, _ in busiest.most_common(self.max_series_versions)}
+            omitted = len(names) - len(kept)
+            names = [ver for ver in names if ver in kept]
         series: dict[str, list[dict[str, Any]]] = {}
         for ver in names:
             points = []
@@ -309,8 +320,11 @@ class PerformanceTracker:
                 points.append({"start": _utc(p_start), "end": _utc(p_start + step_n),
                                **summary.metrics(span)})
             series[ver] = points
-        return {"model": model, "version": version, "window": seconds, "step": step_n,
-                "points": series[version] if version is not None else series}
+        answer = {"model": model, "version": version, "window": seconds, "step": step_n,
+                  "points": series[version] if version is not None else series}
+        if omitted:
+            answer["versions_omitted"] = omitted
+        return answer
 
     # --- internals ----------------------------------------------------------------------------
 

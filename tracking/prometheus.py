@@ -47,15 +47,37 @@ TRAFFIC = Gauge("registry_traffic_weight_percent",
                 "Share of a model's traffic per version (0-100).", ["model", "version"],
                 multiprocess_mode="livemostrecent")
 
+# Series per model are capped (issue 21): versions beyond the first ``max_versions`` seen by
+# this process are counted under the version label "other".
+OTHER_VERSION = "other"
+_label_versions: dict[str, set[str]] = {}
+_label_limit = {"max_versions": 20}
+
 _BOUNDS = np.array(LATENCY_BUCKETS + (float("inf"),))
 _traffic_versions: dict[str, set[str]] = {}
 _traffic_lock = threading.Lock()
 
 
+def limit_versions(max_versions: int) -> None:
+    """At most ``max_versions`` version labels per model (``MAX_SERIES_VERSIONS``)."""
+    _label_limit["max_versions"] = max_versions
+
+
+def _label(model: str, version: str) -> str:
+    seen = _label_versions.setdefault(model, set())
+    if version in seen:
+        return version
+    if len(seen) >= _label_limit["max_versions"]:
+        return OTHER_VERSION
+    seen.add(version)
+    return version
+
+
 def export(batch: Mapping[Key, Aggregate]) -> None:
     """Add a drained collector batch to the Prometheus metrics (the collector's exporter)."""
     per_version: dict[tuple[str, str], Aggregate] = {}
-    for (model, version, _start), agg in batch.items():
+    for (model, exact, _start), agg in batch.items():
+        version = _label(model, exact)
         mine = per_version.get((model, version))
         per_version[(model, version)] = agg.copy() if mine is None else mine.merge(agg)
     for (model, version), agg in per_version.items():

@@ -18,7 +18,8 @@ from money import micro_to_usd
 from registry.pagination import decode_token, encode_token
 from storage.database import Database
 from tracking.metrics_collector import Key, MetricsCollector
-from tracking.spend_store import DAY, GROUPS, HOUR, SPEND_FIELDS, SpendStore, spend_rows
+from tracking.spend_store import (DAY, GROUPS, HOUR, SPEND_FIELDS, SpendStore, spend_model,
+                                  spend_rows)
 
 MAX_ROWS = 10_000
 
@@ -68,7 +69,7 @@ class SpendReports:
         hi = int(math.ceil(t_end / HOUR) * HOUR)
 
         def wanted(k: Key) -> bool:
-            return lo <= k[2] < hi and (model is None or k[0] == model)
+            return lo <= k[2] < hi and (model is None or spend_model(k[0]) == model)
 
         stored, memory = self.collector.read_consistent(
             lambda: self.store.totals(groups, lo, hi, model=model, api_key=api_key), wanted)

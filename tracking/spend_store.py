@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from errors import NotFound
 from storage.database import Database
 from storage.schema import budgets, iso, spend, utcnow
-from tracking.metrics_collector import Aggregate, Key
+from tracking.metrics_collector import PINNED_SUFFIX, Aggregate, Key
 
 HOUR = 3600
 DAY = 86400
@@ -25,13 +25,20 @@ SPEND_FIELDS = ("requests", "input_tokens", "output_tokens", "cost_micro_usd")
 NO_KEY = ""                                    # the api_key of requests made without one
 
 
+def spend_model(tracked: str) -> str:
+    """The model a tracked name spends for: pinned calls (``<model>#pinned``) are tracked apart
+    from routed traffic, but they cost the model all the same."""
+    return tracked.removesuffix(PINNED_SUFFIX)
+
+
 def spend_rows(batch: Mapping[Key, Aggregate] | Sequence[tuple[Key, Aggregate]]
                ) -> dict[SpendKey, list[int]]:
     """Collector aggregates → hourly spend per (model, version, key): [requests, input
     tokens, output tokens, cost]."""
     out: dict[SpendKey, list[int]] = {}
     items = batch.items() if isinstance(batch, Mapping) else batch
-    for (model, version, start), agg in items:
+    for (tracked, version, start), agg in items:
+        model = spend_model(tracked)
         hour = start // HOUR * HOUR
         parts = [(NO_KEY, agg.anonymous_spend()), *agg.by_key.items()]
         for name, values in parts:

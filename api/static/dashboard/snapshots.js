@@ -9,16 +9,30 @@
   let poller = null;
   const pager = Dash.pager($("snapshots-pager"), () => { lastJson = ""; poller.now(); });
 
-  function summary(state) {
-    const models = Object.entries((state && state.models) || {});
+  function summary(sum) {
+    const models = Object.entries((sum && sum.models) || {});
+    const count = (sum && sum.model_count) || models.length;
     if (!models.length) return h("span", {class: "muted"}, "no models");
-    const shown = models.slice(0, 4).map(([name, s]) => {
-      const weights = s.traffic ? Object.entries(s.traffic.weights)
+    const shown = models.map(([name, weights]) => {
+      const text = weights ? Object.entries(weights)
         .map(([v, w]) => `${v} ${w}%`).join(", ") : "not deployed";
-      return h("div", {}, h("strong", {}, name), ": ", weights);
+      return h("div", {}, h("strong", {}, name), ": ", text);
     });
-    if (models.length > 4) shown.push(h("div", {class: "muted"}, `and ${models.length - 4} more`));
+    if (count > models.length) shown.push(h("div", {class: "muted"}, `and ${count - models.length} more`));
     return h("div", {}, shown);
+  }
+
+  /* The full recorded state is fetched when opened (lists carry summaries only). */
+  function stateDetails(s) {
+    const pre = h("pre", {class: "json"}, "loading…");
+    const details = h("details", {}, h("summary", {}, "recorded state"), pre);
+    details.addEventListener("toggle", async () => {
+      if (!details.open || pre.dataset.loaded) return;
+      const snap = (await api("GET", `/api/snapshots/${encodeURIComponent(s.id)}`)).snapshot;
+      pre.textContent = JSON.stringify(snap.state, null, 2);
+      pre.dataset.loaded = "1";
+    });
+    return details;
   }
 
   function restoreButton(s) {
@@ -53,7 +67,7 @@
         h("td", {}, s.model ? Dash.modelLink(s.model) : h("em", {}, "every model")),
         h("td", {}, s.automatic ? Dash.badge("automatic") : Dash.badge("manual", "st-beta")),
         h("td", {class: "reason"}, s.reason), h("td", {}, s.actor),
-        h("td", {}, summary(s.state), Dash.jsonDetails("recorded state", s.state)),
+        h("td", {}, summary(s.summary), stateDetails(s)),
         h("td", {}, restoreButton(s))));
     }
   }

@@ -1,0 +1,155 @@
+"""The production worker: gunicorn's ``gthread`` worker that slow clients cannot hold.
+
+Why: a ``gthread`` worker hands a connection to one of its threads as soon as the socket is
+readable. A client that sends a request line and then nothing (or one byte a minute) keeps
+that thread blocked in ``recv`` with no deadline; a few dozen such sockets hold every thread
+of every worker and no prediction is served (issue 21, finding 4).
+
+What this worker changes:
+
+* The request head (request line and headers, up to ``MAX_HEAD_BYTES``) and a body of
+  declared ``Content-Length`` up to ``MAX_BUFFERED_BODY`` are read by the worker's event
+  loop, without a thread, from non-blocking sockets. Only a connection whose request is
+  complete is handed to a thread (a chunked or larger body is read by the thread, under the
+  deadline below). A head not complete within ``head_timeout_s``
+  seconds of the connection (or of the previous answer, on a kept-alive connection) is
+  closed. Thousands of idle or trickling sockets therefore cost a file descriptor each,
+  never a thread (``worker_connections`` bounds them per worker).
+* Once a thread has the connection, every ``recv``/``send`` on it (the body, the answer) has a
+  kernel deadline of ``io_timeout_s`` seconds (``SO_RCVTIMEO``/``SO_SNDTIMEO``, which survive
+  gunicorn switching the socket to blocking mode): a stalled body or a client that stops
+  reading the answer frees the thread after that long.
+
+Chosen over a front proxy because it ships inside the one configuration the README runs
+(``gunicorn -c gunicorn.conf.py``), with nothing else to install, and the slow-client test
+runs against exactly that. TLS is left to gunicorn's own path (no head buffering): terminate
+TLS in a proxy, as ``docs/production.md`` says.
+"""
+from __future__ import annotations
+
+import errno
+import re
+import selectors
+import socket
+import struct
+import time
+from collections import deque
+from functools import partial
+from typing import Any
+
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+HEAD_END = b"\r\n\r\n"
+MAX_HEAD_BYTES = 64 * 1024   # beyond gunicorn's own limits: its parser then answers 400/431
+MAX_BUFFERED_BODY = 2 * 1024 * 1024   # above MAX_BODY_BYTES' default: the app answers 413
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,12})[ \t]*\r\n", re.I)
+
+
+def _needed(data: bytearray, searched: int) -> int | None:
+    """How many bytes the request needs before a thread takes it, once its head is complete
+    (head, plus a body of declared length small enough to buffer); None while the head is
+    still arriving. ``searched``: bytes already known not to hold the head's end."""
+    end = data.find(HEAD_END, max(0, searched - len(HEAD_END) + 1))
+    if end < 0:
+        return 0 if len(data) > MAX_HEAD_BYTES else None
+    match = _CONTENT_LENGTH.search(data, 0, end + 2)
+    length = int(match.group(1)) if match else 0
+    return end + len(HEAD_END) + (length if length <= MAX_BUFFERED_BODY else 0)
+
+
+def _set_io_deadline(sock: socket.socket, seconds: float) -> None:
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+class HeadFirstWorker(ThreadWorker):
+    """``worker_class = "api.gunicorn_worker.HeadFirstWorker"`` (set in gunicorn.conf.py,
+    which also sets the two deadlines from the environment)."""
+
+    head_timeout_s: float = 10.0
+    io_timeout_s: float = 30.0
+
+    def init_process(self) -> None:
+        self.heads: deque[Any] = deque()   # connections whose head is still arriving
+        super().init_process()
+
+    # -- the event loop: collect heads without a thread ----------------------------------
+    def accept(self, listener: socket.socket) -> None:  # type: ignore[override]
+        try:
+            client_sock, client_addr = listener.accept()
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())
+        self._await_head(conn)
+
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        """A kept-alive connection starts its next request: collect that head too."""
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._await_head(conn)
+
+    def _await_head(self, conn: Any) -> None:
+        if self.cfg.is_ssl:
+            self.enqueue_req(conn)
+            return
+        conn.sock.setblocking(False)
+        conn.head = bytearray()
+        conn.need = None
+        conn.head_deadline = time.monotonic() + self.head_timeout_s
+        self.heads.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._read_head, conn))
+
+    def _read_head(self, conn: Any, client: Any) -> None:
+        try:
+            data = conn.sock.recv(256 * 1024)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data:
+            searched = len(conn.head)
+            conn.head += data
+            if conn.need is None:
+                conn.need = _needed(conn.head, searched)
+            if conn.need is None or len(conn.head) < conn.need:
+                return
+        self.poller.unregister(conn.sock)
+        self.heads.remove(conn)
+        if not data:   # the client went away before finishing its head
+            self.nr_conns -= 1
+            conn.close()
+            return
+        conn.data_ready = True
+        self.enqueue_req(conn)
+
+    def murder_pending(self) -> None:
+        """Also close the connections whose head did not arrive in time."""
+        super().murder_pending()
+        now = time.monotonic()
+        while self.heads and self.heads[0].head_deadline <= now:
+            conn = self.heads.popleft()
+            try:
+                self.poller.unregister(conn.sock)
+            except (OSError, KeyError, ValueError):
+                pass
+            self.nr_conns -= 1
+            conn.close()
+
+    # -- a thread: the head is already here ----------------------------------------------
+    def handle(self, conn: Any) -> Any:
+        head = getattr(conn, "head", b"")
+        try:
+            _set_io_deadline(conn.sock, self.io_timeout_s)
+            if head:
+                conn.head = b""
+                conn.sock.setblocking(True)
+                conn.init()
+                conn.parser.unreader.unread(bytes(head))
+        except OSError:
+            return False   # the socket died meanwhile: finish_request closes it
+        return super().handle(conn)

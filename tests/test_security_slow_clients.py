@@ -1,0 +1,140 @@
+"""Issue 21, finding 4: slow clients cannot hold the workers, under the shipped production
+configuration (``gunicorn -c gunicorn.conf.py``, whose worker is api/gunicorn_worker.py).
+
+The attack: many sockets that send a request line and nothing more (and a few that send a
+head announcing a body that never comes). Before, with the stock gthread worker, each held a
+thread for as long as the client wished: predictions froze. Now heads and small bodies are
+collected by the event loop and the connections are closed at the head deadline.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from models.onnx_examples import linear_model
+from tests.conftest import ROOT, free_port
+
+pytestmark = pytest.mark.slow
+
+THREADS = 4
+HEAD_TIMEOUT_S = 3
+
+
+class Gunicorn:
+    """The production command, one worker with few threads (the easiest to starve)."""
+
+    def __init__(self, base: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / "gunicorn.log"
+        self.env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port),
+                    "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": str(THREADS),
+                    "GUNICORN_HEAD_TIMEOUT": str(HEAD_TIMEOUT_S),
+                    "REGISTRY_DATA_DIR": str(base / "data"),
+                    "PROMETHEUS_MULTIPROC_DIR": str(base / "prometheus"),
+                    "GUNICORN_CONTROL_SOCKET": str(base / "gunicorn.ctl"),
+                    "NO_PROXY": "127.0.0.1,localhost"}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 40.0) -> "Gunicorn":
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                 "api.app:create_app()"], cwd=ROOT, env=self.env, stdout=log,
+                stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.log_path.read_text(errors="replace")[-3000:])
+            try:
+                if requests.get(self.url + "/readyz", timeout=2).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(self.log_path.read_text(errors="replace")[-3000:])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    g = Gunicorn(tmp_path_factory.mktemp("slow-clients")).start()
+    url = g.url
+    requests.post(f"{url}/api/models/register", json={"name": "m"}).raise_for_status()
+    requests.post(f"{url}/api/models/m/versions/register",
+                  json={"version": "1.0.0", "provider": "onnx"}).raise_for_status()
+    requests.put(f"{url}/api/models/m/versions/1.0.0/artifact",
+                 data=linear_model()).raise_for_status()
+    requests.post(f"{url}/api/models/m/deploy", json={"version": "1.0.0"}).raise_for_status()
+    yield g
+    g.stop()
+
+
+def _open(port: int, payload: bytes) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(payload)
+    return s
+
+
+def _predict_quickly(url: str) -> None:
+    started = time.monotonic()
+    r = requests.post(f"{url}/api/models/m/predict", json={"input": [[1, 2, 3, 4]]}, timeout=5)
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - started < 2.0
+
+
+def test_request_lines_alone_do_not_hold_the_threads(server):
+    attackers = [_open(server.port, b"POST /api/models/m/predict HTTP/1.1\r\n")
+                 for _ in range(12 * THREADS)]
+    # and a few that announce a body and never send it
+    attackers += [_open(server.port, b"POST /api/models/m/predict HTTP/1.1\r\nHost: x\r\n"
+                                     b"Content-Type: application/json\r\n"
+                                     b"Content-Length: 1000\r\n\r\n{")
+                  for _ in range(2 * THREADS)]
+    try:
+        time.sleep(0.5)   # every attacking socket is readable and waiting
+        for _ in range(10):
+            _predict_quickly(server.url)
+        # The head deadline closes them: the server answers nothing and hangs up.
+        for s in attackers:
+            s.settimeout(HEAD_TIMEOUT_S + 5)
+            assert s.recv(1024) == b""
+        _predict_quickly(server.url)
+    finally:
+        for s in attackers:
+            s.close()
+
+
+def test_a_trickled_request_is_still_served_within_the_deadline(server):
+    """Head-first collection must not break honest, slow-ish clients."""
+    body = b'{"input": [[1, 2, 3, 4]]}'
+    request = (b"POST /api/models/m/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               b"Content-Type: application/json\r\nConnection: close\r\n"
+               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        for i in range(0, len(request), 16):
+            s.sendall(request[i:i + 16])
+            time.sleep(0.02)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    finally:
+        s.close()
+    assert answer.startswith(b"HTTP/1.1 200") and b'"version":"1.0.0"' in answer.replace(b" ", b"")
