@@ -434,3 +434,17 @@ def test_a_version_registered_after_its_first_lookup_gets_its_price(database):
     _gemini(registry, "chat", "1.0.0")
     time.sleep(0.1)
     assert book.cost("chat", "1.0.0", 1000, 200) == 800
+
+
+def test_pinned_calls_are_tracked_apart_but_spend_for_their_model(tracker):
+    from tracking.metrics_collector import pinned_key
+    spend = SpendReports(tracker.database, tracker.collector)
+    budgets = Budgets(tracker.database, tracker.collector)
+    tracker.collector.record("a", "1", 0.01, True, cost=10, api_key="k")
+    tracker.collector.record(pinned_key("a"), "1", 0.01, True, cost=5, api_key="k")
+    for _ in range(2):
+        rows = spend.report("model")["rows"]
+        assert [(r["model"], r["cost_micro_usd"]) for r in rows] == [("a", 15)]
+        start, end = period_bounds("day", time.time())
+        assert budgets.period_spend("model", "a", start, end) == 15
+        tracker.flush()
