@@ -29,6 +29,15 @@ def _float(name: str, default: float) -> float:
     return value
 
 
+def _flag(name: str) -> bool:
+    raw = (os.environ.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SystemExit(f"{name}={raw!r} is not a boolean; set it to true or false")
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -52,6 +61,15 @@ class Settings:
     max_loaded_bytes: int = 2 * 1024 ** 3    # their artifacts' bytes (LRU)
     max_series_versions: int = 20            # versions in one metrics series / Prometheus model
     max_response_bytes: int = 16 * 1024 ** 2  # largest JSON answer
+    # -- webhooks (issue 18) --
+    webhook_timeout_s: float = 10.0             # per request: connect + read
+    webhook_max_attempts: int = 8               # then the delivery is failed
+    webhook_backoff_base_s: float = 2.0         # first retry after ~this, doubling, with jitter
+    webhook_backoff_max_s: float = 600.0        # cap of one wait (also of a Retry-After)
+    webhook_disable_after: int = 10             # consecutive failed deliveries
+    webhook_workers: int = 4                    # concurrent sends per process
+    webhook_allowed_http_hosts: tuple[str, ...] = ()   # hosts plain http may go to
+    webhook_allow_private: bool = False         # allow private/loopback/link-local addresses
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -89,6 +107,17 @@ class Settings:
             max_loaded_bytes=int(_float("MAX_LOADED_BYTES", 2 * 1024 ** 3)),
             max_series_versions=int(_float("MAX_SERIES_VERSIONS", 20)),
             max_response_bytes=int(_float("MAX_RESPONSE_BYTES", 16 * 1024 ** 2)),
+            # -- webhooks (issue 18) --
+            webhook_timeout_s=_float("WEBHOOK_TIMEOUT_S", 10.0),
+            webhook_max_attempts=int(_float("WEBHOOK_MAX_ATTEMPTS", 8)),
+            webhook_backoff_base_s=_float("WEBHOOK_BACKOFF_BASE_S", 2.0),
+            webhook_backoff_max_s=_float("WEBHOOK_BACKOFF_MAX_S", 600.0),
+            webhook_disable_after=int(_float("WEBHOOK_DISABLE_AFTER", 10)),
+            webhook_workers=int(_float("WEBHOOK_WORKERS", 4)),
+            webhook_allowed_http_hosts=tuple(
+                h.strip().lower() for h in (env.get("WEBHOOK_ALLOWED_HTTP_HOSTS") or "").split(",")
+                if h.strip()),
+            webhook_allow_private=_flag("WEBHOOK_ALLOW_PRIVATE"),
         )
         if overrides:
             if "data_dir" in overrides and "database_url" not in overrides:

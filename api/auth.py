@@ -6,9 +6,9 @@ active admin key cannot be revoked (issue 21). While authentication is off, only
 peers naming a loopback ``Host`` are served, whatever address the server is bound to: that
 keeps other machines out and defeats DNS rebinding (a web page whose name resolves to
 127.0.0.1 still sends its own name in ``Host``). Roles: ``read``
-(GET and predict), ``write`` (register, deploy, rollback, snapshots, changes), ``admin`` (keys
-and deletes). Verified tokens are cached for a few seconds, so a revoked key stops working within
-``CACHE_TTL_S``.
+(GET and predict), ``write`` (register, deploy, rollback, snapshots, changes), ``admin`` (keys,
+webhooks and deletes). Verified tokens are cached for a few seconds, so a revoked key stops
+working within ``CACHE_TTL_S``.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def is_loopback_name(host: str | None) -> bool:
 
 
 def required_role(method: str, endpoint: str | None) -> str:
-    if method == "DELETE" or (endpoint or "").startswith("keys."):
+    if method == "DELETE" or (endpoint or "").startswith(("keys.", "webhooks.")):
         return "admin"
     if endpoint in READ_ENDPOINTS or method in ("GET", "HEAD", "OPTIONS"):
         return "read"

@@ -43,7 +43,7 @@ PAGE_HEADERS = {
 # Navigation: (endpoint, label). The model page is reached from the models page.
 NAV = (("dashboard.models_page", "Models"), ("dashboard.deployments_page", "Deployments"),
        ("dashboard.rollbacks_page", "Rollbacks"), ("dashboard.alerts_page", "Alerts"),
-       ("dashboard.snapshots_page", "Snapshots"))
+       ("dashboard.snapshots_page", "Snapshots"), ("dashboard.webhooks_page", "Webhooks"))
 
 
 # -- the overview endpoint ----------------------------------------------------------------------
@@ -211,3 +211,9 @@ def alerts_page() -> FlaskResponse:
 def snapshots_page() -> FlaskResponse:
     """Snapshots of the serving state; restore one."""
     return _page("snapshots.html", "Snapshots", "dashboard.snapshots_page")
+
+
+@bp.get("/ui/webhooks")
+def webhooks_page() -> FlaskResponse:
+    """Webhook subscriptions and the delivery log of each (the data needs an admin key)."""
+    return _page("webhooks.html", "Webhooks", "dashboard.webhooks_page")

@@ -27,8 +27,15 @@ from tracking.performance_tracker import PerformanceTracker
 from tracking.pricing import PriceBook
 from tracking.prometheus import limit_versions
 from tracking.spend import SpendReports
+from webhooks.sender import WebhookSender
+from webhooks.url_safety import Destinations
+from webhooks.webhook_manager import WebhookManager
+from webhooks.webhook_store import WebhookStore
 
 EXTENSION_KEY = "model_registry"
+# A webhook disabled after repeated failures raises this alert (model, rule; version = its id).
+WEBHOOK_ALERT_MODEL = "webhooks"
+WEBHOOK_DISABLED_RULE = "webhook_disabled"
 
 
 @dataclass
@@ -52,8 +59,11 @@ class Services:
     prices: PriceBook
     budgets: Budgets
     spend: SpendReports
+    webhooks: WebhookManager
+    webhook_sender: WebhookSender
 
     def close(self) -> None:
+        self.webhook_sender.close()
         self.collector.flush()
         self.loader.close()
         self.database.dispose()
@@ -103,6 +113,18 @@ def build_services(settings: Settings) -> Services:
                                     health_checker=health, before_deploy=snapshots.before_deploy)
     rollbacks = RollbackManager(database, registry=registry, tracker=tracker, alerts=alerts,
                                 health=health, router=router)
+    webhook_store = WebhookStore(database)
+    webhooks = WebhookManager(
+        webhook_store, Destinations(settings.webhook_allowed_http_hosts,
+                                    settings.webhook_allow_private),
+        on_enabled=lambda sub: alerts.resolve(WEBHOOK_ALERT_MODEL, sub["id"],
+                                              WEBHOOK_DISABLED_RULE))
+    sender = WebhookSender(webhook_store, settings,
+                           on_disabled=lambda sub: alerts.record_event_alert(
+                               WEBHOOK_ALERT_MODEL, sub["id"], WEBHOOK_DISABLED_RULE,
+                               f"webhook {sub['id']} ({sub['url']}) "
+                               f"{sub['disabled_reason']}", "critical",
+                               {"webhook_id": sub["id"]}))
     return Services(
         settings=settings, database=database, registry=registry, artifacts=artifacts,
         loader=loader, collector=collector, tracker=tracker,
@@ -111,7 +133,7 @@ def build_services(settings: Settings) -> Services:
                         settings.inflight_limit, prices=prices, budgets=budgets),
         deployments=deployments, keys=keys, auth=Authenticator(keys, settings.admin_token),
         rollbacks=rollbacks, snapshots=snapshots, prices=prices, budgets=budgets,
-        spend=SpendReports(database, collector))
+        spend=SpendReports(database, collector), webhooks=webhooks, webhook_sender=sender)
 
 
 def services() -> Services:

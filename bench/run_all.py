@@ -15,13 +15,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("REGISTRY_DATA_DIR", tempfile.mkdtemp(prefix="bench-"))
 
 from bench import (bench_gateway, bench_http, bench_registry, bench_rollout,  # noqa: E402
-                   bench_tracking)
+                   bench_tracking, bench_webhooks)
 
 BENCHMARKS = [("gateway overhead", bench_gateway.main),
               ("HTTP throughput", bench_http.main),
               ("metrics", bench_tracking.main),
               ("registry", bench_registry.main),
-              ("rollout reaction", bench_rollout.main)]
+              ("rollout reaction", bench_rollout.main),
+              ("webhooks", bench_webhooks.main)]
 
 
 def main() -> None:

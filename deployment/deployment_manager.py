@@ -542,7 +542,7 @@ class DeploymentManager:
                 rollback: dict[str, Any] | None = None, health: HealthReport | None = None,
                 **changes: Any) -> Deployment:
         """One guarded transition: the row (if its revision is still ``dep``'s), the traffic
-        table, the rollback record, the health result and the events, in one transaction."""
+        table, the health result, the events and the rollback record, in one transaction."""
         with self.db.transaction() as conn:
             new = self.store.transition(conn, dep, updated_at=now, reason=reason, **changes)
             if health is not None:
@@ -553,12 +553,12 @@ class DeploymentManager:
                 weights, stable = set_traffic
                 self.traffic.set(conn, dep.model, weights, stable, actor=actor, reason=reason,
                                  deployment_id=dep.id)
-            if rollback is not None:
-                self.store.insert_rollback(conn, model=dep.model, reason=reason, actor=actor,
-                                           deployment_id=dep.id, now=now, **rollback)
             for kind, detail in events:
                 record_event(conn, kind, actor=actor, model=dep.model, version=dep.version,
                              deployment_id=dep.id, reason=reason, detail=detail)
+            if rollback is not None:   # after the events: "aborted", then "rolled back"
+                self.store.insert_rollback(conn, model=dep.model, reason=reason, actor=actor,
+                                           deployment_id=dep.id, now=now, **rollback)
         if set_traffic is not None:
             self._traffic_changed(dep.model)
         return new

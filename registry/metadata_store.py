@@ -15,6 +15,7 @@ from errors import AlreadyExists, FailedPrecondition, NotFound
 from storage.database import Database
 from storage.schema import (aliases, events, iso, model_tags, model_versions, models, traffic,
                             utcnow)
+from webhooks.webhook_store import enqueue_event
 
 VERSION_FIELDS = ("status", "description", "tags", "metadata")
 
@@ -29,10 +30,16 @@ class VersionKey(NamedTuple):
 def record_event(conn: Connection, kind: str, *, actor: str = "system", model: str | None = None,
                  version: str | None = None, deployment_id: str | None = None,
                  reason: str = "", detail: dict[str, Any] | None = None) -> None:
-    """Append one row to the audit trail, inside the caller's transaction."""
-    conn.execute(insert(events).values(
-        at=utcnow(), actor=actor, kind=kind, model=model, version=version,
-        deployment_id=deployment_id, reason=reason, detail=detail or {}))
+    """Append one row to the audit trail, inside the caller's transaction, and queue its
+    webhook deliveries in the same transaction (the outbox: every producer of events gets
+    webhooks through this one path)."""
+    at = utcnow()
+    event_id = conn.execute(insert(events).values(
+        at=at, actor=actor, kind=kind, model=model, version=version,
+        deployment_id=deployment_id, reason=reason, detail=detail or {})).inserted_primary_key[0]
+    enqueue_event(conn, event_id=event_id, kind=kind, at=at, actor=actor, model=model,
+                  version=version, deployment_id=deployment_id, reason=reason,
+                  detail=detail or {})
 
 
 class MetadataStore:

@@ -369,3 +369,69 @@ budgets = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("scope", "name", name="uq_budgets_scope_name"),
 )
+
+# --- webhooks (issue 18) ----------------------------------------------------------------------
+# Subscriptions: where to send which public events. ``secret`` is kept in clear because every
+# delivery is signed with it (HMAC needs the key itself, as in MLflow); it is never returned by
+# the API after creation and never logged. For ``pagerduty`` it is the integration's routing key.
+webhook_subscriptions = Table(
+    "webhook_subscriptions", metadata,
+    Column("id", String(64), primary_key=True),               # "wh_<hex>", time ordered
+    Column("url", Text, nullable=False),
+    Column("kind", String(16), nullable=False),               # generic | slack | pagerduty
+    Column("events", JSON, nullable=False),                   # ["deployment.*", "alert.raised"]
+    Column("model", String(128)),                             # only this model's events; NULL: all
+    Column("description", Text, nullable=False, default=""),
+    Column("secret", String(256), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("disabled_reason", Text, nullable=False, default=""),
+    Column("actor", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# The outbox: one row per (event, subscription), written in the transaction of the change that
+# produced the event, with the exact body to send. ``message_id`` is the stable id a receiver
+# deduplicates on (the same on every attempt and redelivery). A sender claims a row by an
+# ``UPDATE ... WHERE id = ? AND revision = ?`` that sets a lease, so several processes never send
+# the same delivery at once; a lease that runs out (a killed process) makes it claimable again.
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("seq", Integer, primary_key=True),                 # delivery order per subscription
+    Column("id", String(64), nullable=False, unique=True),    # "whd_<hex>"
+    Column("message_id", String(64), nullable=False),
+    Column("subscription_id", String(64), nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("event_id", Integer),                              # the events row; NULL for tests
+    Column("model", String(128)),
+    Column("body", Text, nullable=False),
+    Column("state", String(16), nullable=False),              # pending|succeeded|failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True)),       # NULL once finished
+    Column("lease_until", DateTime(timezone=True)),
+    Column("lease_owner", String(64)),
+    Column("revision", Integer, nullable=False, default=1),
+    Column("last_status", Integer),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("redelivery_of", String(64)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_webhook_deliveries_pending", "state", "next_attempt_at"),
+    Index("ix_webhook_deliveries_subscription", "subscription_id", "seq"),
+)
+
+# Every attempt of every delivery: what the receiver answered and how long it took.
+webhook_attempts = Table(
+    "webhook_attempts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("delivery_id", String(64), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("status_code", Integer),                           # NULL: no HTTP answer
+    Column("latency_ms", Float, nullable=False),
+    Column("outcome", String(16), nullable=False),            # succeeded | retry | failed
+    Column("error", Text, nullable=False, default=""),
+    Column("response_excerpt", Text, nullable=False, default=""),
+    Index("ix_webhook_attempts_delivery", "delivery_id", "number"),
+)

@@ -24,6 +24,8 @@ PAGES = {
     "/ui/rollbacks": ["rollbacks", "rollbacks-empty", "rollbacks-pager"],
     "/ui/alerts": ["alerts", "alerts-empty", "alerts-pager", "f-active"],
     "/ui/snapshots": ["snapshots", "snapshots-empty", "snapshots-pager", "snapshot-form"],
+    "/ui/webhooks": ["webhooks", "webhooks-empty", "webhooks-pager", "log-card", "deliveries",
+                     "deliveries-pager"],
 }
 COMMON_IDS = ["api-key", "key-form", "banner", "confirm", "confirm-ok", "confirm-reason"]
 
@@ -85,6 +87,20 @@ def test_model_names_are_escaped_in_the_page(client):
     html = r.get_data(as_text=True)
     assert r.status_code == 200 and "<img" not in html
     assert 'data-model="&#34;&gt;&lt;img src=x onerror=alert(1)&gt;"' in html
+
+
+def test_webhooks_page_is_in_the_navigation_and_its_data_needs_an_admin(tmp_path):
+    app = create_app({"TESTING": True, "data_dir": tmp_path / "d", "admin_token": "t0ken"})
+    try:
+        client = app.test_client()
+        assert 'href="/ui/webhooks"' in client.get("/ui/").get_data(as_text=True)
+        _, token = app.extensions["model_registry"].keys.create("viewer", "read", actor="t")
+        r = client.get("/api/webhooks", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 403
+        r = client.get("/api/webhooks", headers={"Authorization": "Bearer t0ken"})
+        assert r.status_code == 200 and r.json == {"webhooks": [], "next_page_token": None}
+    finally:
+        app.extensions["model_registry"].close()
 
 
 def test_scripts_put_api_data_in_as_text_only():

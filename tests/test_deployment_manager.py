@@ -252,8 +252,8 @@ def test_failing_analysis_aborts_back_to_stable_with_a_rollback_record_and_an_al
     assert alert["rule"] == "automatic_rollback" and alert["version"] == "1.1.0"
     assert alert["severity"] == "critical" and dep in alert["message"]
     kinds = env.kinds(dep)
-    # The traffic change, the rollback record and the state change: one transaction, in order.
-    assert kinds[-3:] == ["traffic.changed", "rollback.recorded", "deployment.aborted"]
+    # The traffic change, the state change and the rollback record: one transaction, in order.
+    assert kinds[-3:] == ["traffic.changed", "deployment.aborted", "rollback.recorded"]
     last = env.traffic.history("m")[0]
     assert last["deployment_id"] == dep and "failed analysis" in last["reason"]
 
@@ -288,7 +288,7 @@ def test_too_little_data_by_the_deadline_pauses_then_promote_resume_pause_abort(
     events = env.manager.get(dep)["events"]
     assert [e["kind"] for e in events if e["actor"] == "bob"] == [
         "deployment.resumed", "traffic.changed", "deployment.promoted", "deployment.step",
-        "traffic.changed", "rollback.recorded", "deployment.aborted"]
+        "traffic.changed", "deployment.aborted", "rollback.recorded"]
 
 
 def test_promote_full_goes_to_the_end(env: Env):

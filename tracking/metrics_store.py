@@ -41,6 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from errors import InvalidArgument, NotFound
+from registry.metadata_store import record_event
 from storage.database import Database
 from storage.schema import alerts, iso, metric_buckets, metric_series, spend, utcnow
 from tracking.metrics_collector import (BUCKET_SECONDS, Aggregate, Key, encode_histogram,
@@ -324,6 +325,12 @@ def alert_dict(row: Any) -> dict[str, Any]:
 _ACTIVE = alerts.c.resolved_at.is_(None)
 
 
+def _alert_event(conn: Connection, kind: str, alert: dict[str, Any]) -> None:
+    """Opening and resolving an alert are events (and so webhooks), in the same transaction."""
+    record_event(conn, kind, model=alert["model"], version=alert["version"] or None,
+                 reason=alert["message"], detail=alert)
+
+
 class AlertStore:
     """Alert rows. At most one unresolved alert per (model, version, rule), by a partial unique
     index that ``upsert_active`` names in its ON CONFLICT clause (atomic in every process)."""
@@ -348,7 +355,10 @@ class AlertStore:
                                    index_where=_ACTIVE, set_=dict(updated_at=now, **fields))
             .returning(*alerts.c))
         with self.database.transaction() as conn:
-            return alert_dict(conn.execute(statement).one())
+            alert = alert_dict(conn.execute(statement).one())
+            if alert["created_at"] == alert["updated_at"]:     # opened now, not refreshed
+                _alert_event(conn, "alert.raised", alert)
+            return alert
 
     def resolve(self, *, model: str, version: str, rule: str) -> dict[str, Any] | None:
         """Resolve the active alert of (model, version, rule); None when there is none."""
@@ -367,7 +377,11 @@ class AlertStore:
                      .returning(*alerts.c))
         with self.database.transaction() as conn:
             row = conn.execute(statement).first()
-        return alert_dict(row) if row is not None else None
+            if row is None:
+                return None
+            alert = alert_dict(row)
+            _alert_event(conn, "alert.resolved", alert)
+        return alert
 
     def get(self, alert_id: int) -> dict[str, Any]:
         with self.database.read() as conn:
