@@ -1,76 +1,125 @@
-"""Configuration read from the environment (and `.env`, loaded by python-dotenv).
+"""All configuration: one typed, frozen :class:`Settings`, read from the environment (and
+`.env`, loaded by python-dotenv) in this module only.
 
-Every key is listed with its default in `.env.example` and in the README.
+Every field names its environment variable (``env``), which `.env.example` and the README's
+configuration table list; ``tests/test_settings.py`` checks that the three agree. A value that
+cannot be used raises :class:`errors.ConfigurationError`, naming the variable and what it
+accepts. :func:`get_settings` reads once per process and caches; :func:`reset_settings`
+forgets the cached copy (tests that change the environment call it).
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dotenv import load_dotenv
 
+from errors import ConfigurationError
 
-def env_number(name: str, default: float | None) -> float | None:
-    """A number from the environment; a value that is not one stops with a clear message."""
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        example = f"; set it to e.g. {default}" if default is not None else ""
-        raise SystemExit(f"{name}={raw!r} is not a number{example}") from None
+_OFF = ("off", "0", "false", "no")
+_ON = ("on", "1", "true", "yes")
 
 
-def _float(name: str, default: float) -> float:
-    value = env_number(name, default)
-    assert value is not None
-    return value
+def _env(name: str, *, aliases: tuple[str, ...] = (), positive: bool = False) -> dict[str, Any]:
+    return {"env": name, "aliases": aliases, "positive": positive}
 
-
-def _flag(name: str) -> bool:
-    raw = (os.environ.get(name) or "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise SystemExit(f"{name}={raw!r} is not a boolean; set it to true or false")
 
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path
-    database_url: str
-    artifact_root: Path
-    gemini_api_key: str | None = None
-    gemini_model: str = "gemini-2.5-flash"
-    provider_timeout_s: float = 30.0
-    host: str = "127.0.0.1"
-    port: int = 5000
-    admin_token: str | None = None
-    max_artifact_bytes: int = 512 * 1024 * 1024
-    max_body_bytes: int = 1024 * 1024
-    max_inflight_per_model: int = 64
+    """The process's configuration. Field metadata: ``env`` (the variable), ``aliases``."""
+
+    data_dir: Path = field(default=Path("./data"), metadata=_env("REGISTRY_DATA_DIR"))
+    database_url: str = field(default="", metadata=_env("DATABASE_URL"))
+    artifact_root: Path = field(default=Path(""), metadata=_env("ARTIFACT_ROOT"))
+    gemini_api_key: str | None = field(
+        default=None, metadata=_env("GEMINI_API_KEY", aliases=("GOOGLE_API_KEY",)))
+    gemini_model: str = field(default="gemini-2.5-flash", metadata=_env("GEMINI_MODEL"))
+    # Read by the google-genai SDK itself; kept here so that it is listed and checked.
+    gemini_base_url: str | None = field(default=None, metadata=_env("GOOGLE_GEMINI_BASE_URL"))
+    provider_timeout_s: float = field(default=30.0,
+                                      metadata=_env("PROVIDER_TIMEOUT_S", positive=True))
+    host: str = field(default="127.0.0.1", metadata=_env("HOST"))
+    port: int = field(default=5000, metadata=_env("PORT"))
+    admin_token: str | None = field(default=None, metadata=_env("REGISTRY_ADMIN_TOKEN"))
+    max_artifact_bytes: int = field(default=512 * 1024 * 1024,
+                                    metadata=_env("MAX_ARTIFACT_BYTES", positive=True))
+    max_body_bytes: int = field(default=1024 * 1024,
+                                metadata=_env("MAX_BODY_BYTES", positive=True))
+    max_inflight_per_model: int = field(default=64,
+                                        metadata=_env("MAX_INFLIGHT_PER_MODEL", positive=True))
+    # -- tracking
+    metrics_retention_days: float = field(default=30.0,
+                                          metadata=_env("METRICS_RETENTION_DAYS", positive=True))
+    metrics_flush_interval_s: float = field(default=1.0,
+                                            metadata=_env("METRICS_FLUSH_INTERVAL_S",
+                                                          positive=True))
+    # Read by prometheus_client itself in every worker; gunicorn.conf.py sets one when unset.
+    prometheus_multiproc_dir: str | None = field(default=None,
+                                                 metadata=_env("PROMETHEUS_MULTIPROC_DIR"))
+    # -- automatic rollback
+    auto_rollback: bool = field(default=True, metadata=_env("AUTO_ROLLBACK"))
+    auto_rollback_max_error_rate: float = field(default=0.2,
+                                                metadata=_env("AUTO_ROLLBACK_MAX_ERROR_RATE"))
+    auto_rollback_max_p95_s: float | None = field(default=None,
+                                                  metadata=_env("AUTO_ROLLBACK_MAX_P95_S"))
+    auto_rollback_min_requests: int = field(default=20, metadata=_env("AUTO_ROLLBACK_MIN_REQUESTS"))
+    auto_rollback_window_s: float = field(default=60.0, metadata=_env("AUTO_ROLLBACK_WINDOW_S"))
+    # -- gunicorn.conf.py (None: gunicorn.conf.py picks the default it documents)
+    web_concurrency: int | None = field(default=None,
+                                        metadata=_env("WEB_CONCURRENCY", positive=True))
+    # threads per gunicorn worker; the in-flight limit stays below it (``inflight_limit``)
+    server_threads: int = field(default=8, metadata=_env("GUNICORN_THREADS", positive=True))
+    gunicorn_timeout: int = field(default=60, metadata=_env("GUNICORN_TIMEOUT", positive=True))
+    gunicorn_graceful_timeout: int = field(default=30,
+                                           metadata=_env("GUNICORN_GRACEFUL_TIMEOUT",
+                                                         positive=True))
+    gunicorn_control_socket: str | None = field(default=None,
+                                                metadata=_env("GUNICORN_CONTROL_SOCKET"))
+    gunicorn_access_log: str | None = field(default=None, metadata=_env("GUNICORN_ACCESS_LOG"))
+    gunicorn_log_level: str = field(default="info", metadata=_env("GUNICORN_LOG_LEVEL"))
+    # issue 21: seconds to read a request head / any later read or write (HeadFirstWorker)
+    gunicorn_head_timeout: int = field(default=10,
+                                       metadata=_env("GUNICORN_HEAD_TIMEOUT", positive=True))
+    gunicorn_io_timeout: int = field(default=30,
+                                     metadata=_env("GUNICORN_IO_TIMEOUT", positive=True))
     # -- issue 21: bounded work per request ------------------------------------------------
-    server_threads: int = 8                  # GUNICORN_THREADS: the in-flight limit stays below
-    onnx_timeout_s: float = 10.0             # enforced deadline of one ONNX run
-    onnx_memory_bytes: int = 1024 ** 3       # the process-wide onnxruntime arena cap
-    max_output_bytes: int = 8 * 1024 ** 2    # largest provider output served
-    max_loaded_versions: int = 32            # loaded versions per process (LRU)
-    max_loaded_bytes: int = 2 * 1024 ** 3    # their artifacts' bytes (LRU)
-    max_series_versions: int = 20            # versions in one metrics series / Prometheus model
-    max_response_bytes: int = 16 * 1024 ** 2  # largest JSON answer
+    onnx_timeout_s: float = field(default=10.0,            # enforced deadline of one ONNX run
+                                  metadata=_env("ONNX_TIMEOUT_S", positive=True))
+    onnx_memory_bytes: int = field(default=1024 ** 3,      # the process-wide onnxruntime arena
+                                   metadata=_env("ONNX_MEMORY_BYTES", positive=True))
+    max_output_bytes: int = field(default=8 * 1024 ** 2,   # largest provider output served
+                                  metadata=_env("MAX_OUTPUT_BYTES", positive=True))
+    max_loaded_versions: int = field(default=32,           # loaded versions per process (LRU)
+                                     metadata=_env("MAX_LOADED_VERSIONS", positive=True))
+    max_loaded_bytes: int = field(default=2 * 1024 ** 3,   # their artifacts' bytes (LRU)
+                                  metadata=_env("MAX_LOADED_BYTES", positive=True))
+    max_series_versions: int = field(default=20,   # versions in one metrics series / Prometheus
+                                     metadata=_env("MAX_SERIES_VERSIONS", positive=True))
+    max_response_bytes: int = field(default=16 * 1024 ** 2,   # largest JSON answer
+                                    metadata=_env("MAX_RESPONSE_BYTES", positive=True))
     # -- webhooks (issue 18) --
-    webhook_timeout_s: float = 10.0             # per request: connect + read
-    webhook_max_attempts: int = 8               # then the delivery is failed
-    webhook_backoff_base_s: float = 2.0         # first retry after ~this, doubling, with jitter
-    webhook_backoff_max_s: float = 600.0        # cap of one wait (also of a Retry-After)
-    webhook_disable_after: int = 10             # consecutive failed deliveries
-    webhook_workers: int = 4                    # concurrent sends per process
-    webhook_allowed_http_hosts: tuple[str, ...] = ()   # hosts plain http may go to
-    webhook_allow_private: bool = False         # allow private/loopback/link-local addresses
-    extra: dict[str, str] = field(default_factory=dict)
+    webhook_timeout_s: float = field(default=10.0,          # per request: connect + read
+                                     metadata=_env("WEBHOOK_TIMEOUT_S", positive=True))
+    webhook_max_attempts: int = field(default=8,            # then the delivery is failed
+                                      metadata=_env("WEBHOOK_MAX_ATTEMPTS", positive=True))
+    webhook_backoff_base_s: float = field(default=2.0,      # first retry after ~this, doubling
+                                          metadata=_env("WEBHOOK_BACKOFF_BASE_S", positive=True))
+    webhook_backoff_max_s: float = field(default=600.0,     # cap of one wait (and Retry-After)
+                                         metadata=_env("WEBHOOK_BACKOFF_MAX_S", positive=True))
+    webhook_disable_after: int = field(default=10,          # consecutive failed deliveries
+                                       metadata=_env("WEBHOOK_DISABLE_AFTER", positive=True))
+    webhook_workers: int = field(default=4,                 # concurrent sends per process
+                                 metadata=_env("WEBHOOK_WORKERS", positive=True))
+    webhook_allowed_http_hosts: tuple[str, ...] = field(    # hosts plain http may go to
+        default=(), metadata=_env("WEBHOOK_ALLOWED_HTTP_HOSTS"))
+    webhook_allow_private: bool = field(default=False,      # private/loopback/link-local too
+                                        metadata=_env("WEBHOOK_ALLOW_PRIVATE"))
 
     @property
     def inflight_limit(self) -> int:
@@ -80,55 +129,106 @@ class Settings:
         return max(1, min(self.max_inflight_per_model, self.server_threads))
 
     @classmethod
-    def from_env(cls, overrides: dict | None = None) -> "Settings":
-        """Build settings from the environment; ``overrides`` (lower-case field names) win."""
+    def from_env(cls, overrides: dict[str, Any] | None = None, *,
+                 defaults: dict[str, Any] | None = None) -> "Settings":
+        """Read the environment (and `.env`). ``overrides`` (field names) win over it;
+        ``defaults`` (field names) apply only where the environment sets nothing. A data dir
+        given in ``overrides`` also moves the default database and artifact root there."""
         load_dotenv(override=False)
-        env = os.environ
-        data_dir = Path(env.get("REGISTRY_DATA_DIR") or "./data")
-        values: dict = dict(
-            data_dir=data_dir,
-            database_url=env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'registry.db'}",
-            artifact_root=Path(env.get("ARTIFACT_ROOT") or data_dir / "artifacts"),
-            gemini_api_key=env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY") or None,
-            gemini_model=env.get("GEMINI_MODEL") or "gemini-2.5-flash",
-            provider_timeout_s=_float("PROVIDER_TIMEOUT_S", 30.0),
-            host=env.get("HOST") or "127.0.0.1",
-            port=int(_float("PORT", 5000)),
-            admin_token=env.get("REGISTRY_ADMIN_TOKEN") or None,
-            max_artifact_bytes=int(_float("MAX_ARTIFACT_BYTES", 512 * 1024 * 1024)),
-            max_body_bytes=int(_float("MAX_BODY_BYTES", 1024 * 1024)),
-            max_inflight_per_model=int(_float("MAX_INFLIGHT_PER_MODEL", 64)),
-            # issue 21
-            server_threads=int(_float("GUNICORN_THREADS", 8)),
-            onnx_timeout_s=_float("ONNX_TIMEOUT_S", 10.0),
-            onnx_memory_bytes=int(_float("ONNX_MEMORY_BYTES", 1024 ** 3)),
-            max_output_bytes=int(_float("MAX_OUTPUT_BYTES", 8 * 1024 ** 2)),
-            max_loaded_versions=int(_float("MAX_LOADED_VERSIONS", 32)),
-            max_loaded_bytes=int(_float("MAX_LOADED_BYTES", 2 * 1024 ** 3)),
-            max_series_versions=int(_float("MAX_SERIES_VERSIONS", 20)),
-            max_response_bytes=int(_float("MAX_RESPONSE_BYTES", 16 * 1024 ** 2)),
-            # -- webhooks (issue 18) --
-            webhook_timeout_s=_float("WEBHOOK_TIMEOUT_S", 10.0),
-            webhook_max_attempts=int(_float("WEBHOOK_MAX_ATTEMPTS", 8)),
-            webhook_backoff_base_s=_float("WEBHOOK_BACKOFF_BASE_S", 2.0),
-            webhook_backoff_max_s=_float("WEBHOOK_BACKOFF_MAX_S", 600.0),
-            webhook_disable_after=int(_float("WEBHOOK_DISABLE_AFTER", 10)),
-            webhook_workers=int(_float("WEBHOOK_WORKERS", 4)),
-            webhook_allowed_http_hosts=tuple(
-                h.strip().lower() for h in (env.get("WEBHOOK_ALLOWED_HTTP_HOSTS") or "").split(",")
-                if h.strip()),
-            webhook_allow_private=_flag("WEBHOOK_ALLOW_PRIVATE"),
-        )
-        if overrides:
-            if "data_dir" in overrides and "database_url" not in overrides:
-                d = Path(overrides["data_dir"])
-                values["database_url"] = f"sqlite:///{d / 'registry.db'}"
-                values["artifact_root"] = d / "artifacts"
-            values.update(overrides)
-        values["data_dir"] = Path(values["data_dir"])
+        values: dict[str, Any] = dict(defaults or {})
+        for f in dataclasses.fields(cls):
+            raw = _raw(f)
+            if raw is not None:
+                values[f.name] = _parse(f, raw)
+        values.update(overrides or {})
+        data_dir = Path(values.get("data_dir") or "./data")
+        values["data_dir"] = data_dir
+        moved = bool(overrides and "data_dir" in overrides)
+        if not values.get("database_url") or (moved and "database_url" not in overrides):
+            values["database_url"] = f"sqlite:///{data_dir / 'registry.db'}"
+        if not values.get("artifact_root") or (moved and "artifact_root" not in overrides):
+            values["artifact_root"] = data_dir / "artifacts"
         values["artifact_root"] = Path(values["artifact_root"])
         return cls(**values)
 
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def env_names() -> dict[str, str]:
+    """Every environment variable read here → its field name (aliases included)."""
+    names = {}
+    for f in dataclasses.fields(Settings):
+        for name in (f.metadata["env"], *f.metadata["aliases"]):
+            names[name] = f.name
+    return names
+
+
+def _raw(f: dataclasses.Field) -> str | None:
+    for name in (f.metadata["env"], *f.metadata["aliases"]):
+        value = os.environ.get(name)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    """``raw`` as the field's type; ConfigurationError naming the variable otherwise."""
+    name, kind = f.metadata["env"], str(f.type)
+    if "bool" in kind:
+        if raw.lower() in _ON:
+            return True
+        if raw.lower() in _OFF:
+            return False
+        raise ConfigurationError(f"{name}={raw!r} is not on or off; accepted: "
+                                 f"{', '.join(_ON + _OFF)}", variable=name)
+    if "int" in kind or "float" in kind:
+        try:
+            number = float(raw)
+        except ValueError:
+            number = math.nan
+        whole = "int" in kind
+        if not math.isfinite(number) or (whole and number != int(number)) or (
+                f.metadata["positive"] and number <= 0):
+            what = ("a positive " if f.metadata["positive"] else "a ") + (
+                "whole number" if whole else "number")
+            example = "" if f.default is None else f"; set it to e.g. {f.default}"
+            raise ConfigurationError(f"{name}={raw!r} is not {what}{example}", variable=name)
+        return int(number) if whole else number
+    if "tuple" in kind:   # a comma-separated list
+        return tuple(item.strip().lower() for item in raw.split(",") if item.strip())
+    if "Path" in kind:
+        return Path(raw)
+    return raw
+
+
+_cached: Settings | None = None
+_lock = threading.Lock()
+
 
 def get_settings() -> Settings:
+    """The process's settings, read once."""
+    global _cached
+    with _lock:
+        if _cached is None:
+            _cached = Settings.from_env()
+        return _cached
+
+
+def reset_settings() -> None:
+    """Forget the cached settings: the next :func:`get_settings` reads the environment again."""
+    global _cached
+    with _lock:
+        _cached = None
+
+
+def fresh_settings() -> Settings:
+    """Read the environment now, bypassing the cache (a key added to `.env` since start)."""
     return Settings.from_env()
+
+
+def export_prometheus_dir(path: str) -> None:
+    """Hand prometheus-client its multiprocess directory: the library (in every worker, after
+    the fork) reads it from the environment only."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    reset_settings()

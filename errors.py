@@ -83,6 +83,16 @@ class BudgetExceeded(RateLimited):
     the budget, the spend and when the period resets."""
 
 
+class ConfigurationError(RegistryError, ValueError):
+    """A setting cannot be used. ``variable`` names it; the message says what it accepts."""
+
+    code = "CONFIGURATION_ERROR"
+
+    def __init__(self, message: str, *, variable: str) -> None:
+        super().__init__(message, details={"variable": variable})
+        self.variable = variable
+
+
 class StorageFull(RegistryError):
     """A write failed because the disk (or the database's disk) is full: nothing changed."""
 

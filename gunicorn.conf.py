@@ -1,6 +1,7 @@
 """Production configuration: ``gunicorn -c gunicorn.conf.py 'api.app:create_app()'``.
 
-Every setting comes from the environment (see ``docs/production.md``):
+Every setting comes from ``config.Settings`` (the environment; see the README's Production
+section):
 
 ==========================  ==========================================================
 ``HOST`` / ``PORT``         where to listen (default ``127.0.0.1:5000``). With auth off
@@ -42,21 +43,17 @@ import os
 import shutil
 import tempfile
 
+from config import export_prometheus_dir, get_settings
+from errors import ConfigurationError
+from storage.database import Database
+from storage.key_store import KeyStore
+
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") \
-            from None
-    if value < 1:
-        raise SystemExit(f"{name}={raw!r} must be at least 1")
-    return value
+try:
+    _settings = get_settings()
+except ConfigurationError as exc:   # gunicorn prints this and stops; no traceback
+    raise SystemExit(f"configuration error: {exc.message}") from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -72,12 +69,10 @@ def _auth_enabled() -> bool:
     """What ``api.auth.Authenticator.enabled`` will say: the admin token is set, or a key was
     ever created (an unreachable or empty database counts as no key). Either way the app
     itself refuses non-loopback peers and ``Host`` headers while auth is off."""
-    if os.environ.get("REGISTRY_ADMIN_TOKEN"):
+    if _settings.admin_token:
         return True
     try:
-        from storage.database import Database
-        from storage.key_store import KeyStore
-        db = Database(migrate=False)
+        db = Database(_settings.database_url, migrate=False)
         try:
             return KeyStore(db).keys_required()
         finally:
@@ -87,8 +82,8 @@ def _auth_enabled() -> bool:
 
 
 # -- where to listen -----------------------------------------------------------------------------
-_host = os.environ.get("HOST") or "127.0.0.1"
-_port = _int("PORT", 5000)
+_host = _settings.host
+_port = _settings.port
 _auth_on = _auth_enabled() if not _is_loopback(_host) else None
 _refused_host = _host if _auth_on is False else None
 if _refused_host is not None:
@@ -96,34 +91,35 @@ if _refused_host is not None:
 bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
 
 # -- workers -------------------------------------------------------------------------------------
-workers = _int("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1))
+workers = _settings.web_concurrency or 2 * (os.cpu_count() or 1)
 # gthread, with request heads read by the event loop and deadlines on every read and write:
 # slow clients cannot hold the threads (issue 21; see api/gunicorn_worker.py).
 worker_class = "api.gunicorn_worker.HeadFirstWorker"
-threads = _int("GUNICORN_THREADS", 8)
+threads = _settings.server_threads
 from api.gunicorn_worker import HeadFirstWorker  # noqa: E402  (the deadlines are class-wide)
 
-HeadFirstWorker.head_timeout_s = _int("GUNICORN_HEAD_TIMEOUT", 10)
-HeadFirstWorker.io_timeout_s = _int("GUNICORN_IO_TIMEOUT", 30)
+HeadFirstWorker.head_timeout_s = _settings.gunicorn_head_timeout
+HeadFirstWorker.io_timeout_s = _settings.gunicorn_io_timeout
 preload_app = False
-timeout = _int("GUNICORN_TIMEOUT", 60)
-graceful_timeout = _int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+timeout = _settings.gunicorn_timeout
+graceful_timeout = _settings.gunicorn_graceful_timeout
 keepalive = 5
 if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"   # the heartbeat file: never on a slow disk
 errorlog = "-"
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
-loglevel = os.environ.get("GUNICORN_LOG_LEVEL") or "info"
-control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or os.path.join(
+accesslog = _settings.gunicorn_access_log
+loglevel = _settings.gunicorn_log_level
+control_socket = _settings.gunicorn_control_socket or os.path.join(
     tempfile.gettempdir(), f"model-registry-gunicorn-{_port}.ctl")
 
 # -- Prometheus multiprocess mode ----------------------------------------------------------------
 # Set before any worker imports prometheus_client (workers inherit the environment). A reload
 # (SIGHUP) re-reads this file: the variable is then already set, so the directory stays the same.
 _OWN_PROMETHEUS_DIR: str | None = None
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    _OWN_PROMETHEUS_DIR = tempfile.mkdtemp(prefix="model-registry-prometheus-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _OWN_PROMETHEUS_DIR
+_PROMETHEUS_DIR = _settings.prometheus_multiproc_dir
+if not _PROMETHEUS_DIR:
+    _PROMETHEUS_DIR = _OWN_PROMETHEUS_DIR = tempfile.mkdtemp(prefix="model-registry-prometheus-")
+    export_prometheus_dir(_OWN_PROMETHEUS_DIR)
 
 
 def _empty_prometheus_dir(path: str) -> int:
@@ -142,7 +138,7 @@ def _empty_prometheus_dir(path: str) -> int:
 # -- hooks ---------------------------------------------------------------------------------------
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]
     """Master, once, before the first fork: a clean metrics directory; say how auth stands."""
-    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    path = _PROMETHEUS_DIR
     removed = _empty_prometheus_dir(path)
     server.log.info("prometheus multiprocess dir %s (%d stale files removed)", path, removed)
     if _refused_host is not None:
@@ -151,7 +147,7 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
             "listening on 127.0.0.1 only instead of %s. Set REGISTRY_ADMIN_TOKEN or create a "
             "key (flask --app api.app keys create NAME --role admin) to serve other hosts.",
             _refused_host)
-    elif _auth_on is None and not os.environ.get("REGISTRY_ADMIN_TOKEN"):
+    elif _auth_on is None and not _settings.admin_token:
         server.log.info("listening on loopback only; authentication applies once "
                         "REGISTRY_ADMIN_TOKEN is set or an API key exists")
 
@@ -171,11 +167,13 @@ def post_fork(server, worker) -> None:  # type: ignore[no-untyped-def]
 def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
     """Master, after a worker died (any way, even SIGKILL): its live gauges stop counting.
     Its counters and histograms stay in the directory, so totals never go backwards."""
+    # Imported here, not above: prometheus_client fixes its storage mode at import, and the
+    # workers forked from this master must import it only once the directory is exported.
     from prometheus_client import multiprocess
     multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server) -> None:  # type: ignore[no-untyped-def]
     """Master, at shutdown: remove the metrics directory if this file made it."""
-    if _OWN_PROMETHEUS_DIR and os.environ.get("PROMETHEUS_MULTIPROC_DIR") == _OWN_PROMETHEUS_DIR:
+    if _OWN_PROMETHEUS_DIR and get_settings().prometheus_multiproc_dir == _OWN_PROMETHEUS_DIR:
         shutil.rmtree(_OWN_PROMETHEUS_DIR, ignore_errors=True)

@@ -7,13 +7,11 @@ No API key and no network needed: the database is a fresh SQLite file in a tempo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 SECTIONS: dict[str, tuple[str, Callable[["Demo"], None]]] = {}
@@ -38,12 +36,13 @@ class Demo:
     """What the sections share: every layer wired once, on a SQLite file in ``data_dir``."""
 
     def __init__(self, data_dir: Path) -> None:
-        os.environ["REGISTRY_DATA_DIR"] = str(data_dir)
-        os.environ.setdefault("AUTO_ROLLBACK_WINDOW_S", "10")
-        from api.services import build_services
         from config import Settings
+        from wiring import build_services
         self.data_dir = data_dir
-        self.svc = build_services(Settings.from_env({"data_dir": data_dir}))
+        # A short automatic-rollback window, so that the demo shows it in seconds.
+        self.settings = Settings.from_env({"data_dir": data_dir},
+                                          defaults={"auto_rollback_window_s": 10.0})
+        self.svc = build_services(self.settings)
         self.registry = self.svc.registry
         self.database = self.svc.database
 
@@ -281,31 +280,18 @@ def demo_alerts(d: Demo) -> None:
           else "  no active alerts")
 
 
-@contextmanager
-def environment(**values: str):
-    """Set environment variables for a block, then put back what was there."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 @section("cost", "What each version costs: prices, cost gate, comparison, spend, budgets")
 def demo_cost(d: Demo) -> None:
     # Offline: the real google-genai SDK talks to the local fake Gemini server of the tests,
     # which reports a fixed usage per call (as Gemini's usageMetadata).
+    # The services of this section are wired with settings that point at it (same database).
     from errors import BudgetExceeded
     from tests.fake_gemini import FakeGemini
-    svc, model = d.svc, "assistant-cost"
-    with FakeGemini() as fake, environment(GOOGLE_GEMINI_BASE_URL=fake.url,
-                                           GEMINI_API_KEY="offline-fake",
-                                           NO_PROXY="127.0.0.1,localhost"):
+    from wiring import Services
+    model = "assistant-cost"
+    with FakeGemini() as fake:
+        svc = Services(d.settings.replace(gemini_base_url=fake.url,
+                                          gemini_api_key="offline-fake"), database=d.database)
         for model_id in ("gemini-2.5-flash-lite", "gemini-2.5-flash"):
             fake.set_usage(model_id, prompt=1200, candidates=300)
         d.registry.register_model(model, "Gemini; 1.1.0 moves from flash-lite to flash")
@@ -351,12 +337,13 @@ def demo_cost(d: Demo) -> None:
             print(f"  team-b over its daily budget -> {exc.code} (429): {exc.message[:80]}")
         served = svc.gateway.predict(model, "hello", api_key="team-a")
         print(f"  team-a is still served by {served['version']}")
+        svc.collector.close()
+        svc.loader.close()
 
 
 @section("gemini", "A Gemini version through the google-genai SDK (needs GEMINI_API_KEY)")
 def demo_gemini(d: Demo) -> None:
-    from config import get_settings
-    if not get_settings().gemini_api_key:
+    if not d.settings.gemini_api_key:
         print("  skipped: GEMINI_API_KEY is not set (set it, or GOOGLE_API_KEY, to run this "
               "section against Gemini)")
         return
@@ -380,7 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = args.sections or list(SECTIONS)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="model-registry-demo-"))
-    demo = Demo(data_dir)
+    from errors import ConfigurationError
+    try:
+        demo = Demo(data_dir)
+    except ConfigurationError as exc:   # the entry point stops with the message, no traceback
+        parser.exit(2, f"configuration error: {exc.message}\n")
     started = time.perf_counter()
     for name in chosen:
         title, fn = SECTIONS[name]

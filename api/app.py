@@ -25,10 +25,11 @@ from api import (artifacts_routes, auth, background, cost_routes, dashboard_rout
                  rollback_routes, webhooks_routes)
 from api.docs_pages import PAGE_HEADERS
 from api.errors import error_response, register_error_handlers
-from api.services import EXTENSION_KEY, build_services
+from api.services import AUTH_KEY, EXTENSION_KEY
 from api.spec import openapi_document, spec
 from config import Settings
-from errors import InvalidArgument, UnsupportedMediaType
+from errors import ConfigurationError, InvalidArgument, UnsupportedMediaType
+from wiring import build_services
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 BLUEPRINTS = (models_routes.bp, artifacts_routes.bp, predict_routes.bp, metrics_routes.bp,
@@ -138,11 +139,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     app.config.update({k: v for k, v in test_config.items() if k.isupper()})
 
-    app.extensions[EXTENSION_KEY] = build_services(settings)
+    svc = app.extensions[EXTENSION_KEY] = build_services(settings)
+    authenticator = app.extensions[AUTH_KEY] = auth.Authenticator(svc.keys, settings.admin_token)
 
     app.before_request(_assign_request_id)
     register_error_handlers(app)
-    auth.install(app, app.extensions[EXTENSION_KEY].auth)
+    auth.install(app, authenticator)
     app.before_request(_check_json_body)
     app.after_request(_cap_response(settings.max_response_bytes))
     app.after_request(_secure_headers)
@@ -198,16 +200,19 @@ def _register_cli(app: Flask) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app()
-    svc = app.extensions[EXTENSION_KEY]
+    try:
+        app = create_app()
+    except ConfigurationError as exc:   # the entry point stops with the message, no traceback
+        raise SystemExit(f"configuration error: {exc.message}") from None
+    svc, authenticator = app.extensions[EXTENSION_KEY], app.extensions[AUTH_KEY]
     host = svc.settings.host
-    if not svc.auth.enabled() and host not in LOOPBACK_HOSTS:
+    if not authenticator.enabled() and host not in LOOPBACK_HOSTS:
         logging.getLogger("api").warning(
             "authentication is off (no API key exists and REGISTRY_ADMIN_TOKEN is not set): "
             "listening on 127.0.0.1 only instead of %s. Set REGISTRY_ADMIN_TOKEN or create a key "
             "(flask --app api.app keys create NAME --role admin) to serve other hosts.", host)
         host = "127.0.0.1"
-    elif not svc.auth.enabled():
+    elif not authenticator.enabled():
         logging.getLogger("api").warning("authentication is off: local use only (%s)", host)
     app.run(host=host, port=svc.settings.port, threaded=True)
 

@@ -16,8 +16,9 @@ from typing import Any
 
 from flask import Flask
 
-from api.services import EXTENSION_KEY, Services
+from api.services import EXTENSION_KEY
 from deployment.ticker import ErrorLog, Ticker
+from wiring import Services
 
 log = logging.getLogger(__name__)
 TICKER_KEY = "background_ticker"

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from api.schemas import Body
 from deployment.deployment_store import STATES
 from deployment.deployment_strategy import STRATEGIES, AnalysisSettings
-from registry.pagination import MAX_PAGE_SIZE
+from shared.pagination import MAX_PAGE_SIZE
 
 Strategy = Literal[STRATEGIES]  # type: ignore[valid-type]
 State = Literal[STATES]  # type: ignore[valid-type]

@@ -9,7 +9,6 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from errors import RegistryError
@@ -31,6 +30,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "RESOURCE_EXHAUSTED": 429,
     "INTERNAL": 500,
+    "CONFIGURATION_ERROR": 500,
     "PROVIDER_ERROR": 502,
     "UNAVAILABLE": 503,
     "PROVIDER_TIMEOUT": 504,
@@ -84,22 +84,14 @@ def register_error_handlers(app: Flask) -> None:
             response.headers["Allow"] = err.get_response().headers["Allow"]
         return response, status
 
-    # Text the database cannot take is bad input, wherever it came from (path, query, body):
-    # lone UTF-16 surrogates (JSON allows "\ud800"; UTF-8 cannot encode it) and, on
-    # PostgreSQL, NUL characters.
+    # A lone UTF-16 surrogate (JSON allows "\ud800"; UTF-8 cannot encode it) that fails to
+    # encode outside the database (storage translates its own: ``storage.database``).
     @app.errorhandler(UnicodeEncodeError)
     def _unencodable(err: UnicodeEncodeError):  # type: ignore[no-untyped-def]
         if err.reason != "surrogates not allowed":
             return _unexpected(err)
         return error_response("INVALID_ARGUMENT", "the request holds a lone UTF-16 surrogate "
                               "(such as \\ud800): not valid Unicode text")
-
-    @app.errorhandler(DataError)
-    def _data(err: DataError):  # type: ignore[no-untyped-def]
-        if "NUL (0x00)" not in str(err.orig):
-            return _unexpected(err)
-        return error_response("INVALID_ARGUMENT", "the request holds a NUL character "
-                              "(\\u0000), which the database cannot store")
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):  # type: ignore[no-untyped-def]

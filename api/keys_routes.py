@@ -5,7 +5,7 @@ from flask import Blueprint
 from spectree import Response
 
 from api.schemas import CreateKeyBody, ErrorOut, KeyEnvelope, KeyList
-from api.services import actor, services
+from api.services import actor, authenticator, services
 from api.spec import spec
 
 bp = Blueprint("keys", __name__, url_prefix="/api/keys")
@@ -18,7 +18,7 @@ TAGS = ["keys"]
 def create_key(json: CreateKeyBody):
     """Create a key; the response carries the token, which is never shown again."""
     key, token = services().keys.create(json.name, json.role, actor=actor())
-    services().auth.invalidate()
+    authenticator().invalidate()
     return {"key": key, "token": token}, 201
 
 
@@ -37,5 +37,5 @@ def revoke_key(key_id: int):
     admin key cannot be revoked (409): create another admin key first. Revoking keys never
     turns authentication off."""
     key = services().keys.revoke(key_id, actor=actor())
-    services().auth.invalidate()
+    authenticator().invalidate()
     return {"key": key}

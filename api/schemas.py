@@ -6,7 +6,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from registry.model_registry import NAME_PATTERN
-from registry.pagination import MAX_PAGE_SIZE
+from shared.pagination import MAX_PAGE_SIZE
 
 Status = Literal["stable", "beta", "experimental", "deprecated", "archived"]
 Tags = dict[str, str]

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import event, insert, select  # noqa: E402
 
 from api.app import create_app  # noqa: E402
-from api.services import EXTENSION_KEY, Services  # noqa: E402
+from api.services import EXTENSION_KEY  # noqa: E402
+from wiring import Services  # noqa: E402
 from deployment.deployment_store import Deployment, new_id  # noqa: E402
 from registry.version_manager import precedence_key  # noqa: E402
 from storage.schema import model_versions, models, utcnow  # noqa: E402

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.services import build_services  # noqa: E402
+from wiring import build_services  # noqa: E402
 from config import Settings  # noqa: E402
 from models.onnx_examples import linear_model  # noqa: E402
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import print_rows  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 
 def start_server(data_dir: Path, port: int, workers: int, threads: int) -> subprocess.Popen:
@@ -48,7 +48,7 @@ def prepare(data: Path, model: str, versions: list[str], status: str = "experime
     """Register ONNX versions with an artifact in a data dir, in a separate process (the server
     then opens the same SQLite file)."""
     subprocess.run([sys.executable, "-c", (
-        "from api.services import build_services; from config import Settings;"
+        "from wiring import build_services; from config import Settings;"
         "from models.onnx_examples import linear_model; from pathlib import Path;"
         f"s = build_services(Settings.from_env({{'data_dir': Path({str(data)!r})}}));"
         f"s.registry.register_model({model!r});"

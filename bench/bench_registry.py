@@ -25,7 +25,7 @@ from registry.model_registry import ModelRegistry  # noqa: E402
 from registry.version_manager import precedence_key  # noqa: E402
 from storage.database import Database  # noqa: E402
 from storage.schema import model_versions, models, utcnow  # noqa: E402
-from tests.conftest import LiveServer  # noqa: E402
+from tests.support import LiveServer  # noqa: E402
 
 
 def bulk_versions(db: Database, name: str, count: int) -> None:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_http import prepare, start_server  # noqa: E402
 from bench.report import print_rows  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 
 def post(conn: http.client.HTTPConnection, path: str, body: dict) -> dict:

@@ -38,15 +38,14 @@ moved and drop their copy. So ``tick()`` is idempotent and can run in every proc
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection
 
-from config import get_settings
+from defaults import parts_for
 from deployment.analysis import FAIL, PASS, Check, analyze
 from deployment.deployment_store import (ACTIVE_STATES, STATES, Deployment, DeploymentStore,
                                          Lost, new_id)
@@ -58,12 +57,12 @@ from deployment.router import Router
 from deployment.ticker import ErrorLog
 from deployment.traffic_store import TrafficStore
 from errors import FailedPrecondition
-from models.model_loader import ModelLoader, ProviderCatalog
-from registry.metadata_store import record_event
-from registry.model_registry import ModelRegistry, check_text
-from registry.pagination import check_limit
-from storage.database import Database, default_database
-from storage.model_store import ArtifactStore
+from models.model_loader import ModelLoader
+from registry.model_registry import ModelRegistry
+from shared.pagination import check_limit
+from shared.text import check_text
+from storage.database import Database
+from storage.events import record_event
 from storage.schema import as_utc, iso, utcnow
 from tracking.alerting import ROLLBACK_RULE, AlertManager
 from tracking.performance_tracker import PerformanceTracker
@@ -78,7 +77,6 @@ _DEPLOY_RETRIES = 3
 Clock = Callable[[], datetime]
 BeforeDeploy = Callable[[str, str], None]
 Event = tuple[str, dict[str, Any]]
-T = TypeVar("T")
 
 
 def _aware(value: datetime) -> datetime:
@@ -87,7 +85,8 @@ def _aware(value: datetime) -> datetime:
 
 class DeploymentManager:
     """Deploys versions and drives their rollouts. ``DeploymentManager()`` works on the
-    default database; the collaborators it is not given are built on first use.
+    process's services; the collaborators it is not given come from the composition root
+    (``defaults.parts_for``).
 
     ``router``: the process's router, told to drop its cached table after each traffic change
     made here (other processes revalidate within a second by themselves).
@@ -104,59 +103,21 @@ class DeploymentManager:
                  before_deploy: BeforeDeploy | None = None, clock: Clock | None = None) -> None:
         if database is None:
             database = registry.db if registry is not None else (
-                loader.registry.db if loader is not None else default_database())
-        self.db = database
+                loader.registry.db if loader is not None else None)
+        parts = parts_for(database)   # the composition root's, for what is not given
+        self.db = database = parts.database
         self.store = DeploymentStore(database)
         self.traffic = traffic or TrafficStore(database)
         self.router = router
         self.before_deploy = before_deploy
         self.clock: Clock = clock or utcnow
-        self._given: dict[str, Any] = {"registry": registry, "loader": loader,
-                                       "tracker": tracker, "alerts": alerts,
-                                       "health": health_checker}
+        self.registry: ModelRegistry = registry or (loader.registry if loader else parts.registry)
+        self.loader: ModelLoader = loader or parts.loader
+        self.tracker: PerformanceTracker = tracker or parts.tracker
+        self.alerts: AlertManager = alerts or parts.alerts
+        self.health: HealthChecker = health_checker or parts.health
+        self._loader_given = loader is not None
         self._errors = ErrorLog(log)
-        self._lazy_lock = threading.RLock()   # builders build their own dependencies
-
-    # -- collaborators, built on first use -----------------------------------------------------
-    def _lazy(self, name: str, build: Callable[[], T]) -> T:
-        value = self._given.get(name)
-        if value is None:
-            with self._lazy_lock:
-                value = self._given.get(name)
-                if value is None:
-                    value = self._given[name] = build()
-        return value
-
-    @property
-    def registry(self) -> ModelRegistry:
-        def build() -> ModelRegistry:
-            loader = self._given.get("loader")
-            if loader is not None:
-                return loader.registry
-            return ModelRegistry(self.db, validate_config=self._catalog().validate_config)
-        return self._lazy("registry", build)
-
-    def _catalog(self) -> ProviderCatalog:
-        return self._lazy("catalog", ProviderCatalog)
-
-    @property
-    def loader(self) -> ModelLoader:
-        def build() -> ModelLoader:
-            return ModelLoader(self.registry, ArtifactStore(get_settings().artifact_root),
-                               self._catalog())
-        return self._lazy("loader", build)
-
-    @property
-    def tracker(self) -> PerformanceTracker:
-        return self._lazy("tracker", lambda: PerformanceTracker(self.db))
-
-    @property
-    def alerts(self) -> AlertManager:
-        return self._lazy("alerts", lambda: AlertManager(self.db, tracker=self.tracker))
-
-    @property
-    def health(self) -> HealthChecker:
-        return self._lazy("health", lambda: HealthChecker(self.loader))
 
     # -- deploying -----------------------------------------------------------------------------
     def deploy(self, name: str, version: str, strategy: str = "direct",
@@ -572,7 +533,7 @@ class DeploymentManager:
         """A rollout ended: unload, in this process, the versions of the model nothing needs —
         keeping what the table routes to and the previous version (an instant switch back)."""
         keep = set(dep.traffic) | {v for v in (dep.previous_version,) if v}
-        if self._given.get("loader") is not None:   # nothing loaded here otherwise
+        if self._loader_given:   # nothing loaded here otherwise
             self._best_effort(self.loader.retain, dep.model, keep)
 
     @staticmethod

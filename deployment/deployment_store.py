@@ -25,8 +25,8 @@ from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from errors import FailedPrecondition, InvalidArgument, NotFound
-from registry.metadata_store import record_event
-from registry.pagination import decode_token, encode_token
+from storage.events import record_event
+from shared.pagination import decode_token, encode_token
 from storage.database import Database
 from storage.schema import as_utc, deployments, events, health_checks, iso, rollbacks
 

@@ -64,15 +64,16 @@ class Router:
     (the registry's highest stable version), or None."""
 
     def __init__(self, store: TrafficStore, default_version: Callable[[str], str | None],
-                 ttl_s: float = 0.5) -> None:
+                 ttl_s: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.default_version = default_version
         self.ttl_s = ttl_s
+        self.clock = clock   # monotonic seconds; tests inject one instead of sleeping
         self._cache: dict[str, _Compiled] = {}
         self._lock = threading.Lock()
 
     def _compiled(self, model: str) -> _Compiled:
-        now = time.monotonic()
+        now = self.clock()
         entry = self._cache.get(model)
         if entry is not None and now - entry.checked < self.ttl_s:
             return entry

@@ -78,7 +78,8 @@ class Ticker:
             thread.join(timeout)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s * random.uniform(0.8, 1.2)):
+        jitter = random.Random()   # its own generator: a ticker never moves the global one
+        while not self._stop.wait(self.interval_s * jitter.uniform(0.8, 1.2)):
             try:
                 self.tick()
             except Exception as exc:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from errors import FailedPrecondition, InvalidArgument
-from registry.metadata_store import record_event
+from storage.events import record_event
 from storage.database import Database
 from storage.schema import iso, traffic, traffic_history, utcnow
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from config import Settings
 from errors import InvalidArgument
 
 
@@ -61,6 +62,8 @@ class VersionSpec:
     artifact_path: Path | None = None
     artifact_digest: str | None = None
     limits: ProviderLimits = field(default_factory=ProviderLimits)
+    # The settings the process was wired with (None: the configured ones, ``get_settings()``).
+    settings: Settings | None = None
 
 
 @dataclass(frozen=True)

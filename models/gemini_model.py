@@ -3,8 +3,9 @@ generation settings) bundle, called through the official ``google-genai`` SDK.
 
 The SDK is configured so that the service alone decides about retries and deadlines: SDK
 retries, automatic continuation and automatic function calling are off, so one
-``predict`` is exactly one HTTP call bounded by ``PROVIDER_TIMEOUT_S``. The endpoint is never
-set here, so the SDK's own ``GOOGLE_GEMINI_BASE_URL`` keeps working.
+``predict`` is exactly one HTTP call bounded by ``PROVIDER_TIMEOUT_S``. The endpoint is the
+settings' ``GOOGLE_GEMINI_BASE_URL`` when they carry one (``main.py`` passes a local one in its
+Settings); otherwise the SDK reads its own ``GOOGLE_GEMINI_BASE_URL``.
 
 Error mapping (SDK / transport → ``errors``):
 
@@ -156,6 +157,7 @@ class GeminiModel(ModelProvider):
         self._closed = False
         self._model_id = ""
         self._timeout_s = 0.0
+        self._base_url: str | None = None
         self._allowed: frozenset[str] = frozenset()
         self._base_config: types.GenerateContentConfig | None = None
 
@@ -178,8 +180,9 @@ class GeminiModel(ModelProvider):
         """Build the generation config and the SDK client; a missing key is not fatal here
         (versions can be registered and loaded without one), it fails at predict time."""
         cfg = self.validate_config(dict(self.spec.config))
-        settings = app_config.get_settings()
+        settings = self.spec.settings or app_config.get_settings()
         self._model_id = cfg["model"]
+        self._base_url = settings.gemini_base_url or None
         self._timeout_s = settings.provider_timeout_s
         self._allowed = frozenset(cfg.get("allowed_params", DEFAULT_ALLOWED_PARAMS))
         self._base_config = types.GenerateContentConfig(
@@ -195,9 +198,9 @@ class GeminiModel(ModelProvider):
                 self._client = self._new_client(settings.gemini_api_key)
 
     def _new_client(self, api_key: str) -> genai.Client:
-        # No base_url on purpose: GOOGLE_GEMINI_BASE_URL is read by the SDK itself.
         # HttpOptions.timeout is in milliseconds (the SDK divides by 1000 for httpx).
         http_options = types.HttpOptions(
+            base_url=self._base_url,
             timeout=max(1, round(self._timeout_s * 1000)) if self._timeout_s > 0 else None,
             retry_options=types.HttpRetryOptions(attempts=1),
         )
@@ -216,7 +219,7 @@ class GeminiModel(ModelProvider):
                                   f"is not loaded")
             if self._client is None:
                 # The key may have been added since load(): look again, only on this path.
-                key = app_config.get_settings().gemini_api_key
+                key = app_config.fresh_settings().gemini_api_key
                 if not key:
                     raise Unavailable(
                         "the gemini provider needs an API key: GEMINI_API_KEY is not set; "

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
+from config import Settings
 from money import parse_price
 from errors import (DataCorrupted, FailedPrecondition, InvalidArgument, NotFound, ProviderError,
                     RegistryError)
@@ -132,12 +133,16 @@ class ModelLoader:
                  catalog: ProviderCatalog | None = None, *, failure_ttl_s: float = 2.0,
                  limits: ProviderLimits | None = None, max_loaded: int = 32,
                  max_loaded_bytes: int = 2 * 1024 * 1024 * 1024,
-                 serving: Callable[[str], set[str]] | None = None) -> None:
+                 serving: Callable[[str], set[str]] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 settings: Settings | None = None) -> None:
         self.registry = registry
         self.store = store
         self.catalog = catalog or ProviderCatalog()
         self.failure_ttl_s = failure_ttl_s
+        self.clock = clock   # monotonic seconds; tests inject one instead of sleeping
         self.limits = limits or ProviderLimits()
+        self.settings = settings   # handed to the providers (the Gemini key and endpoint)
         self.max_loaded = max_loaded
         self.max_loaded_bytes = max_loaded_bytes
         self.serving = serving
@@ -178,13 +183,13 @@ class ModelLoader:
             if instance is not None:
                 return instance
             failed = self._failed.get(key)
-            if failed is not None and time.monotonic() - failed[0] < self.failure_ttl_s:
+            if failed is not None and self.clock() - failed[0] < self.failure_ttl_s:
                 exc = failed[1]
                 raise type(exc)(exc.message, details=exc.details)
             try:
                 instance = self._instantiate(cls, row)
             except RegistryError as exc:
-                self._failed[key] = (time.monotonic(), exc)
+                self._failed[key] = (self.clock(), exc)
                 raise
             self._failed.pop(key, None)
             self._sizes[key] = int((row.get("artifact") or {}).get("size") or 0)
@@ -250,7 +255,7 @@ class ModelLoader:
         spec = VersionSpec(model=model, version=version, provider=row["provider"],
                            config=provider_config(row.get("config")), artifact_path=path,
                            artifact_digest=artifact["digest"] if artifact else None,
-                           limits=self.limits)
+                           limits=self.limits, settings=self.settings)
         instance = cls(spec)
         try:
             instance.load()

@@ -1,7 +1,8 @@
 """All SQL of the registry: models, tags, versions, aliases and their events.
 
 Each public method is one transaction. Database errors are translated into domain errors here
-(a unique violation becomes ALREADY_EXISTS), so callers never see SQLAlchemy.
+(a unique violation becomes ALREADY_EXISTS), so callers never see SQLAlchemy. Methods return
+the frozen records of ``registry/records.py``, never rows or dicts.
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from sqlalchemy import Connection, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from errors import AlreadyExists, FailedPrecondition, NotFound
+from registry.records import AliasRecord, ModelRecord, VersionRecord
 from storage.database import Database
-from storage.schema import (aliases, events, iso, model_tags, model_versions, models, traffic,
+from storage.events import record_event
+from storage.schema import (aliases, events, model_tags, model_versions, models, traffic,
                             utcnow)
-from webhooks.webhook_store import enqueue_event
 
 VERSION_FIELDS = ("status", "description", "tags", "metadata")
 
@@ -27,28 +29,13 @@ class VersionKey(NamedTuple):
     text: str
 
 
-def record_event(conn: Connection, kind: str, *, actor: str = "system", model: str | None = None,
-                 version: str | None = None, deployment_id: str | None = None,
-                 reason: str = "", detail: dict[str, Any] | None = None) -> None:
-    """Append one row to the audit trail, inside the caller's transaction, and queue its
-    webhook deliveries in the same transaction (the outbox: every producer of events gets
-    webhooks through this one path)."""
-    at = utcnow()
-    event_id = conn.execute(insert(events).values(
-        at=at, actor=actor, kind=kind, model=model, version=version,
-        deployment_id=deployment_id, reason=reason, detail=detail or {})).inserted_primary_key[0]
-    enqueue_event(conn, event_id=event_id, kind=kind, at=at, actor=actor, model=model,
-                  version=version, deployment_id=deployment_id, reason=reason,
-                  detail=detail or {})
-
-
 class MetadataStore:
     def __init__(self, database: Database) -> None:
         self.db = database
 
     # -- models ---------------------------------------------------------------------------
     def create_model(self, name: str, description: str, tags: dict[str, str],
-                     metadata: dict[str, Any], actor: str) -> dict[str, Any]:
+                     metadata: dict[str, Any], actor: str) -> ModelRecord:
         now = utcnow()
         try:
             with self.db.transaction() as conn:
@@ -57,16 +44,16 @@ class MetadataStore:
                     created_at=now, updated_at=now)).inserted_primary_key[0]
                 self._write_tags(conn, model_id, tags)
                 record_event(conn, "model.registered", actor=actor, model=name)
-                return self._model_dict(conn, self._model_row(conn, name))
+                return self._model_record(conn, self._model_row(conn, name))
         except IntegrityError:
             raise AlreadyExists(f"model '{name}' already exists") from None
 
-    def get_model(self, name: str) -> dict[str, Any]:
+    def get_model(self, name: str) -> ModelRecord:
         with self.db.read() as conn:
-            return self._model_dict(conn, self._model_row(conn, name))
+            return self._model_record(conn, self._model_row(conn, name))
 
     def list_models(self, q: str | None, tag: tuple[str, str] | None, after: str | None,
-                    limit: int) -> list[dict[str, Any]]:
+                    limit: int) -> list[ModelRecord]:
         stmt = select(models).order_by(models.c.name).limit(limit)
         if q:
             stmt = stmt.where(models.c.name.icontains(q, autoescape=True))
@@ -78,9 +65,9 @@ class MetadataStore:
         with self.db.read() as conn:
             rows = conn.execute(stmt).all()
             tags = self._tags_for(conn, [r.id for r in rows])
-            return [self._model_dict(conn, r, tags.get(r.id, {})) for r in rows]
+            return [self._model_record(conn, r, tags.get(r.id, {})) for r in rows]
 
-    def update_model(self, name: str, changes: dict[str, Any], actor: str) -> dict[str, Any]:
+    def update_model(self, name: str, changes: dict[str, Any], actor: str) -> ModelRecord:
         with self.db.transaction() as conn:
             row = self._model_row(conn, name)
             values = {k: v for k, v in changes.items() if k in ("description", "metadata")}
@@ -91,7 +78,7 @@ class MetadataStore:
                 self._write_tags(conn, row.id, changes["tags"])
             record_event(conn, "model.updated", actor=actor, model=name,
                          detail={"fields": sorted(changes)})
-            return self._model_dict(conn, self._model_row(conn, name))
+            return self._model_record(conn, self._model_row(conn, name))
 
     def delete_model(self, name: str, actor: str) -> None:
         """Delete a model and its versions; refused while a traffic table serves it."""
@@ -105,7 +92,7 @@ class MetadataStore:
             record_event(conn, "model.deleted", actor=actor, model=name)
 
     # -- versions -------------------------------------------------------------------------
-    def create_version(self, name: str, values: dict[str, Any], actor: str) -> dict[str, Any]:
+    def create_version(self, name: str, values: dict[str, Any], actor: str) -> VersionRecord:
         now = utcnow()
         try:
             with self.db.transaction() as conn:
@@ -117,19 +104,19 @@ class MetadataStore:
                              version=values["version"], detail={"status": values["status"]})
                 row = self._version_row(
                     conn, model.id, VersionKey(values["precedence"], values["version"]), name)
-                return self._version_dict(conn, name, row)
+                return self._version_record(conn, name, row)
         except IntegrityError:
             raise AlreadyExists(f"version '{values['version']}' of model '{name}' already exists "
                                 "(versions that differ only in build metadata are the same "
                                 "version)") from None
 
-    def get_version(self, name: str, key: VersionKey) -> dict[str, Any]:
+    def get_version(self, name: str, key: VersionKey) -> VersionRecord:
         with self.db.read() as conn:
             model = self._model_row(conn, name)
-            return self._version_dict(conn, name, self._version_row(conn, model.id, key, name))
+            return self._version_record(conn, name, self._version_row(conn, model.id, key, name))
 
     def list_versions(self, name: str, status: str | None, before: bytes | None,
-                      limit: int) -> list[dict[str, Any]]:
+                      limit: int) -> list[VersionRecord]:
         """Newest first by SemVer precedence, ``limit`` rows strictly below ``before``."""
         with self.db.read() as conn:
             model = self._model_row(conn, name)
@@ -141,7 +128,7 @@ class MetadataStore:
                 stmt = stmt.where(model_versions.c.precedence < before)
             rows = conn.execute(stmt).all()
             names = self._aliases_for(conn, [r.id for r in rows])
-            return [self._version_dict(conn, name, r, names.get(r.id, [])) for r in rows]
+            return [self._version_record(conn, name, r, names.get(r.id, [])) for r in rows]
 
     def highest_with_status(self, names: list[str], status: str) -> dict[str, str]:
         """{model: its highest-precedence version with ``status``} for many models, one query."""
@@ -160,7 +147,7 @@ class MetadataStore:
             return {r.name: r.version for r in conn.execute(stmt)}
 
     def update_version(self, name: str, key: VersionKey, changes: dict[str, Any],
-                       actor: str) -> dict[str, Any]:
+                       actor: str) -> VersionRecord:
         with self.db.transaction() as conn:
             model = self._model_row(conn, name)
             row = self._version_row(conn, model.id, key, name)
@@ -170,10 +157,10 @@ class MetadataStore:
             record_event(conn, "version.updated", actor=actor, model=name, version=row.version,
                          detail={"changes": {k: values[k] for k in values if k == "status"},
                                  "fields": sorted(values), "previous_status": row.status})
-            return self._version_dict(conn, name, self._version_row(conn, model.id, key, name))
+            return self._version_record(conn, name, self._version_row(conn, model.id, key, name))
 
     def set_artifact(self, name: str, key: VersionKey, digest: str, size: int,
-                     actor: str) -> dict[str, Any]:
+                     actor: str) -> VersionRecord:
         """Attach an artifact once; the same bytes again is a no-op, other bytes a conflict."""
         with self.db.transaction() as conn:
             model = self._model_row(conn, name)
@@ -189,10 +176,10 @@ class MetadataStore:
                                      updated_at=utcnow()))
                 record_event(conn, "version.artifact", actor=actor, model=name,
                              version=row.version, detail={"digest": digest, "size": size})
-            return self._version_dict(conn, name, self._version_row(conn, model.id, key, name))
+            return self._version_record(conn, name, self._version_row(conn, model.id, key, name))
 
     # -- aliases --------------------------------------------------------------------------
-    def set_alias(self, name: str, alias: str, key: VersionKey, actor: str) -> dict[str, Any]:
+    def set_alias(self, name: str, alias: str, key: VersionKey, actor: str) -> AliasRecord:
         with self.db.transaction() as conn:
             model = self._model_row(conn, name)
             row = self._version_row(conn, model.id, key, name)
@@ -202,7 +189,7 @@ class MetadataStore:
                                                 version_id=row.id, updated_at=utcnow()))
             record_event(conn, "alias.set", actor=actor, model=name, version=row.version,
                          detail={"alias": alias})
-            return {"model": name, "alias": alias, "version": row.version}
+            return AliasRecord(model=name, alias=alias, version=row.version)
 
     def delete_alias(self, name: str, alias: str, actor: str) -> None:
         with self.db.transaction() as conn:
@@ -306,23 +293,22 @@ class MetadataStore:
                 out.setdefault(r.version_id, []).append(r.alias)
         return out
 
-    def _model_dict(self, conn: Connection, row: Row,
-                    tags: dict[str, str] | None = None) -> dict[str, Any]:
+    def _model_record(self, conn: Connection, row: Row,
+                    tags: dict[str, str] | None = None) -> ModelRecord:
         if tags is None:
             tags = self._tags_for(conn, [row.id]).get(row.id, {})
-        return {"name": row.name, "description": row.description, "tags": tags,
-                "metadata": row.metadata, "created_at": iso(row.created_at),
-                "updated_at": iso(row.updated_at)}
+        return ModelRecord(name=row.name, description=row.description, tags=tags,
+                           metadata=row.metadata, created_at=row.created_at,
+                           updated_at=row.updated_at)
 
-    def _version_dict(self, conn: Connection, name: str, row: Row,
-                      alias_names: list[str] | None = None) -> dict[str, Any]:
+    def _version_record(self, conn: Connection, name: str, row: Row,
+                      alias_names: list[str] | None = None) -> VersionRecord:
         if alias_names is None:
             alias_names = self._aliases_for(conn, [row.id]).get(row.id, [])
-        artifact = ({"digest": row.artifact_digest, "size": row.artifact_size}
-                    if row.artifact_digest else None)
-        return {"model": name, "version": row.version, "major": row.major, "minor": row.minor,
-                "patch": row.patch, "prerelease": row.prerelease, "build": row.build,
-                "status": row.status, "provider": row.provider, "config": row.config,
-                "artifact": artifact, "tags": row.tags, "metadata": row.metadata,
-                "description": row.description, "aliases": alias_names,
-                "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
+        return VersionRecord(
+            model=name, version=row.version, precedence=row.precedence, major=row.major,
+            minor=row.minor, patch=row.patch, prerelease=row.prerelease, build=row.build,
+            status=row.status, provider=row.provider, config=row.config,
+            artifact_digest=row.artifact_digest, artifact_size=row.artifact_size,
+            tags=row.tags, metadata=row.metadata, description=row.description,
+            aliases=tuple(alias_names), created_at=row.created_at, updated_at=row.updated_at)

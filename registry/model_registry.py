@@ -11,9 +11,12 @@ from typing import Any
 
 from errors import InvalidArgument, NotFound
 from registry.metadata_store import MetadataStore, VersionKey
-from registry.pagination import check_limit, decode_token, encode_token
+from registry.records import VersionRecord
 from registry.version_manager import looks_like_range, parse_range, parse_version, precedence_key
-from storage.database import Database, default_database
+from defaults import parts_for
+from shared.pagination import check_limit, decode_token, encode_token
+from shared.text import check_text
+from storage.database import Database
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 STATUSES = ("stable", "beta", "experimental", "deprecated", "archived")
@@ -57,15 +60,6 @@ def check_object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def check_text(value: Any, what: str = "description") -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str) or len(value) > 10_000:
-        raise InvalidArgument(f"{what} must be a string of at most 10000 characters")
-    if "\x00" in value:  # PostgreSQL cannot store it; refuse it on every database alike
-        raise InvalidArgument(f"{what} must not contain NUL characters")
-    return value
-
 
 def parse_tag_filter(tag: str | None) -> tuple[str, str] | None:
     if not tag:
@@ -86,7 +80,7 @@ class ModelRegistry:
 
     def __init__(self, database: Database | None = None,
                  validate_config: ConfigValidator | None = None) -> None:
-        self.db = database or default_database()
+        self.db = database or parts_for(None).database
         self.store = MetadataStore(self.db)
         self.validate_config = validate_config
 
@@ -94,11 +88,11 @@ class ModelRegistry:
     def register_model(self, name: str, description: str = "", tags: dict[str, str] | None = None,
                        metadata: dict[str, Any] | None = None, *,
                        actor: str = "system") -> dict[str, Any]:
-        return self.store.create_model(check_name(name), check_text(description),
-                                       check_tags(tags), check_object(metadata, "metadata"), actor)
+        return self.store.create_model(check_name(name), check_text(description), check_tags(tags),
+                                       check_object(metadata, "metadata"), actor).as_dict()
 
     def get_model(self, name: str) -> dict[str, Any]:
-        return self.store.get_model(name)
+        return self.store.get_model(name).as_dict()
 
     def list_models(self, q: str | None = None, tag: str | None = None, limit: int = 50,
                     page_token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
@@ -110,13 +104,13 @@ class ModelRegistry:
         rows = self.store.list_models(q, parse_tag_filter(tag), after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        return rows, encode_token(rows[-1]["name"]) if more else None
+        return [r.as_dict() for r in rows], encode_token(rows[-1].name) if more else None
 
     def update_model(self, name: str, *, description: str | None = None,
                      tags: dict[str, str] | None = None, metadata: dict[str, Any] | None = None,
                      actor: str = "system") -> dict[str, Any]:
         changes = _editable(description=description, tags=tags, metadata=metadata)
-        return self.store.update_model(name, changes, actor)
+        return self.store.update_model(name, changes, actor).as_dict()
 
     def delete_model(self, name: str, *, actor: str = "system") -> None:
         self.store.delete_model(name, actor)
@@ -141,7 +135,7 @@ class ModelRegistry:
             "description": check_text(description), "tags": check_tags(tags),
             "metadata": check_object(metadata, "metadata"),
         }
-        return self.store.create_version(name, values, actor)
+        return self.store.create_version(name, values, actor).as_dict()
 
     def resolve(self, name: str, ref: str) -> VersionKey:
         """Turn an exact version, ``latest``, an alias or a range into the version it names.
@@ -186,7 +180,7 @@ class ModelRegistry:
         return self.store.highest_with_status(list(names), "stable")
 
     def get_version(self, name: str, ref: str) -> dict[str, Any]:
-        return self.store.get_version(name, self.resolve(name, ref))
+        return self.store.get_version(name, self.resolve(name, ref)).as_dict()
 
     def list_versions(self, name: str, status: str | None = None, range: str | None = None,
                       limit: int = 100, page_token: str | None = None
@@ -203,17 +197,17 @@ class ModelRegistry:
             raise InvalidArgument("page_token is not a token this server issued") from None
         # A range is filtered here, not in SQL: fetch bigger batches until the page is full.
         fetch = limit + 1 if matcher is None else max(limit + 1, 200)
-        page: list[dict[str, Any]] = []
+        page: list[VersionRecord] = []
         while len(page) <= limit:
             batch = self.store.list_versions(name, status, before, fetch)
-            page.extend(v for v in batch if matcher is None or matcher.match(v["version"]))
+            page.extend(v for v in batch if matcher is None or matcher.match(v.version))
             if len(batch) < fetch:
                 break
-            before = precedence_key(batch[-1]["version"])
+            before = batch[-1].precedence
         more = len(page) > limit
         page = page[:limit]
-        next_token = encode_token(precedence_key(page[-1]["version"]).hex()) if more else None
-        return page, next_token
+        next_token = encode_token(page[-1].precedence.hex()) if more else None
+        return [v.as_dict() for v in page], next_token
 
     def iter_versions(self, name: str, status: str | None = None,
                       range_text: str | None = None):
@@ -232,11 +226,12 @@ class ModelRegistry:
         """Change what is editable: status, description, tags, metadata (never the content)."""
         changes = _editable(status=status, description=description, tags=tags,
                             metadata=metadata)
-        return self.store.update_version(name, self.resolve(name, ref), changes, actor)
+        return self.store.update_version(name, self.resolve(name, ref), changes, actor).as_dict()
 
     def attach_artifact(self, name: str, ref: str, digest: str, size: int, *,
                         actor: str = "system") -> dict[str, Any]:
-        return self.store.set_artifact(name, self.resolve(name, ref), digest, size, actor)
+        return self.store.set_artifact(name, self.resolve(name, ref), digest, size,
+                                       actor).as_dict()
 
     # -- aliases --------------------------------------------------------------------------
     def set_alias(self, name: str, alias: str, version: str, *,
@@ -245,7 +240,7 @@ class ModelRegistry:
         if alias == "latest" or looks_like_range(alias) or _is_version(alias):
             raise InvalidArgument(f"alias {alias!r} would be read as a version or a range; "
                                   "pick a word such as 'production'")
-        return self.store.set_alias(name, alias, self.resolve(name, version), actor)
+        return self.store.set_alias(name, alias, self.resolve(name, version), actor).as_dict()
 
     def delete_alias(self, name: str, alias: str, *, actor: str = "system") -> None:
         self.store.delete_alias(name, alias, actor)

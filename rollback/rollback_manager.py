@@ -16,22 +16,23 @@ never chosen again as an automatic target.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from config import env_number
+from config import Settings
+from defaults import parts_for
 from deployment.deployment_store import DeploymentStore
 from deployment.health_checker import HealthChecker
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
 from errors import FailedPrecondition
-from registry.model_registry import ModelRegistry, check_text
-from registry.pagination import check_limit
+from registry.model_registry import ModelRegistry
+from shared.text import check_text
+from shared.pagination import check_limit
 from rollback.snapshot_manager import live_version
-from storage.database import Database, default_database
+from storage.database import Database
 from storage.schema import utcnow
 from tracking.alerting import AlertManager
 from tracking.performance_tracker import PerformanceTracker
@@ -50,30 +51,30 @@ class AutoRollbackPolicy:
     enabled: bool = True
 
     @classmethod
-    def from_env(cls) -> "AutoRollbackPolicy":
-        return cls(
-            max_error_rate=env_number("AUTO_ROLLBACK_MAX_ERROR_RATE", 0.2),
-            max_p95_latency=env_number("AUTO_ROLLBACK_MAX_P95_S", None),
-            min_requests=int(env_number("AUTO_ROLLBACK_MIN_REQUESTS", 20)),
-            window_s=env_number("AUTO_ROLLBACK_WINDOW_S", 60.0),
-            enabled=os.environ.get("AUTO_ROLLBACK", "on").lower() not in ("off", "0", "false"))
+    def from_settings(cls, s: Settings) -> "AutoRollbackPolicy":
+        return cls(max_error_rate=s.auto_rollback_max_error_rate,
+                   max_p95_latency=s.auto_rollback_max_p95_s,
+                   min_requests=s.auto_rollback_min_requests, window_s=s.auto_rollback_window_s,
+                   enabled=s.auto_rollback)
 
 
 class RollbackManager:
-    """The seed's ``RollbackManager``: ``RollbackManager()`` works on the default database."""
+    """The seed's ``RollbackManager``: ``RollbackManager()`` works on the process's services;
+    what it is not given comes from the composition root (``defaults.parts_for``)."""
 
     def __init__(self, database: Database | None = None, *,
                  registry: ModelRegistry | None = None, tracker: PerformanceTracker | None = None,
                  alerts: AlertManager | None = None, health: HealthChecker | None = None,
                  router: Router | None = None, policy: AutoRollbackPolicy | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
-        self.db = database or (registry.db if registry else default_database())
-        self.registry = registry or ModelRegistry(self.db)
-        self.tracker = tracker or PerformanceTracker(self.db)
-        self.alerts = alerts or AlertManager(self.db, tracker=self.tracker)
-        self.health = health if health is not None else _default_health(self.registry, self.db)
+        parts = parts_for(database or (registry.db if registry else None))  # what is not given
+        self.db = parts.database
+        self.registry = registry or parts.registry
+        self.tracker = tracker or parts.tracker
+        self.alerts = alerts or parts.alerts
+        self.health = health if health is not None else parts.health
         self.router = router
-        self.policy = policy or AutoRollbackPolicy.from_env()
+        self.policy = policy or AutoRollbackPolicy.from_settings(parts.settings)
         self.clock = clock
         self.traffic = TrafficStore(self.db)
         self.deployments = DeploymentStore(self.db)
@@ -238,10 +239,3 @@ class RollbackManager:
     def get(self, rollback_id: str) -> dict[str, Any]:
         return self.deployments.get_rollback(rollback_id)
 
-
-def _default_health(registry: ModelRegistry, database: Database) -> HealthChecker:
-    from config import get_settings
-    from models.model_loader import ModelLoader, ProviderCatalog
-    from storage.model_store import ArtifactStore
-    loader = ModelLoader(registry, ArtifactStore(get_settings().artifact_root), ProviderCatalog())
-    return HealthChecker(loader)

@@ -21,10 +21,11 @@ from deployment.deployment_store import DeploymentStore, new_id
 from deployment.health_checker import HealthChecker
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
+from defaults import parts_for
 from errors import FailedPrecondition
 from registry.metadata_store import MetadataStore
-from registry.model_registry import check_text
-from registry.pagination import check_limit
+from shared.text import check_text
+from shared.pagination import check_limit
 from rollback.snapshot_store import SnapshotStore
 from storage.database import Database
 from storage.schema import utcnow
@@ -40,10 +41,10 @@ def live_version(weights: dict[str, int], stable: str | None) -> str | None:
 
 
 class SnapshotManager:
-    def __init__(self, database: Database, *, health: HealthChecker | None = None,
+    def __init__(self, database: Database | None = None, *, health: HealthChecker | None = None,
                  router: Router | None = None, retention: int = DEFAULT_RETENTION,
                  clock: Callable[[], datetime] = utcnow) -> None:
-        self.db = database
+        self.db = database = database or parts_for(None).database
         self.store = SnapshotStore(database)
         self.registry_store = MetadataStore(database)
         self.traffic = TrafficStore(database)

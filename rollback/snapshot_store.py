@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select
 
 from errors import NotFound
-from registry.pagination import decode_token, encode_token
+from shared.pagination import decode_token, encode_token
 from storage.database import Database
 from storage.schema import iso, snapshots
 

@@ -7,7 +7,7 @@ an advisory lock so that several processes starting together migrate once.
 """
 from __future__ import annotations
 
-import threading
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,10 +16,13 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 
 from config import get_settings
+from errors import InvalidArgument, Unavailable
 from storage.disk import is_full, storage_full
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -73,22 +76,27 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """One write transaction: committed on success, rolled back on any exception. A full
-        disk is a ``StorageFull`` (507), not a driver error."""
-        try:
-            with self.engine.begin() as conn:
-                yield conn
-        except OperationalError as exc:
-            if is_full(exc):
-                raise storage_full("the database write") from exc
-            raise
+        disk is a ``StorageFull`` (507), not a driver error (``domain_errors``)."""
+        with domain_errors(), self.engine.begin() as conn:
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read-only unit of work (a deferred transaction on SQLite: never takes the write lock)."""
-        with self.engine.connect() as conn:
+        with domain_errors(), self.engine.connect() as conn:
             conn = conn.execution_options(read_only=True)
             with conn.begin():
                 yield conn
+
+    def ping(self) -> None:
+        """Check that the database answers; :class:`errors.Unavailable` (with a generic
+        message: the driver's, which may name hosts and users, goes to the log) if not."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            log.warning("database ping failed", exc_info=True)
+            raise Unavailable("the database does not answer") from None
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision; safe when processes race."""
@@ -104,15 +112,25 @@ class Database:
         self.engine.dispose()
 
 
-_default: Database | None = None
-_default_lock = threading.Lock()
-
-
-def default_database() -> Database:
-    """The process-wide database named by the configuration (created and migrated on first use)."""
-    global _default
-    with _default_lock:
-        url = get_settings().database_url
-        if _default is None or _default.url != url:
-            _default = Database(url)
-        return _default
+@contextmanager
+def domain_errors() -> Iterator[None]:
+    """Driver errors become domain errors here, where they arise, so that no layer above has
+    to know a driver's messages: a full disk is :class:`errors.StorageFull`; text the database
+    cannot store (on PostgreSQL a NUL character; on both, a lone UTF-16 surrogate such as
+    ``"\\ud800"``, which JSON allows and UTF-8 cannot encode) is :class:`errors.InvalidArgument`."""
+    try:
+        yield
+    except OperationalError as exc:
+        if is_full(exc):
+            raise storage_full("the database write") from exc
+        raise
+    except DataError as exc:
+        if "NUL (0x00)" not in str(exc.orig):
+            raise
+        raise InvalidArgument("the request holds a NUL character (\\u0000), which the database "
+                              "cannot store") from exc
+    except UnicodeEncodeError as exc:
+        if exc.reason != "surrogates not allowed":
+            raise
+        raise InvalidArgument("the request holds a lone UTF-16 surrogate (such as \\ud800): "
+                              "not valid Unicode text") from exc

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 
 from errors import FailedPrecondition, InvalidArgument, NotFound
-from registry.metadata_store import record_event
 from storage.database import Database
+from storage.events import record_event
 from storage.schema import api_keys, auth_state, iso, utcnow
 
 ROLES = ("read", "write", "admin")

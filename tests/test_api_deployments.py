@@ -215,6 +215,7 @@ def test_predict_follows_the_table(app, live):
     assert r.json["version"] == "1.1.0" and r.json["deployment_id"]
 
 
+@pytest.mark.slow   # waits for the real ticker
 def test_the_ticker_drives_rollouts_when_enabled(tmp_path: Path):
     app = create_app({"TESTING": True, "TICKER": True, "TICKER_INTERVAL_S": 0.05,
                       "data_dir": tmp_path / "ticking"})

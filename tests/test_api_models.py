@@ -150,6 +150,7 @@ def test_cli_db_upgrade(runner):
     assert result.exit_code == 0 and "newest revision" in result.output
 
 
+@pytest.mark.slow   # a real server process
 def test_seed_calls_against_a_running_server(live_server):
     """The seed's curl calls, as requests against `python api/app.py`."""
     import requests

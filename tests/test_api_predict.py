@@ -39,10 +39,11 @@ def test_artifact_upload_download_and_immutability(client):
     digest = hashlib.sha256(data).hexdigest()
     assert r.status_code == 201 and r.headers["ETag"] == f'"{digest}"'
     assert r.json["version"]["artifact"] == {"digest": digest, "size": len(data)}
-    r = client.get("/api/models/lin/versions/1.0.0/artifact")
-    assert r.status_code == 200 and r.data == data and r.headers["ETag"] == f'"{digest}"'
-    assert client.get("/api/models/lin/versions/1.0.0/artifact",
-                      headers={"If-None-Match": f'"{digest}"'}).status_code == 304
+    with client.get("/api/models/lin/versions/1.0.0/artifact") as r:   # closes the file
+        assert r.status_code == 200 and r.data == data and r.headers["ETag"] == f'"{digest}"'
+    with client.get("/api/models/lin/versions/1.0.0/artifact",
+                    headers={"If-None-Match": f'"{digest}"'}) as r:   # closes the file
+        assert r.status_code == 304
     # same bytes again: fine; other bytes: 409
     assert client.put("/api/models/lin/versions/1.0.0/artifact", data=data,
                       content_type="application/octet-stream").status_code == 201
@@ -157,6 +158,7 @@ def test_predictions_are_tracked(client, app):
     assert metrics["requests"] == 5 and metrics["successes"] == 5
 
 
+@pytest.mark.slow   # waits for a 1 s backend
 def test_slow_backend_cannot_exhaust_workers(tmp_path, gemini, monkeypatch):
     """Over the per-model in-flight limit the next request is refused at once with 429."""
     from concurrent.futures import ThreadPoolExecutor

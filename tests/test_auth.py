@@ -77,7 +77,7 @@ def test_keys_enforce_auth_without_admin_token(app, client, runner):
     result = runner.invoke(args=["keys", "create", "ops", "--role", "admin"])
     assert result.exit_code == 0, result.output
     token = result.output.strip().splitlines()[-1]
-    app.extensions["model_registry"].auth.invalidate()
+    app.extensions["model_registry.auth"].invalidate()
     assert client.get("/api/models").status_code == 401
     assert client.get("/api/models", headers=bearer(token)).status_code == 200
     listed = runner.invoke(args=["keys", "list"]).output

@@ -33,8 +33,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import LiveServer
+from tests.support import LiveServer
 from models.onnx_examples import linear_model
+
+pytestmark = pytest.mark.slow   # kills real servers with SIGKILL
 
 INPUT = {"input": [[1.0, 2.0, 3.0, 4.0]]}
 DIGEST = re.compile(r"[0-9a-f]{64}")

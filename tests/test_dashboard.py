@@ -55,7 +55,8 @@ def check_page(client, path: str, ids: list[str]) -> str:
     for element_id in COMMON_IDS + ids:
         assert f'id="{element_id}"' in html, (path, element_id)
     for src in re.findall(r'(?:src|href)="(/static/[^"]+)"', html):
-        assert client.get(src).status_code == 200, src
+        with client.get(src) as r:   # closed: a static file response holds the file open
+            assert r.status_code == 200, src
     assert "<script>" not in html and " style=" not in html   # nothing inline: the CSP holds
     return html
 
@@ -116,7 +117,8 @@ def test_pages_are_public_but_their_data_is_not(tmp_path):
         client = app.test_client()
         for path in PAGES:
             assert client.get(path).status_code == 200, path
-        assert client.get("/static/dashboard/common.js").status_code == 200
+        with client.get("/static/dashboard/common.js") as r:
+            assert r.status_code == 200
         r = client.get("/api/overview")
         assert r.status_code == 401 and r.json["error"]["code"] == "UNAUTHENTICATED"
         r = client.get("/api/overview", headers={"Authorization": "Bearer t0ken"})

@@ -20,7 +20,9 @@ import pytest
 import requests
 
 from models.onnx_examples import linear_model
-from tests.conftest import ROOT, LiveServer
+from tests.support import ROOT, LiveServer
+
+pytestmark = pytest.mark.slow   # a browser against a real server
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():

@@ -4,8 +4,10 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.exc import DBAPIError
 
+from errors import InvalidArgument, Unavailable
 from storage.database import Database
 from storage.schema import events, utcnow
 
@@ -55,3 +57,59 @@ def test_processes_racing_to_migrate_migrate_once(database_url):
 def test_data_dir_is_created(tmp_path):
     Database(f"sqlite:///{tmp_path / 'deep' / 'er' / 'r.db'}").dispose()
     assert (tmp_path / "deep" / "er" / "r.db").exists()
+
+
+# -- the storage boundary: driver errors become domain errors here ----------------------------
+
+DEAD_URL = "postgresql+psycopg://registry:s3cret-pw@127.0.0.1:1/nowhere?connect_timeout=2"
+
+
+def test_ping_answers_on_a_live_database(database):
+    database.ping()   # no exception
+
+
+def test_ping_of_a_dead_database_is_unavailable_without_driver_details():
+    db = Database(DEAD_URL, migrate=False)
+    try:
+        with pytest.raises(Unavailable) as info:
+            db.ping()
+    finally:
+        db.dispose()
+    assert info.value.message == "the database does not answer"
+
+
+def test_readyz_reports_a_dead_database_without_echoing_the_driver(app, client):
+    svc = app.extensions["model_registry"]
+    assert client.get("/readyz").json["checks"]["database"] == "ok"
+    svc.database.engine = create_engine(DEAD_URL)
+    r = client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json == {"status": "unavailable",
+                      "checks": {"database": "the database does not answer"}}
+    assert "s3cret" not in r.text and "127.0.0.1" not in r.text and "psycopg" not in r.text
+
+
+def test_a_lone_surrogate_is_invalid_argument_at_the_storage_boundary(database):
+    with pytest.raises(InvalidArgument, match="lone UTF-16 surrogate"):
+        with database.transaction() as conn:
+            conn.execute(insert(events).values(at=utcnow(), actor="t", kind="k", reason="\ud800",
+                                               detail={}))
+
+
+def test_a_nul_character_is_invalid_argument_on_every_database(database):
+    """PostgreSQL cannot store NUL; the driver's DataError becomes INVALID_ARGUMENT here. SQLite
+    stores it, so there the row simply goes in."""
+    try:
+        with database.transaction() as conn:
+            conn.execute(insert(events).values(at=utcnow(), actor="t", kind="k", reason="a\x00b",
+                                               detail={}))
+    except InvalidArgument as exc:
+        assert not database.is_sqlite and "NUL character" in exc.message
+    else:
+        assert database.is_sqlite
+
+
+def test_other_database_errors_pass_through(database):
+    with pytest.raises(DBAPIError):
+        with database.read() as conn:
+            conn.execute(text("SELECT no_such_column FROM events"))

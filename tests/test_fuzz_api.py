@@ -6,12 +6,15 @@ server errors: the fuzzed models have nothing deployed, so predict answers 404/5
 """
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (content_type_conformance, not_a_server_error,
                                  response_schema_conformance, status_code_conformance)
 
 from api.app import create_app
+
+pytestmark = pytest.mark.slow   # property-based fuzzing of every endpoint: long
 
 app = None
 ADMIN = "fuzz-admin-token"

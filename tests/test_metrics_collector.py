@@ -189,6 +189,7 @@ def _child(url: str, model: str, seed: int, at: float) -> None:
     db.dispose()
 
 
+@pytest.mark.slow   # child processes
 def test_two_processes_flushing_the_same_buckets_add_up(db):
     model = _name()
     at = time.time() - 60
@@ -254,6 +255,7 @@ class _NullSink:
         pass
 
 
+@pytest.mark.slow   # child processes
 def test_prometheus_render_aggregates_worker_processes(tmp_path, monkeypatch):
     model = _name()
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
@@ -264,7 +266,7 @@ def test_prometheus_render_aggregates_worker_processes(tmp_path, monkeypatch):
     for p in workers:
         p.join(60)
         assert p.exitcode == 0
-    body, _ = prometheus.render()
+    body, _ = prometheus.render(str(tmp_path))
     samples = {(s.name, s.labels.get("outcome"), s.labels.get("kind"), s.labels.get("le")): s.value
                for family in text_string_to_metric_families(body.decode())
                for s in family.samples if s.labels.get("model") == model}

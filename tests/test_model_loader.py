@@ -193,12 +193,16 @@ def test_corrupted_artifact_is_refused_and_the_failure_remembered(env, monkeypat
 
 def test_a_remembered_failure_expires(env):
     digest = env.onnx_version()
-    env.loader.failure_ttl_s = 0.05
+    now = [100.0]
+    env.loader.clock = lambda: now[0]     # an injected clock: the test moves time, not sleeps
     env.store.delete(digest)
     with pytest.raises(DataCorrupted, match="missing from the artifact store"):
         env.loader.get("m", "1.0.0")
     env.store.put_bytes(onnx_examples.linear_model())
-    time.sleep(0.06)
+    now[0] += env.loader.failure_ttl_s - 0.01
+    with pytest.raises(DataCorrupted):     # still remembered just before the TTL
+        env.loader.get("m", "1.0.0")
+    now[0] += 0.02
     assert isinstance(env.loader.get("m", "1.0.0"), OnnxModel)
 
 

@@ -9,7 +9,6 @@ from datetime import timedelta
 import pytest
 
 from errors import InvalidArgument
-from tracking import metrics_collector
 from tracking.performance_tracker import PerformanceTracker, parse_window
 
 CONTRACT_KEYS = {"requests", "successes", "failures", "success_rate", "error_rate",
@@ -34,7 +33,7 @@ def test_seed_example_runs_as_written(tmp_path, monkeypatch, capsys):
         metrics = tracker.get_metrics(name, "1.0.0")
         print(metrics)
     finally:
-        metrics_collector.default_collector(tracker.database).close()
+        tracker.collector.close()
         tracker.database.dispose()
     assert CONTRACT_KEYS <= set(metrics) and str(metrics["requests"]) in capsys.readouterr().out
     assert metrics["requests"] == metrics["successes"] == 1 and metrics["failures"] == 0

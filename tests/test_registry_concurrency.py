@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from errors import AlreadyExists
@@ -36,6 +37,7 @@ def test_16_threads_register_the_same_version(database):
     assert outcomes.count("ok") == 1 and outcomes.count("exists") == 15
 
 
+@pytest.mark.slow   # a real server process
 def test_same_version_over_http_gives_one_201_and_clean_409s(live_server):
     url = live_server.url
     assert requests.post(f"{url}/api/models/register", json={"name": "m"}).status_code == 201

@@ -11,7 +11,9 @@ import pytest
 import requests
 
 from models.onnx_examples import linear_model
-from tests.conftest import LiveServer
+from tests.support import LiveServer
+
+pytestmark = pytest.mark.slow   # real server processes, rollbacks in real time
 
 X = [[1.0, 2.0, 3.0, 4.0]]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.services import build_services
+from wiring import build_services
 from config import Settings
 from errors import FailedPrecondition, NotFound
 from rollback.rollback_manager import AutoRollbackPolicy, RollbackManager

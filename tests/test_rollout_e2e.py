@@ -24,8 +24,10 @@ import pytest
 import requests
 
 from models import onnx_examples
-from tests.conftest import LiveServer
+from tests.support import LiveServer
 from tests.fake_gemini import FakeGemini
+
+pytestmark = pytest.mark.slow   # real server processes, rollouts in real time
 
 X = [[1.0, 2.0, 3.0, 4.0]]
 ROUTER_SETTLE_S = 0.6        # a table change is live in the server within its router's TTL

@@ -32,10 +32,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import PG_URL, ROOT, free_port
+from tests.support import PG_URL, ROOT, free_port
 from models.onnx_examples import linear_model
 
-pytestmark = pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not set")
+pytestmark = [pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not set"),
+              pytest.mark.slow]   # two gunicorn servers on PostgreSQL
 
 INPUT = {"input": [[1.0, 2.0, 3.0, 4.0]]}
 CLOSE = {"Connection": "close"}   # a new connection per request: spread over the workers

@@ -34,7 +34,8 @@ from typing import Any
 
 from errors import InvalidArgument
 from storage.database import Database
-from tracking.metrics_collector import BUCKET_SECONDS, is_pinned_key
+from tracking.aggregates import BUCKET_SECONDS
+from tracking.metrics_collector import is_pinned_key
 from tracking.metrics_store import AlertStore
 from tracking.performance_tracker import PerformanceTracker, Window, parse_window
 

@@ -37,7 +37,8 @@ from typing import Any
 from errors import BudgetExceeded, InvalidArgument, NotFound
 from money import micro_to_usd, usd_to_micro
 from storage.database import Database
-from tracking.metrics_collector import Aggregate, Key, MetricsCollector
+from tracking.aggregates import Aggregate, Key
+from tracking.metrics_collector import MetricsCollector
 from tracking.spend_store import SpendStore, spend_model
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,6 @@ read from the next coarser tier (their old edge is rounded down to it).
 """
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
@@ -40,12 +38,12 @@ from sqlalchemy import (Connection, and_, bindparam, case, delete, select, tuple
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from errors import InvalidArgument, NotFound
-from registry.metadata_store import record_event
+from config import get_settings
+from errors import NotFound
+from storage.events import record_event
 from storage.database import Database
 from storage.schema import alerts, iso, metric_buckets, metric_series, spend, utcnow
-from tracking.metrics_collector import (BUCKET_SECONDS, Aggregate, Key, encode_histogram,
-                                        histogram_dict)
+from tracking.aggregates import BUCKET_SECONDS, Aggregate, Key, encode_histogram, histogram_dict
 from tracking.spend_store import add_spend, spend_rows
 
 RESOLUTIONS: tuple[int, ...] = (BUCKET_SECONDS, 300, 3600, 86400)
@@ -58,18 +56,6 @@ _RETRYABLE_SQLSTATES = {"40001", "40P01"}   # serialization failure, deadlock de
 TierKey = tuple[str, str, int, int]         # (model, version, resolution, bucket_start)
 
 
-def retention_days_from_env() -> float:
-    raw = os.environ.get("METRICS_RETENTION_DAYS", "")
-    if raw == "":
-        return DEFAULT_RETENTION_DAYS
-    try:
-        days = float(raw)
-    except ValueError:
-        days = -1.0
-    if not days > 0 or math.isinf(days):
-        raise InvalidArgument(f"METRICS_RETENTION_DAYS={raw!r} is not a positive number of "
-                              f"days; set it to e.g. {DEFAULT_RETENTION_DAYS:g}")
-    return days
 
 
 @dataclass(frozen=True)
@@ -142,7 +128,7 @@ class MetricsStore:
 
     def __init__(self, database: Database, retention: Retention | None = None) -> None:
         self.database = database
-        self.retention = retention or Retention(retention_days_from_env())
+        self.retention = retention or Retention(get_settings().metrics_retention_days)
 
     def _insert(self, table):  # type: ignore[no-untyped-def]
         dialect = sqlite if self.database.is_sqlite else postgresql
@@ -405,4 +391,4 @@ class AlertStore:
 
 
 __all__ = ["AlertStore", "BucketRow", "MetricsStore", "RESOLUTIONS", "Retention", "alert_dict",
-           "cover", "retention_days_from_env"]
+           "cover"]

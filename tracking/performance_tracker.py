@@ -34,11 +34,12 @@ from typing import Any
 import numpy as np
 
 from errors import InvalidArgument
+from defaults import parts_for
 from money import MICRO
-from storage.database import Database, default_database
+from storage.database import Database
 from storage.schema import iso
-from tracking.metrics_collector import (BUCKET_SECONDS, Aggregate, Key, MetricsCollector,
-                                        decode_histogram, default_collector, quantiles)
+from tracking.aggregates import BUCKET_SECONDS, Aggregate, Key, decode_histogram, quantiles
+from tracking.metrics_collector import MetricsCollector
 from tracking.metrics_store import RESOLUTIONS, BucketRow, MetricsStore, cover
 from tracking.pricing import PriceBook
 
@@ -178,8 +179,8 @@ def _utc(ts: float) -> str | None:
 class PerformanceTracker:
     """Tracks predictions and answers metric queries for the versions of models.
 
-    ``PerformanceTracker()`` uses the configured database and the process-wide collector of
-    that database (``tracking.metrics_collector.default_collector``).
+    ``PerformanceTracker()`` uses the process's database and collector (the composition root's,
+    see ``defaults.py``); given only a database, a collector of its own on that database.
     """
 
     def __init__(self, database: Database | None = None,
@@ -189,8 +190,11 @@ class PerformanceTracker:
         self.max_series_versions = max_series_versions
         if database is None and collector is not None:
             database = getattr(collector.sink, "database", None)
-        self.database = database or default_database()
-        self.collector = collector or default_collector(self.database)
+        if collector is None:
+            parts = parts_for(database)
+            database, collector = parts.database, parts.collector
+        self.database = database or parts_for(None).database
+        self.collector = collector
         sink = self.collector.sink
         self.store = sink if isinstance(sink, MetricsStore) else MetricsStore(self.database)
         self._prices = prices

@@ -17,7 +17,6 @@ Why it looks like this:
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 
@@ -26,7 +25,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
                                Histogram, generate_latest, multiprocess)
 
 from money import MICRO
-from tracking.metrics_collector import Aggregate, Key, index_values
+from tracking.aggregates import Aggregate, Key, index_values
 
 # LLM calls: from a cached 5 ms answer to a two-minute long generation.
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -120,9 +119,10 @@ def set_traffic(model: str, weights: Mapping[str, float]) -> None:
         known.update(weights)
 
 
-def render() -> tuple[bytes, str]:
-    """The exposition text and its content type, for ``GET /metrics``."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def render(multiprocess_dir: str | None = None) -> tuple[bytes, str]:
+    """The exposition text and its content type, for ``GET /metrics``; with the workers'
+    ``multiprocess_dir`` (``Settings.prometheus_multiproc_dir``), every worker's files."""
+    if multiprocess_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST

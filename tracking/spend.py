@@ -15,9 +15,10 @@ from typing import Any
 
 from errors import InvalidArgument
 from money import micro_to_usd
-from registry.pagination import decode_token, encode_token
+from shared.pagination import decode_token, encode_token
 from storage.database import Database
-from tracking.metrics_collector import Key, MetricsCollector
+from tracking.aggregates import Key
+from tracking.metrics_collector import MetricsCollector
 from tracking.spend_store import (DAY, GROUPS, HOUR, SPEND_FIELDS, SpendStore, spend_model,
                                   spend_rows)
 

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from errors import NotFound
 from storage.database import Database
 from storage.schema import budgets, iso, spend, utcnow
-from tracking.metrics_collector import PINNED_SUFFIX, Aggregate, Key
+from tracking.aggregates import PINNED_SUFFIX, Aggregate, Key
 
 HOUR = 3600
 DAY = 86400

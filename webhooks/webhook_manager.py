@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from errors import InvalidArgument
-from registry.pagination import check_limit, decode_token, encode_token
+from shared.pagination import check_limit, decode_token, encode_token
 from storage.schema import utcnow
 from webhooks.events import TEST_EVENT, check_patterns
 from webhooks.payloads import KINDS, render

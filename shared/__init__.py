@@ -1,0 +1,1 @@
+"""Helpers below every layer (with ``config`` and ``errors``): paging tokens, text checks."""

@@ -1,0 +1,25 @@
+"""The audit trail: every layer appends its events inside its own transaction, and each event
+queues its webhook deliveries in that same transaction (the outbox: every producer of events
+gets webhooks through this one path)."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, insert
+
+from storage.schema import events, utcnow
+from webhooks.webhook_store import enqueue_event
+
+
+def record_event(conn: Connection, kind: str, *, actor: str = "system", model: str | None = None,
+                 version: str | None = None, deployment_id: str | None = None,
+                 reason: str = "", detail: dict[str, Any] | None = None) -> None:
+    """Append one row to the audit trail, inside the caller's transaction, and queue its
+    webhook deliveries."""
+    at = utcnow()
+    event_id = conn.execute(insert(events).values(
+        at=at, actor=actor, kind=kind, model=model, version=version,
+        deployment_id=deployment_id, reason=reason, detail=detail or {})).inserted_primary_key[0]
+    enqueue_event(conn, event_id=event_id, kind=kind, at=at, actor=actor, model=model,
+                  version=version, deployment_id=deployment_id, reason=reason,
+                  detail=detail or {})

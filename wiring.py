@@ -1,0 +1,266 @@
+"""The composition root: the one place that assembles the service's objects.
+
+:class:`Services` knows how to build every part from :class:`config.Settings` (each part once,
+on first use, then shared): the registry validates configs through the provider catalog, the
+gateway routes through the traffic table, the tracker reads what the collector recorded, the
+deployment manager snapshots through the snapshot manager. :func:`process_services` keeps one
+set per process and settings; ``create_app``, ``main.py`` and the seed's no-argument
+constructors (``ModelRegistry()``, ``DeploymentManager()``, …, through :mod:`defaults`) all take
+their parts from it. Nothing here imports Flask: ``api/`` asks this module for services.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from config import Settings, get_settings
+from deployment.deployment_manager import DeploymentManager
+from deployment.gateway import Gateway, highest_stable
+from deployment.health_checker import HealthChecker
+from deployment.router import Router
+from deployment.traffic_store import TrafficStore
+from models.base_model import ProviderLimits
+from models.model_loader import ModelLoader, ProviderCatalog
+from registry.model_registry import ModelRegistry
+from rollback.rollback_manager import AutoRollbackPolicy, RollbackManager
+from rollback.snapshot_manager import SnapshotManager
+from storage.database import Database
+from storage.key_store import KeyStore
+from storage.model_store import ArtifactStore
+from tracking import prometheus
+from tracking.alerting import AlertManager
+from tracking.budgets import Budgets
+from tracking.metrics_collector import MetricsCollector
+from tracking.metrics_store import MetricsStore, Retention
+from tracking.performance_tracker import PerformanceTracker
+from tracking.pricing import PriceBook
+from tracking.spend import SpendReports
+from webhooks.sender import WebhookSender
+from webhooks.url_safety import Destinations
+from webhooks.webhook_manager import WebhookManager
+from webhooks.webhook_store import WebhookStore
+
+T = TypeVar("T")
+PARTS = ("database", "catalog", "registry", "artifacts", "loader", "collector", "tracker",
+         "alerts", "traffic", "router", "gateway", "health", "snapshots", "deployments",
+         "rollbacks", "keys", "webhooks", "webhook_sender", "prices", "budgets", "spend")
+# A webhook disabled after repeated failures raises this alert (model, rule; version = its id).
+WEBHOOK_ALERT_MODEL = "webhooks"
+WEBHOOK_DISABLED_RULE = "webhook_disabled"
+
+
+class Services:
+    """Every part of one process's service, built on first use from ``settings``.
+
+    ``database`` wraps an existing :class:`Database` instead of opening one (a seed constructor
+    given only a database builds its other parts around it).
+    """
+
+    def __init__(self, settings: Settings | None = None, *,
+                 database: Database | None = None) -> None:
+        self.settings = settings or get_settings()
+        self._parts: dict[str, Any] = {} if database is None else {"database": database}
+        self._lock = threading.RLock()   # a part's builder asks for the parts it needs
+        self.closed = False
+
+    def _part(self, name: str, build: Callable[[], T]) -> T:
+        value = self._parts.get(name)
+        if value is None:
+            with self._lock:
+                value = self._parts.get(name)
+                if value is None:
+                    value = self._parts[name] = build()
+        return value
+
+    def build_all(self) -> "Services":
+        """Build every part now (a server migrates and cleans up at start, not on a request)."""
+        for name in PARTS:
+            getattr(self, name)
+        return self
+
+    @property
+    def database(self) -> Database:
+        return self._part("database", lambda: Database(self.settings.database_url))
+
+    @property
+    def catalog(self) -> ProviderCatalog:
+        return self._part("catalog", ProviderCatalog)
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return self._part("registry", lambda: ModelRegistry(
+            self.database, validate_config=self.catalog.validate_config))
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        def build() -> ArtifactStore:
+            store = ArtifactStore(self.settings.artifact_root)
+            store.cleanup_temp()
+            return store
+        return self._part("artifacts", build)
+
+    @property
+    def loader(self) -> ModelLoader:
+        s = self.settings
+
+        def serving(model: str) -> set[str]:
+            """What the loader must keep loaded: routed, stable, and an active rollout's pair."""
+            table = self.traffic.get(model)
+            keep = set(table.weights) | {table.stable_version} if table else set()
+            built = self._parts.get("deployments")
+            active = built.store.active_for_model(model) if built else None
+            if active is not None:
+                keep |= {active.version, active.previous_version}
+            return {v for v in keep if v}
+
+        limits = ProviderLimits(timeout_s=s.onnx_timeout_s, max_output_bytes=s.max_output_bytes,
+                                memory_bytes=s.onnx_memory_bytes)
+        return self._part("loader", lambda: ModelLoader(
+            self.registry, self.artifacts, self.catalog, limits=limits,
+            max_loaded=s.max_loaded_versions, max_loaded_bytes=s.max_loaded_bytes,
+            serving=serving, settings=s))
+
+    @property
+    def collector(self) -> MetricsCollector:
+        def build() -> MetricsCollector:
+            prometheus.limit_versions(self.settings.max_series_versions)
+            return MetricsCollector(
+                MetricsStore(self.database,
+                             retention=Retention(self.settings.metrics_retention_days)),
+                flush_interval=self.settings.metrics_flush_interval_s, exporter=prometheus.export)
+        return self._part("collector", build)
+
+    @property
+    def tracker(self) -> PerformanceTracker:
+        def build() -> PerformanceTracker:
+            return PerformanceTracker(self.database, self.collector, self.prices,
+                                      max_series_versions=self.settings.max_series_versions)
+        return self._part("tracker", build)
+
+    @property
+    def alerts(self) -> AlertManager:
+        return self._part("alerts", lambda: AlertManager(self.database, tracker=self.tracker))
+
+    @property
+    def traffic(self) -> TrafficStore:
+        return self._part("traffic", lambda: TrafficStore(self.database))
+
+    @property
+    def router(self) -> Router:
+        return self._part("router", lambda: Router(self.traffic, highest_stable(self.registry)))
+
+    @property
+    def gateway(self) -> Gateway:
+        return self._part("gateway", lambda: Gateway(
+            self.registry, self.loader, self.router, self.collector,
+            self.settings.inflight_limit, prices=self.prices, budgets=self.budgets))
+
+    @property
+    def health(self) -> HealthChecker:
+        # A probe lasts at least the ONNX deadline: the run it starts is stopped by that
+        # deadline by the time the probe is given up, never left spinning (issue 21).
+        return self._part("health", lambda: HealthChecker(
+            self.loader, timeout_s=max(10.0, self.settings.onnx_timeout_s)))
+
+    @property
+    def snapshots(self) -> SnapshotManager:
+        return self._part("snapshots", lambda: SnapshotManager(
+            self.database, health=self.health, router=self.router))
+
+    @property
+    def deployments(self) -> DeploymentManager:
+        return self._part("deployments", lambda: DeploymentManager(
+            self.database, registry=self.registry, loader=self.loader, tracker=self.tracker,
+            alerts=self.alerts, traffic=self.traffic, router=self.router,
+            health_checker=self.health, before_deploy=self.snapshots.before_deploy))
+
+    @property
+    def rollbacks(self) -> RollbackManager:
+        return self._part("rollbacks", lambda: RollbackManager(
+            self.database, registry=self.registry, tracker=self.tracker, alerts=self.alerts,
+            health=self.health, router=self.router,
+            policy=AutoRollbackPolicy.from_settings(self.settings)))
+
+    @property
+    def keys(self) -> KeyStore:
+        return self._part("keys", lambda: KeyStore(self.database))
+
+    @property
+    def webhook_store(self) -> WebhookStore:
+        return self._part("webhook_store", lambda: WebhookStore(self.database))
+
+    @property
+    def webhooks(self) -> WebhookManager:
+        s = self.settings
+        return self._part("webhooks", lambda: WebhookManager(
+            self.webhook_store, Destinations(s.webhook_allowed_http_hosts,
+                                             s.webhook_allow_private),
+            on_enabled=lambda sub: self.alerts.resolve(WEBHOOK_ALERT_MODEL, sub["id"],
+                                                       WEBHOOK_DISABLED_RULE)))
+
+    @property
+    def webhook_sender(self) -> WebhookSender:
+        return self._part("webhook_sender", lambda: WebhookSender(
+            self.webhook_store, self.settings,
+            on_disabled=lambda sub: self.alerts.record_event_alert(
+                WEBHOOK_ALERT_MODEL, sub["id"], WEBHOOK_DISABLED_RULE,
+                f"webhook {sub['id']} ({sub['url']}) {sub['disabled_reason']}", "critical",
+                {"webhook_id": sub["id"]})))
+
+    # --- cost (issue 16) ------------------------------------------------------------------------
+
+    @property
+    def prices(self) -> PriceBook:
+        return self._part("prices", lambda: PriceBook(
+            self.database, self.registry, default_gemini_model=self.settings.gemini_model))
+
+    @property
+    def budgets(self) -> Budgets:
+        return self._part("budgets", lambda: Budgets(self.database, self.collector,
+                                                     alerts=self.alerts))
+
+    @property
+    def spend(self) -> SpendReports:
+        return self._part("spend", lambda: SpendReports(self.database, self.collector))
+
+    def close(self) -> None:
+        """Flush the metrics, stop the providers, close the pool (only what was built)."""
+        with _process_lock:
+            if _process.get(self.settings) is self:
+                del _process[self.settings]
+        self.closed = True
+        parts = self._parts
+        if "webhook_sender" in parts:
+            parts["webhook_sender"].close()
+        if "collector" in parts:
+            parts["collector"].flush()
+        if "loader" in parts:
+            parts["loader"].close()
+        if "database" in parts:
+            parts["database"].dispose()
+
+
+_process: dict[Settings, Services] = {}
+_process_lock = threading.Lock()
+
+
+def process_services(settings: Settings | None = None) -> Services:
+    """This process's services for ``settings`` (default: the configured ones), built once."""
+    settings = settings or get_settings()
+    with _process_lock:
+        services = _process.get(settings)
+        if services is None:
+            services = _process[settings] = Services(settings)
+        return services
+
+
+def build_services(settings: Settings | None = None) -> Services:
+    """The process's services for ``settings`` with every part built (what a server starts)."""
+    return process_services(settings).build_all()
+
+
+def reset_process_services() -> None:
+    """Forget every process-wide set (tests that change the settings call it)."""
+    with _process_lock:
+        _process.clear()
