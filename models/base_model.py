@@ -62,7 +62,8 @@ class VersionSpec:
     artifact_path: Path | None = None
     artifact_digest: str | None = None
     limits: ProviderLimits = field(default_factory=ProviderLimits)
-    # The settings the process was wired with (None: the configured ones, ``get_settings()``).
+    # The settings the loader was wired with (the Gemini provider takes its endpoint and key
+    # from them when they name one; None: the process's configuration only).
     settings: Settings | None = None
 
 

@@ -4,8 +4,8 @@ generation settings) bundle, called through the official ``google-genai`` SDK.
 The SDK is configured so that the service alone decides about retries and deadlines: SDK
 retries, automatic continuation and automatic function calling are off, so one
 ``predict`` is exactly one HTTP call bounded by ``PROVIDER_TIMEOUT_S``. The endpoint is the
-settings' ``GOOGLE_GEMINI_BASE_URL`` when they carry one (``main.py`` passes a local one in its
-Settings); otherwise the SDK reads its own ``GOOGLE_GEMINI_BASE_URL``.
+wired settings' ``gemini_base_url`` when they carry one (``main.py`` passes a local one);
+otherwise the SDK reads its own ``GOOGLE_GEMINI_BASE_URL``.
 
 Error mapping (SDK / transport → ``errors``):
 
@@ -180,9 +180,14 @@ class GeminiModel(ModelProvider):
         """Build the generation config and the SDK client; a missing key is not fatal here
         (versions can be registered and loaded without one), it fails at predict time."""
         cfg = self.validate_config(dict(self.spec.config))
-        settings = self.spec.settings or app_config.get_settings()
+        settings = app_config.get_settings()
+        # The wiring's settings may name a Gemini endpoint and key of their own (main.py's
+        # offline demo); the rest, and these when they name none, is the process's
+        # configuration, read at load (a test that changes the environment sees the change).
+        wired = self.spec.settings
+        self._base_url = wired.gemini_base_url if wired else None
+        api_key = (wired.gemini_api_key if wired else None) or settings.gemini_api_key
         self._model_id = cfg["model"]
-        self._base_url = settings.gemini_base_url or None
         self._timeout_s = settings.provider_timeout_s
         self._allowed = frozenset(cfg.get("allowed_params", DEFAULT_ALLOWED_PARAMS))
         self._base_config = types.GenerateContentConfig(
@@ -194,8 +199,8 @@ class GeminiModel(ModelProvider):
         )
         with self._lock:
             self._closed = False
-            if self._client is None and settings.gemini_api_key:
-                self._client = self._new_client(settings.gemini_api_key)
+            if self._client is None and api_key:
+                self._client = self._new_client(api_key)
 
     def _new_client(self, api_key: str) -> genai.Client:
         # HttpOptions.timeout is in milliseconds (the SDK divides by 1000 for httpx).
