@@ -60,10 +60,9 @@ class Demo:
 
     def roll(self, model: str, version: str, strategy: str = "direct", load: float = 0.0,
              batch: Callable[[int], int] = lambda i: 1, **options) -> dict:
-        """Deploy and tick the rollout to its end, with generated load meanwhile; prints the
-        traffic as it moves."""
+        """Deploy, then tick the rollout to its end, with generated load meanwhile; prints the
+        traffic as deploy() left it and as each tick() moves it."""
         deployments = self.svc.deployments
-        dep_id = deployments.deploy(model, version, strategy, actor="main.py", **options)
         stop = threading.Event()
         seen: dict[str, int] = {}
         errors = [0]
@@ -83,21 +82,25 @@ class Demo:
         worker = threading.Thread(target=traffic, daemon=True)
         if load:
             worker.start()
+            time.sleep(0.2)                       # some traffic on the old version first
+        dep_id = deployments.deploy(model, version, strategy, actor="main.py", **options)
         last = None
+        said = "deploy() ->"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            deployments.tick()
             dep = deployments.get(dep_id)
             shown = (dep["state"], dep["step"], tuple(sorted(dep["traffic"].items())))
             if shown != last:
                 bar = "  ".join(f"{v} {'#' * (p // 5):<20} {p:3d}%"
                                 for v, p in sorted(dep["traffic"].items()))
                 step = "" if dep["step"] is None else f" step {dep['step'] + 1}/{len(dep['steps'])}"
-                print(f"    [{dep['state']:<12}{step:>12}] {bar}")
+                print(f"    {said} [{dep['state']:<12}{step:>12}] {bar}")
                 last = shown
             if dep["finished_at"]:
                 break
             time.sleep(0.2)
+            deployments.tick()                    # what the server's background ticker does
+            said = "tick()   ->"
         stop.set()
         if load:
             worker.join(2)
@@ -120,7 +123,7 @@ def demo_registry(d: Demo) -> None:
                              config={"model": "gemini-2.5-flash", "temperature": 0.0})
     models, _ = reg.list_models(tag="team:nlp")
     print(f"  models tagged team:nlp: {[m['name'] for m in models]}")
-    versions, _ = reg.list_versions("sentiment-analyzer")
+    versions = reg.list_versions("sentiment-analyzer")
     print("  versions, newest first by SemVer precedence:")
     print(table(versions, ["version", "status", "provider", "created_at"]))
     reg.set_alias("sentiment-analyzer", "production", "1.1.0")
@@ -176,15 +179,18 @@ def demo_predict(d: Demo) -> None:
 def demo_deploy(d: Demo) -> None:
     for v in ("1.0.0", "1.1.0", "1.2.0"):
         d.onnx_version("ranker", v, status="experimental")
-    print("  direct, first deployment of 'ranker' (switches after its health check):")
+    print("  direct, first deployment of 'ranker': done when deploy() returns (health check "
+          "inside the call):")
     d.roll("ranker", "1.0.0", "direct")
-    print("  blue-green to 1.1.0 (candidate health-checked while 1.0.0 serves, one switch):")
+    print("  blue-green to 1.1.0: inside deploy(), the candidate is health-checked while 1.0.0")
+    print("  serves, then one switch; tick() judges the post-switch window (1.0.0 the fallback):")
     preview = d.svc.gateway.predict("ranker", [[1, 2, 3, 4]], version="1.1.0")
-    print(f"    preview of the candidate, pinned: version {preview['version']}, "
+    print(f"    before it, the candidate pinned: version {preview['version']}, "
           f"routed by {preview['routed_by']}")
     d.roll("ranker", "1.1.0", "blue-green", load=0.002,
            analysis={"min_requests": 20, "interval_s": 1, "deadline_s": 20})
-    print("  canary to 1.2.0, steps 10 -> 50 -> 100, each analysed (error rate, p95 vs stable):")
+    print("  canary to 1.2.0: deploy() returns with 10% live; tick() judges each step (error "
+          "rate, p95 vs stable):")
     dep = d.roll("ranker", "1.2.0", "canary", load=0.002,
                  analysis={"min_requests": 30, "interval_s": 1, "deadline_s": 20})
     for verdict in dep["verdicts"]:

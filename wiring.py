@@ -20,6 +20,7 @@ from deployment.gateway import Gateway, highest_stable
 from deployment.health_checker import HealthChecker
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
+from deployment.traffic_switch import TrafficSwitch
 from models.base_model import ProviderLimits
 from models.model_loader import ModelLoader, ProviderCatalog
 from registry.model_registry import ModelRegistry
@@ -158,28 +159,34 @@ class Services:
 
     @property
     def health(self) -> HealthChecker:
-        # A probe lasts at least the ONNX deadline: the run it starts is stopped by that
-        # deadline by the time the probe is given up, never left spinning (issue 21).
-        return self._part("health", lambda: HealthChecker(
-            self.loader, timeout_s=max(10.0, self.settings.onnx_timeout_s)))
+        # Each probe bounded by PROVIDER_TIMEOUT_S (a deploy waits at most 3 × that, issue 12)
+        # and at least the ONNX deadline (issue 21): see HealthChecker.for_settings.
+        return self._part("health", lambda: HealthChecker.for_settings(self.loader,
+                                                                       self.settings))
+
+    @property
+    def switch(self) -> TrafficSwitch:
+        """Every traffic change (rollout step, abort, rollback, restore) goes through it."""
+        return self._part("switch", lambda: TrafficSwitch(
+            self.database, traffic=self.traffic, router=self.router, loader=self.loader))
 
     @property
     def snapshots(self) -> SnapshotManager:
         return self._part("snapshots", lambda: SnapshotManager(
-            self.database, health=self.health, router=self.router))
+            self.database, health=self.health, switch=self.switch))
 
     @property
     def deployments(self) -> DeploymentManager:
         return self._part("deployments", lambda: DeploymentManager(
             self.database, registry=self.registry, loader=self.loader, tracker=self.tracker,
-            alerts=self.alerts, traffic=self.traffic, router=self.router,
+            alerts=self.alerts, traffic=self.traffic, switch=self.switch,
             health_checker=self.health, before_deploy=self.snapshots.before_deploy))
 
     @property
     def rollbacks(self) -> RollbackManager:
         return self._part("rollbacks", lambda: RollbackManager(
             self.database, registry=self.registry, tracker=self.tracker, alerts=self.alerts,
-            health=self.health, router=self.router,
+            health=self.health, switch=self.switch,
             policy=AutoRollbackPolicy.from_settings(self.settings)))
 
     @property

@@ -26,9 +26,10 @@ from storage.key_store import KeyStore, Principal
 
 CACHE_TTL_S = 5.0
 PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "openapi_json", "static",
-                    "dashboard.index"}
+                    "dashboard.index", "oip.health"}
 PUBLIC_PREFIXES = ("/docs", "/ui")
-READ_ENDPOINTS = {"predict.predict"}  # a POST that only reads
+# POSTs that only read: predictions in every protocol.
+READ_ENDPOINTS = {"predict.predict", "openai.chat_completions", "gemini.generate", "oip.infer"}
 
 
 def is_loopback_name(host: str | None) -> bool:
@@ -106,7 +107,11 @@ class Authenticator:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
+            # google-genai sends its key in x-goog-api-key (the Gemini-compatible API).
+            scheme, token = "bearer", request.headers.get("x-goog-api-key", "")
+        if not token.strip():
+            raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>' "
+                                  "(or 'x-goog-api-key: <key>')")
         principal = self.principal(token.strip())
         if principal is None:
             raise Unauthenticated("invalid or revoked API key")

@@ -1,7 +1,10 @@
 """Deployments and traffic: start a rollout, follow it, steer it; read the traffic table.
 
-The rollout itself runs in the background ticker (``api/background.py``), so ``deploy`` answers
-202 with the deployment still ``pending``.
+``deploy`` answers once the deployment did what its strategy allows inside the call (see
+``DeploymentManager.deploy``): 201 when the new version serves 100% (direct, blue-green, any
+first deployment), 202 when a canary's first step is live and the background ticker
+(``api/background.py``) drives the rest; 409 when the health check failed (the deployment is
+recorded ``failed``) or another rollout is in progress.
 """
 from __future__ import annotations
 
@@ -24,16 +27,22 @@ E = {"HTTP_400": ErrorOut, "HTTP_404": ErrorOut}
 
 
 @bp.post("/api/models/<name>/deploy")
-@spec.validate(json=DeployBody, resp=Response(HTTP_202=DeploymentEnvelope, HTTP_409=ErrorOut,
+@spec.validate(json=DeployBody, resp=Response(HTTP_201=DeploymentEnvelope,
+                                               HTTP_202=DeploymentEnvelope, HTTP_409=ErrorOut,
                                                **E), tags=TAGS)
 def deploy(name: str, json: DeployBody):
-    """Start a rollout (direct, blue-green or canary). 409 while another rollout of the model
-    is in progress, unless `force` supersedes it."""
+    """Deploy a version (direct, blue-green or canary); the health check runs inside the call.
+    201: the version serves 100% (a blue-green post-switch window goes on in the background).
+    202: a canary's first step is live; the server drives the next ones. 409: the health check
+    failed (the deployment is recorded `failed`, traffic untouched), or another rollout — a
+    canary between steps, a paused one — is in progress, unless `force` supersedes it."""
     manager = services().deployments
     deployment_id = manager.deploy(name, json.version, json.strategy, json.steps,
                                    json.analysis, force=json.force, reason=json.reason,
                                    actor=actor())
-    return {"deployment": manager.get(deployment_id)}, 202
+    deployment = manager.get(deployment_id)
+    switched = deployment["traffic"].get(deployment["version"]) == 100
+    return {"deployment": deployment}, 201 if switched else 202
 
 
 @bp.get("/api/deployments")

@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, g, jsonify
+from flask import Flask, Response, g, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -61,6 +62,22 @@ def describe_validation_error(err: ValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def bad_text_message(err: Exception) -> str | None:
+    """Text the database cannot take is bad input, wherever it came from (path, query, body):
+    lone UTF-16 surrogates (JSON allows "\\ud800"; UTF-8 cannot encode it); storage
+    translates its own (NUL characters). None for any other exception."""
+    if isinstance(err, UnicodeEncodeError) and err.reason == "surrogates not allowed":
+        return ("the request holds a lone UTF-16 surrogate (such as \\ud800): not valid "
+                "Unicode text")
+    return None
+
+
+# Path prefixes whose errors other protocols' clients parse (``api/protocol_errors.py``): an
+# error raised before any of their endpoints matched (a 404 on an unknown path) is answered in
+# their shape too.
+PREFIX_ERROR_HANDLERS: dict[str, Callable[[Exception], tuple[Response, int]]] = {}
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RegistryError)
     def _domain(err: RegistryError):  # type: ignore[no-untyped-def]
@@ -75,6 +92,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(err: HTTPException):  # type: ignore[no-untyped-def]
+        for prefix, handler in PREFIX_ERROR_HANDLERS.items():
+            if request.path.startswith(prefix):
+                return handler(err)
         status = err.code or 500
         code = CODE_BY_HTTP_STATUS.get(status, "INTERNAL")
         message = {413: "request body too large", 404: "no such endpoint",

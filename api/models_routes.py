@@ -73,8 +73,8 @@ def register_version(name: str, json: RegisterVersionBody):
 @spec.validate(query=ListVersionsQuery, resp=Response(HTTP_200=VersionList, **E), tags=TAGS)
 def list_versions(name: str, query: ListVersionsQuery):
     """Versions newest first by SemVer precedence; filters `status` and `range` (npm syntax)."""
-    versions, token = services().registry.list_versions(name, query.status, query.range,
-                                                        query.limit, query.page_token)
+    versions, token = services().registry.list_versions_page(
+        name, query.status, query.range, query.limit, query.page_token)
     return {"versions": versions, "next_page_token": token}
 
 

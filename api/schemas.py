@@ -160,7 +160,7 @@ class UsageOut(BaseModel):
     output_tokens: int
     total_tokens: int
     cached_tokens: Optional[int] = None
-    thinking_tokens: Optional[int] = None
+    reasoning_tokens: Optional[int] = None
     cost_micro_usd: Optional[int] = Field(None, description="null when the version has no price")
     cost_usd: Optional[float] = None
 

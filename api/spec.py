@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from spectree import SpecTree
 
 from api.docs_pages import PAGE_TEMPLATES
@@ -37,6 +37,21 @@ spec = SpecTree(
 # Operations spectree cannot wrap (it buffers every response it validates, and a streamed
 # artifact must not be buffered): described by hand, merged into the document.
 EXTRA_OPERATIONS: dict[str, dict[str, Any]] = {}
+# Schemas those operations refer to (``schema_ref``), merged into ``components.schemas``.
+EXTRA_SCHEMAS: dict[str, Any] = {}
+
+
+def schema_ref(model: type[BaseModel]) -> dict[str, str]:
+    """Put a pydantic model (and the models it uses) into the document; return its $ref."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    EXTRA_SCHEMAS.update(schema.pop("$defs", {}))
+    EXTRA_SCHEMAS[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def json_content(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": schema_ref(model)}}}
 
 
 _ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
@@ -72,6 +87,7 @@ def openapi_document() -> dict[str, Any]:
             op.setdefault("security", [{"bearer": []}, {}])
     doc["paths"] = paths
     components = dict(doc.get("components", {}))
+    components["schemas"] = {**EXTRA_SCHEMAS, **components.get("schemas", {})}
     components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     doc["components"] = components
     return doc

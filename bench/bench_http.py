@@ -58,21 +58,24 @@ def prepare(data: Path, model: str, versions: list[str], status: str = "experime
         "s.close()")], cwd=ROOT, check=True, env={**os.environ, "REGISTRY_DATA_DIR": str(data)})
 
 
-def call(conn: http.client.HTTPConnection, path: str, body: bytes) -> int:
-    conn.request("POST", path, body, {"Content-Type": "application/json"})
+def call(conn: http.client.HTTPConnection, path: str, body: bytes,
+         headers: dict[str, str] | None = None) -> int:
+    conn.request("POST", path, body,
+                 {"Content-Type": "application/json"} if headers is None else headers)
     response = conn.getresponse()
     response.read()
     return response.status
 
 
-def throughput(port: int, path: str, body: bytes, clients: int, seconds: float) -> tuple[float, int]:
+def throughput(port: int, path: str, body: bytes, clients: int, seconds: float,
+               headers: dict[str, str] | None = None) -> tuple[float, int]:
     done, failed = [0] * clients, [0] * clients
     stop = time.monotonic() + seconds
 
     def client(i: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         while time.monotonic() < stop:
-            if call(conn, path, body) == 200:
+            if call(conn, path, body, headers) == 200:
                 done[i] += 1
             else:
                 failed[i] += 1

@@ -59,13 +59,13 @@ def bench_listing(tmp: Path, count: int) -> list[tuple[str, str]]:
     bulk_versions(db, "big", count)
     bulk_versions(db, "small", 100)
     reg = ModelRegistry(db)
-    _, token = reg.list_versions("big", limit=100)
+    _, token = reg.list_versions_page("big", limit=100)
     deep_token = token
     for _ in range(count // 200):
-        _, deep_token = reg.list_versions("big", limit=100, page_token=deep_token)
-    small = time_ms(lambda: reg.list_versions("small", limit=100))
-    first = time_ms(lambda: reg.list_versions("big", limit=100))
-    deep = time_ms(lambda: reg.list_versions("big", limit=100, page_token=deep_token))
+        _, deep_token = reg.list_versions_page("big", limit=100, page_token=deep_token)
+    small = time_ms(lambda: reg.list_versions_page("small", limit=100))
+    first = time_ms(lambda: reg.list_versions_page("big", limit=100))
+    deep = time_ms(lambda: reg.list_versions_page("big", limit=100, page_token=deep_token))
     return [
         ("list 100 of 100 versions (median)", f"{small:.2f} ms"),
         (f"list first 100 of {count} versions", f"{first:.2f} ms  ({first / small:.2f}x)"),

@@ -21,7 +21,7 @@ import requests  # noqa: E402
 
 from api.app import create_app  # noqa: E402
 from bench.report import Row, print_rows  # noqa: E402
-from tests.conftest import LiveServer  # noqa: E402
+from tests.support import LiveServer  # noqa: E402
 from tests.webhook_receiver import Receiver  # noqa: E402
 
 

@@ -14,15 +14,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("REGISTRY_DATA_DIR", tempfile.mkdtemp(prefix="bench-"))
 
-from bench import (bench_gateway, bench_http, bench_registry, bench_rollout,  # noqa: E402
-                   bench_tracking, bench_webhooks)
+from bench import (bench_gateway, bench_http, bench_protocols,  # noqa: E402
+                   bench_registry, bench_rollout, bench_tracking, bench_webhooks)
 
 BENCHMARKS = [("gateway overhead", bench_gateway.main),
               ("HTTP throughput", bench_http.main),
               ("metrics", bench_tracking.main),
               ("registry", bench_registry.main),
               ("rollout reaction", bench_rollout.main),
-              ("webhooks", bench_webhooks.main)]
+              ("webhooks", bench_webhooks.main),
+              ("client protocols", bench_protocols.main)]
 
 
 def main() -> None:

@@ -1,11 +1,21 @@
-"""The rollout controller: a persisted state machine per deployment, advanced by ``tick()``.
+"""The rollout controller: a persisted state machine per deployment.
+
+``deploy()`` is done when it answers, as far as its strategy allows: it creates the deployment
+already claiming its health check, probes inside the call (at most ``probes × timeout_s`` of
+the health checker: 3 × ``PROVIDER_TIMEOUT_S`` by default), and applies the first step before
+returning. ``tick()`` — the server's background ticker, or your own calls in a script — does
+what needs time: judging a canary's steps and a blue-green post-switch window.
 
 States and transitions (every transition is one transaction: the deployment row, the traffic
-table it changes, its event rows and any rollback record commit together)::
+table it changes, its event rows and any rollback record commit together; traffic always moves
+through :class:`deployment.traffic_switch.TrafficSwitch`)::
 
-    pending ─tick─▶ health_check ─probes fail─▶ failed    (traffic untouched, alert)
-                        └─probes pass─▶ step 0: final? ─yes─▶ succeeded
-                                                    └─no──▶ progressing (analysis)
+    deploy() ─▶ health_check ─probes fail─▶ failed   (traffic untouched, alert; deploy() raises
+                    │                                 FailedPrecondition naming the deployment)
+                    └─probes pass─▶ step 0: final? ─yes─▶ succeeded     (direct, first deploy)
+                                                └─no──▶ progressing     (blue-green at 100%,
+                                                                         canary at 10%)
+    ── deploy() returns here; the rest is tick()'s ──
     progressing ─pass─▶ step i+1 (progressing; succeeded when it is the final step)
     progressing ─fail─▶ aborted    (100% back to stable at once, rollback record, alert)
     progressing ─not enough data by the deadline─▶ paused      (canary)
@@ -13,12 +23,15 @@ table it changes, its event rows and any rollback record commit together)::
     progressing ─pause─▶ paused ─resume─▶ progressing  (the step's window starts again)
     progressing | paused ─promote─▶ next step    (``full``: straight to the end)
     any active state ─abort─▶ aborted             (traffic back to stable if it had moved)
+    blue-green progressing ─a later deploy()─▶ succeeded (its window closed, version kept)
     any active state ─deploy(force=True)─▶ superseded   (traffic back to stable)
+    health_check whose lease expired (its process died) ─tick─▶ probed again
+    pending (left by an older release) ─tick─▶ health_check
     succeeded | active ─a later rollback (rollback manager)─▶ rolled_back
 
 Active states are ``pending``, ``health_check``, ``progressing`` and ``paused``: a model has at
-most one deployment in them (a second deploy answers FAILED_PRECONDITION / 409 unless it says
-``force``). The others are final.
+most one deployment in them. A second deploy answers FAILED_PRECONDITION / 409 unless it says
+``force`` — except over a blue-green post-switch window, which it closes. The others are final.
 
 Plans (see ``deployment_strategy``): direct ``[100]``; blue-green ``[100]`` whose post-switch
 window is analysed while the old version stays the fallback (``stable_version`` of the traffic
@@ -55,7 +68,8 @@ from deployment.gateway import highest_stable
 from deployment.health_checker import HealthChecker, HealthReport
 from deployment.router import Router
 from deployment.ticker import ErrorLog
-from deployment.traffic_store import TrafficStore
+from deployment.traffic_store import TrafficStore, TrafficTable
+from deployment.traffic_switch import SwitchTransaction, TrafficSwitch
 from errors import FailedPrecondition
 from models.model_loader import ModelLoader
 from registry.model_registry import ModelRegistry
@@ -75,7 +89,7 @@ _ACTION_RETRIES = 5
 _DEPLOY_RETRIES = 3
 
 Clock = Callable[[], datetime]
-BeforeDeploy = Callable[[str, str], None]
+BeforeDeploy = Callable[[Connection, str, str], None]
 Event = tuple[str, dict[str, Any]]
 
 
@@ -90,8 +104,12 @@ class DeploymentManager:
 
     ``router``: the process's router, told to drop its cached table after each traffic change
     made here (other processes revalidate within a second by themselves).
-    ``before_deploy(model, deployment_id)``: called before a deployment is created (the
-    snapshot manager records the serving state there); an exception refuses the deploy.
+    ``switch``: the :class:`TrafficSwitch` every traffic change goes through (built on this
+    database, ``router`` and ``loader`` when not given).
+    ``before_deploy(conn, model, deployment_id)``: called inside the deploy's transaction once
+    every refusal check passed, before anything changes (the snapshot manager records the
+    serving state there, so a refused deploy leaves no snapshot); an exception refuses the
+    deploy and rolls everything back.
     ``clock``: the time source of every stored time (tests inject one).
     """
 
@@ -99,7 +117,7 @@ class DeploymentManager:
                  registry: ModelRegistry | None = None, loader: ModelLoader | None = None,
                  tracker: PerformanceTracker | None = None, alerts: AlertManager | None = None,
                  traffic: TrafficStore | None = None, router: Router | None = None,
-                 health_checker: HealthChecker | None = None,
+                 health_checker: HealthChecker | None = None, switch: TrafficSwitch | None = None,
                  before_deploy: BeforeDeploy | None = None, clock: Clock | None = None) -> None:
         if database is None:
             database = registry.db if registry is not None else (
@@ -108,7 +126,9 @@ class DeploymentManager:
         self.db = database = parts.database
         self.store = DeploymentStore(database)
         self.traffic = traffic or TrafficStore(database)
-        self.router = router
+        self.switch = switch or TrafficSwitch(database, traffic=self.traffic,
+                                              deployments=self.store, router=router,
+                                              loader=loader)
         self.before_deploy = before_deploy
         self.clock: Clock = clock or utcnow
         self.registry: ModelRegistry = registry or (loader.registry if loader else parts.registry)
@@ -116,19 +136,34 @@ class DeploymentManager:
         self.tracker: PerformanceTracker = tracker or parts.tracker
         self.alerts: AlertManager = alerts or parts.alerts
         self.health: HealthChecker = health_checker or parts.health
-        self._loader_given = loader is not None
         self._errors = ErrorLog(log)
+
+    @property
+    def router(self) -> Router | None:
+        return self.switch.router
 
     # -- deploying -----------------------------------------------------------------------------
     def deploy(self, name: str, version: str, strategy: str = "direct",
                steps: list[int] | None = None,
                analysis: AnalysisSettings | dict[str, Any] | None = None,
                force: bool = False, reason: str = "", actor: str = SYSTEM) -> str:
-        """Start rolling ``version`` (exact, ``latest``, an alias or a range) of model ``name``
-        out; returns the deployment id at once (state ``pending``): ``tick()`` — the server's
-        background ticker — does the rest. Raises NotFound (model, version),
-        InvalidArgument (strategy, steps, analysis), FailedPrecondition (archived version,
-        already serving, another rollout in progress without ``force``)."""
+        """Roll ``version`` (exact, ``latest``, an alias or a range) of model ``name`` out and
+        return the deployment id once the call has done what its strategy allows:
+
+        - the health check runs inside the call (at most ``probes × timeout_s`` of the health
+          checker: 3 × ``PROVIDER_TIMEOUT_S`` by default); a failing one records the
+          deployment ``failed`` (traffic untouched) and raises FailedPrecondition naming the
+          deployment and what failed;
+        - ``direct`` (and the first deployment of a model, whatever its strategy): 100% on the
+          new version, ``succeeded``;
+        - ``blue-green``: switched to 100%; the post-switch window stays open (``progressing``)
+          until ``tick()`` judges it or a later deploy closes it (it then ends ``succeeded``);
+        - ``canary``: the first step (10%) is live; ``tick()`` — the server's background
+          ticker, or your own calls in a script — judges each step and moves to the next.
+
+        Raises NotFound (model, version), InvalidArgument (strategy, steps, analysis),
+        FailedPrecondition (archived version, already serving, a canary between steps or a
+        paused rollout without ``force``, a failing health check)."""
         plan = make_plan(strategy, steps, analysis)
         reason = check_text(reason, "reason")
         row = self.registry.get_version(name, version)
@@ -137,86 +172,110 @@ class DeploymentManager:
             raise FailedPrecondition(f"version '{exact}' of model '{name}' is archived; "
                                      "change its status before deploying it")
         current = self.store.active_for_model(name)
-        if current is not None and not force:
+        if current is not None and not force and not _window_open(current):
             raise _busy(current)
         default = None if self.traffic.get(name) else highest_stable(self.registry)(name)
         deployment_id = new_id("dep")
-        if self.before_deploy is not None:
-            self.before_deploy(name, deployment_id)
         for attempt in range(_DEPLOY_RETRIES):
             try:
-                with self.db.transaction() as conn:
-                    moved = self._create(conn, deployment_id, name, exact, plan, default, force,
-                                         reason, actor)
+                with self.switch.transaction() as tx:
+                    dep = self._create(tx, deployment_id, name, exact, plan, default, force,
+                                       reason, actor)
                 break
-            except Lost:  # a concurrent force deploy or tick moved the rollout we supersede
+            except Lost:  # a concurrent deploy or tick moved the rollout we close or supersede
                 if attempt == _DEPLOY_RETRIES - 1:
                     raise FailedPrecondition(f"the rollout of model '{name}' kept changing "
                                              "while superseding it; retry") from None
-        if moved:
-            self._traffic_changed(name)
+        try:
+            done = self._probe(dep)
+        except Lost:   # someone acted on it meanwhile (abort, force deploy): theirs stands
+            return deployment_id
+        if done.state == "failed":
+            health = done.verdicts[-1]
+            raise FailedPrecondition(
+                f"deployment {deployment_id} failed: {health['reason']}; traffic is "
+                "unchanged", details={"deployment_id": deployment_id,
+                                      "health_check": health.get("evidence")})
         return deployment_id
 
-    def _create(self, conn: Connection, deployment_id: str, name: str, version: str, plan: Plan,
-                default: str | None, force: bool, reason: str, actor: str) -> bool:
-        """Insert the deployment (superseding the active one when forced); True when that
-        moved the traffic back to stable."""
+    def _create(self, tx: SwitchTransaction, deployment_id: str, name: str, version: str,
+                plan: Plan, default: str | None, force: bool, reason: str,
+                actor: str) -> Deployment:
+        """Refuse, or record the serving state (``before_deploy``), end the deployment in the
+        way (closing a blue-green window, superseding the rest when forced) and insert this
+        one, its health check claimed by this call (a lease another process takes over only
+        if this one dies)."""
+        conn = tx.conn
         now = self.clock()
-        moved = False
         active = self.store.active_for_model(name, conn)
-        if active is not None:
-            if not force:
-                raise _busy(active)
-            moved = self._supersede(conn, active, deployment_id, actor, now)
+        if active is not None and not force and not _window_open(active):
+            raise _busy(active)
         table = self.traffic.get(name, conn)
-        if table is not None:
-            stable = table.stable_version or max(table.weights, key=table.weights.get)
-            live = dict(table.weights)
-            if live == {version: 100}:
-                raise FailedPrecondition(f"version '{version}' of model '{name}' already serves "
-                                         "100% of its traffic")
-        else:
-            stable = default
-            live = {default: 100} if default else {}
+        stable, live = _starting_point(active, table, default)
+        if table is not None and live == {version: 100}:
+            raise FailedPrecondition(f"version '{version}' of model '{name}' already serves "
+                                     "100% of its traffic")
+        if self.before_deploy is not None:
+            self.before_deploy(conn, name, deployment_id)
+        if active is not None:
+            if _window_open(active):
+                self._close_window(tx, active, deployment_id, actor, now)
+            else:
+                self._supersede(tx, active, deployment_id, actor, now)
         first = table is None and stable in (None, version)
         if first:
             plan = first_deployment_plan(plan.strategy)
             reason = reason or (f"first deployment of model '{name}': nothing is live yet, so "
                                 "it switches to 100% right after its health check")
             stable = None
+        lease = now + timedelta(seconds=self.health.budget_s + _HEALTH_LEASE_MARGIN_S)
         dep = Deployment(
             id=deployment_id, model=name, version=version, previous_version=stable,
-            strategy=plan.strategy, state="pending", step=None, steps=list(plan.steps),
+            strategy=plan.strategy, state="health_check", step=None, steps=list(plan.steps),
             traffic=live, analysis=plan.stored()["analysis"], verdicts=[], reason=reason,
-            actor=actor, revision=1, step_started_at=None, next_check_at=now, deadline_at=None,
-            created_at=now, updated_at=now, finished_at=None)
+            actor=actor, revision=1, step_started_at=None, next_check_at=lease,
+            deadline_at=lease, created_at=now, updated_at=now, finished_at=None)
         self.store.insert(conn, dep)
         record_event(conn, "deployment.created", actor=actor, model=name, version=version,
                      deployment_id=deployment_id, reason=reason,
                      detail={**plan.stored(), "previous_version": stable, "force": force,
                              "first": first})
-        return moved
+        record_event(conn, "deployment.health_check", actor=actor, model=name, version=version,
+                     deployment_id=deployment_id, reason=f"probing {name}@{version}",
+                     detail={"retry": False})
+        return dep
 
-    def _supersede(self, conn: Connection, old: Deployment, by: str, actor: str,
-                   now: datetime) -> bool:
+    def _supersede(self, tx: SwitchTransaction, old: Deployment, by: str, actor: str,
+                   now: datetime) -> None:
         """End ``old`` as superseded; if it had moved traffic, put the stable version back at
         100% in the same transaction ("a forced deploy starts from the stable traffic")."""
         stable = old.previous_version
-        table = self.traffic.get(old.model, conn)
+        table = self.traffic.get(old.model, tx.conn)
         moved = (stable is not None and table is not None and table.deployment_id == old.id
                  and (table.weights != {stable: 100} or table.stable_version != stable))
         reason = f"superseded by {by}"
-        self.store.transition(conn, old, state="superseded", finished_at=now, updated_at=now,
+        self.store.transition(tx.conn, old, state="superseded", finished_at=now, updated_at=now,
                               next_check_at=None, reason=reason,
                               **({"traffic": {stable: 100}} if moved else {}))
         if moved:
-            self.traffic.set(conn, old.model, {stable: 100}, stable, actor=actor,
-                             reason=f"{old.id} {reason}: back to the stable traffic",
-                             deployment_id=old.id)
-        record_event(conn, "deployment.superseded", actor=actor, model=old.model,
+            tx.switch(old.model, {stable: 100}, stable, actor=actor, now=now,
+                      reason=f"{old.id} {reason}: back to the stable traffic",
+                      deployment_id=old.id)
+        record_event(tx.conn, "deployment.superseded", actor=actor, model=old.model,
                      version=old.version, deployment_id=old.id, reason=reason,
                      detail={"from_state": old.state, "superseded_by": by})
-        return moved
+
+    def _close_window(self, tx: SwitchTransaction, old: Deployment, by: str, actor: str,
+                      now: datetime) -> None:
+        """A later deploy ends a blue-green post-switch window: the switched version has
+        served 100% without a failing verdict, so it is kept and becomes the stable one."""
+        reason = f"post-switch window closed by {by}; keeping {old.version}"
+        verdict = _verdict(old.step, "window", "closed", reason, now)
+        self._transition(tx, old, now, [("deployment.succeeded", {"version": old.version})],
+                         reason=reason, actor=actor,
+                         set_traffic=({old.version: 100}, old.version), state="succeeded",
+                         traffic={old.version: 100}, finished_at=now, next_check_at=None,
+                         deadline_at=None, verdicts=old.verdicts + [verdict])
 
     # -- reading -------------------------------------------------------------------------------
     def get(self, deployment_id: str) -> dict[str, Any]:
@@ -364,6 +423,8 @@ class DeploymentManager:
                 log.debug("warming %s@%s failed: %s", dep.model, version, exc)
 
     def _health_check(self, dep: Deployment, now: datetime) -> Deployment:
+        """The ticker's path: a deployment left ``pending`` by an older release, or whose
+        in-call health check lease expired (its process died): claim it and probe."""
         lease = timedelta(seconds=self.health.budget_s + _HEALTH_LEASE_MARGIN_S)
         retry = dep.state == "health_check"
         why = ("the previous health check did not finish in time; probing again" if retry
@@ -371,6 +432,12 @@ class DeploymentManager:
         claimed = self._commit(dep, now, [("deployment.health_check", {"retry": retry})],
                                reason=why, state="health_check", next_check_at=now + lease,
                                deadline_at=now + lease)
+        return self._probe(claimed, now)
+
+    def _probe(self, dep: Deployment, now: datetime | None = None) -> Deployment:
+        """Run the health check of a claimed deployment; on success its first step is live,
+        otherwise it ends ``failed`` with the evidence (traffic untouched)."""
+        now = now if now is not None else self.clock()
         started = time.monotonic()
         report = self.health.check(dep.model, dep.version)
         now = now + timedelta(seconds=time.monotonic() - started)
@@ -378,12 +445,12 @@ class DeploymentManager:
                            report.as_dict())
         if report.ok:
             self._best_effort(self.alerts.record_health_success, dep.model, dep.version)
-            return self._enter_step(claimed, 0, now, actor=SYSTEM, reason=report.message,
+            return self._enter_step(dep, 0, now, actor=SYSTEM, reason=report.message,
                                     verdict=verdict, health=report)
-        failed = self._commit(claimed, now, [("deployment.failed", report.as_dict())],
+        failed = self._commit(dep, now, [("deployment.failed", report.as_dict())],
                               reason=f"health check failed: {report.message}", health=report,
                               state="failed", finished_at=now, next_check_at=None,
-                              deadline_at=None, verdicts=claimed.verdicts + [verdict])
+                              deadline_at=None, verdicts=dep.verdicts + [verdict])
         self._best_effort(self.alerts.record_health_failure, dep.model, dep.version,
                           report.message, {"deployment_id": dep.id, **report.as_dict()})
         return failed
@@ -446,11 +513,8 @@ class DeploymentManager:
         stable = dep.version if final else (dep.previous_version or dep.version)
         reason = (f"{reason}; step {index + 1}/{len(plan.steps)}: {plan.steps[index]}% to "
                   f"{dep.version}")
-        new = self._commit(dep, now, events, reason=reason, actor=actor, health=health,
-                           set_traffic=(weights, stable), **changes)
-        if final:
-            self._release(new)
-        return new
+        return self._commit(dep, now, events, reason=reason, actor=actor, health=health,
+                            set_traffic=(weights, stable), release=final, **changes)
 
     def _succeed(self, dep: Deployment, now: datetime, reason: str,
                  verdict: dict[str, Any] | None, actor: str,
@@ -459,13 +523,11 @@ class DeploymentManager:
         weights = {dep.version: 100}
         events: list[Event] = [first] if first else []
         events.append(("deployment.succeeded", {"version": dep.version}))
-        new = self._commit(dep, now, events, reason=reason, actor=actor,
-                           set_traffic=(weights, dep.version), state="succeeded",
-                           traffic=weights, finished_at=now, next_check_at=None,
-                           deadline_at=None,
-                           verdicts=dep.verdicts + ([verdict] if verdict else []))
-        self._release(new)
-        return new
+        return self._commit(dep, now, events, reason=reason, actor=actor,
+                            set_traffic=(weights, dep.version), release=True,
+                            state="succeeded", traffic=weights, finished_at=now,
+                            next_check_at=None, deadline_at=None,
+                            verdicts=dep.verdicts + ([verdict] if verdict else []))
 
     def _abort(self, dep: Deployment, now: datetime, *, actor: str, reason: str, trigger: str,
                verdict: dict[str, Any] | None = None, failed: Check | None = None) -> Deployment:
@@ -487,7 +549,7 @@ class DeploymentManager:
         new = self._commit(dep, now, [("deployment.aborted", {"trigger": trigger,
                                                               "from_state": dep.state})],
                            reason=reason, actor=actor, set_traffic=set_traffic,
-                           rollback=rollback, **changes)
+                           rollback=rollback, release=True, **changes)
         if trigger == "automatic":
             self._best_effort(
                 self.alerts.raise_alert, dep.model, dep.version, ROLLBACK_RULE,
@@ -495,47 +557,49 @@ class DeploymentManager:
                 f"{dep.strategy} deployment {dep.id} of {dep.model}@{dep.version} aborted "
                 f"automatically, traffic back to {stable}: {reason}", "critical",
                 {"deployment_id": dep.id, "evidence": (verdict or {}).get("evidence")})
-        self._release(new)
         return new
 
     def _commit(self, dep: Deployment, now: datetime, events: list[Event], *, reason: str,
-                actor: str = SYSTEM, set_traffic: tuple[dict[str, int], str] | None = None,
-                rollback: dict[str, Any] | None = None, health: HealthReport | None = None,
-                **changes: Any) -> Deployment:
-        """One guarded transition: the row (if its revision is still ``dep``'s), the traffic
-        table, the health result, the events and the rollback record, in one transaction."""
-        with self.db.transaction() as conn:
-            new = self.store.transition(conn, dep, updated_at=now, reason=reason, **changes)
-            if health is not None:
-                self.store.record_health(conn, model=dep.model, version=dep.version,
-                                         deployment_id=dep.id, ok=health.ok,
-                                         message=health.message, probes=health.probes, now=now)
-            if set_traffic is not None:
-                weights, stable = set_traffic
-                self.traffic.set(conn, dep.model, weights, stable, actor=actor, reason=reason,
-                                 deployment_id=dep.id)
+                **kw: Any) -> Deployment:
+        """One guarded transition in a transaction of its own (see :meth:`_transition`)."""
+        with self.switch.transaction() as tx:
+            return self._transition(tx, dep, now, events, reason=reason, **kw)
+
+    def _transition(self, tx: SwitchTransaction, dep: Deployment, now: datetime,
+                    events: list[Event], *, reason: str, actor: str = SYSTEM,
+                    set_traffic: tuple[dict[str, int], str] | None = None,
+                    rollback: dict[str, Any] | None = None,
+                    health: HealthReport | None = None, release: bool = False,
+                    **changes: Any) -> Deployment:
+        """One guarded transition: the row (if its revision is still ``dep``'s), the health
+        result, the traffic switch, the events and the rollback record, all in ``tx``.
+        ``release``: the rollout ends — after the commit, unload what neither the table nor
+        the previous version needs (an instant switch back stays possible)."""
+        conn = tx.conn
+        new = self.store.transition(conn, dep, updated_at=now, reason=reason, **changes)
+        if health is not None:
+            self.store.record_health(conn, model=dep.model, version=dep.version,
+                                     deployment_id=dep.id, ok=health.ok,
+                                     message=health.message, probes=health.probes, now=now)
+        keep = set(new.traffic) | ({dep.previous_version} if dep.previous_version else set())
+
+        def write_events() -> None:
             for kind, detail in events:
                 record_event(conn, kind, actor=actor, model=dep.model, version=dep.version,
                              deployment_id=dep.id, reason=reason, detail=detail)
-            if rollback is not None:   # after the events: "aborted", then "rolled back"
-                self.store.insert_rollback(conn, model=dep.model, reason=reason, actor=actor,
-                                           deployment_id=dep.id, now=now, **rollback)
-        if set_traffic is not None:
-            self._traffic_changed(dep.model)
+
+        if set_traffic is not None:   # history reads: traffic changed, aborted, rolled back
+            weights, stable = set_traffic
+            tx.switch(dep.model, weights, stable, actor=actor, reason=reason, now=now,
+                      deployment_id=dep.id, rollback=rollback, release=release, keep=keep,
+                      events=write_events)
+        else:
+            write_events()
+            if release:
+                tx.release(dep.model, keep)
         return new
 
     # -- process-local effects -----------------------------------------------------------------
-    def _traffic_changed(self, model: str) -> None:
-        if self.router is not None:
-            self.router.invalidate(model)
-
-    def _release(self, dep: Deployment) -> None:
-        """A rollout ended: unload, in this process, the versions of the model nothing needs —
-        keeping what the table routes to and the previous version (an instant switch back)."""
-        keep = set(dep.traffic) | {v for v in (dep.previous_version,) if v}
-        if self._loader_given:   # nothing loaded here otherwise
-            self._best_effort(self.loader.retain, dep.model, keep)
-
     @staticmethod
     def _best_effort(fn: Callable[..., Any], *args: Any) -> None:
         """Side effects after the commit (alerts, unloading) must not undo a transition."""
@@ -557,6 +621,27 @@ def _verdict(step: int | None, check: str, result: str, reason: str, now: dateti
     if evidence is not None:
         out["evidence"] = evidence
     return out
+
+
+def _window_open(dep: Deployment) -> bool:
+    """A blue-green deployment in its post-switch window: already at 100%, only watched. It
+    does not block a later deploy, which closes the window instead."""
+    return dep.strategy == BLUE_GREEN and dep.state == "progressing"
+
+
+def _starting_point(active: Deployment | None, table: TrafficTable | None,
+                    default: str | None) -> tuple[str | None, dict[str, int]]:
+    """(stable version, live weights) a new deployment starts from, once ``active`` (if any)
+    is out of the way: a closed window keeps its version; a superseded rollout that had moved
+    traffic puts its stable version back at 100%."""
+    if table is None:
+        return default, ({default: 100} if default else {})
+    if active is not None and table.deployment_id == active.id:
+        if _window_open(active):
+            return active.version, {active.version: 100}
+        if active.previous_version is not None:
+            return active.previous_version, {active.previous_version: 100}
+    return table.stable_version or max(table.weights, key=table.weights.get), dict(table.weights)
 
 
 def _busy(active: Deployment) -> FailedPrecondition:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from config import Settings
 from errors import InvalidArgument, RegistryError
 from models.base_model import HealthResult, ModelProvider
 from models.model_loader import ModelLoader
@@ -64,6 +65,13 @@ class HealthChecker:
         self.timeout_s = timeout_s
         self.required = probes if required is None else max(1, min(required, probes))
         self.pause_s = pause_s
+
+    @classmethod
+    def for_settings(cls, loader: ModelLoader, settings: Settings) -> "HealthChecker":
+        """The checker a deploy uses: each probe bounded by ``PROVIDER_TIMEOUT_S`` (so a deploy
+        waits at most 3 × that for its check), and at least by the ONNX deadline, so the run a
+        probe starts is stopped by that deadline by the time the probe is given up (issue 21)."""
+        return cls(loader, timeout_s=max(settings.provider_timeout_s, settings.onnx_timeout_s))
 
     @property
     def budget_s(self) -> float:

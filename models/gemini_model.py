@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import contextmanager
 import time
+from collections.abc import Iterator
 from typing import Any, Callable, ClassVar
 
 from google import genai
@@ -41,7 +43,8 @@ from pydantic import ValidationError
 
 import config as app_config
 from errors import InvalidArgument, ProviderError, ProviderTimeout, Unavailable
-from models.base_model import HealthResult, ModelProvider, Prediction, Usage, VersionSpec
+from models.base_model import (ChatRequest, Delta, HealthResult, ModelProvider, Prediction,
+                               Usage, VersionSpec)
 
 
 def _transport_exceptions() -> tuple[tuple[type[BaseException], ...],
@@ -149,6 +152,7 @@ class GeminiModel(ModelProvider):
     """One registered Gemini version: one ``genai.Client`` shared by every serving thread."""
 
     name: ClassVar[str] = "gemini"
+    generates_text: ClassVar[bool] = True
 
     def __init__(self, spec: VersionSpec) -> None:
         super().__init__(spec)
@@ -256,14 +260,68 @@ class GeminiModel(ModelProvider):
             overrides[key] = _GENERATION_SETTINGS[key](key, value)
         return overrides
 
-    def _generate(self, contents: Any, overrides: dict[str, Any]) -> Prediction:
+    def chat(self, request: ChatRequest) -> Prediction:
+        """One answer to a conversation: system messages join the version's own system
+        instruction (after it), the other turns become Gemini contents."""
+        contents, system = _chat_contents(request)
+        return self._generate(contents, self._check_params(request.params), system,
+                              text_of=_chunk_text)
+
+    def chat_stream(self, request: ChatRequest) -> Iterator[Delta]:
+        """The answer as it is generated (``generate_content_stream``: Gemini's
+        ``streamGenerateContent?alt=sse``). Closing this iterator closes the HTTP stream."""
+        contents, system = _chat_contents(request)
+        overrides = self._check_params(request.params)
+        client, cfg = self._call_setup(overrides, system)
+        with self._mapped_errors():
+            stream = client.models.generate_content_stream(
+                model=self._model_id, contents=contents, config=cfg)
+        try:
+            usage = None
+            while True:
+                with self._mapped_errors():
+                    chunk = next(stream, None)
+                if chunk is None:
+                    break
+                usage = _usage_of(chunk) or usage
+                finish = _finish_reason(chunk)
+                text = _chunk_text(chunk)
+                if text or finish:
+                    yield Delta(text, finish, usage if finish else None)
+                if finish:
+                    break
+        finally:
+            stream.close()
+
+    def _call_setup(self, overrides: dict[str, Any], system: str | None = None
+                    ) -> tuple[genai.Client, types.GenerateContentConfig]:
         client = self._get_client()
         assert self._base_config is not None  # set by load(), checked by _get_client()
+        if system:
+            base = self._base_config.system_instruction
+            overrides = {**overrides, "system_instruction":
+                         f"{base}\n\n{system}" if base else system}
         cfg = self._base_config.model_copy(update=overrides) if overrides else \
             self._base_config
-        try:
+        return client, cfg
+
+    def _generate(self, contents: Any, overrides: dict[str, Any], system: str | None = None,
+                  text_of: Callable[[types.GenerateContentResponse], str] | None = None
+                  ) -> Prediction:
+        """One call. ``text_of`` reads the answer: by default a blocked answer is an error
+        (predict); chat reads it as an empty text with finish reason ``content_filter``."""
+        client, cfg = self._call_setup(overrides, system)
+        with self._mapped_errors():
             response = client.models.generate_content(
                 model=self._model_id, contents=contents, config=cfg)
+        return Prediction(output=(text_of or _text_of)(response), usage=_usage_of(response),
+                          finish_reason=_finish_reason(response))
+
+    @contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        """SDK and transport exceptions → the errors of ``errors`` (table in the docstring)."""
+        try:
+            yield
         except genai_errors.APIError as exc:
             raise self._map_api_error(exc) from exc
         except genai_errors.UnknownApiResponseError as exc:
@@ -281,7 +339,6 @@ class GeminiModel(ModelProvider):
                 raise Unavailable(f"gemini version {self.spec.model}@{self.spec.version} "
                                   f"is closed") from exc
             raise
-        return Prediction(output=_text_of(response), usage=_usage_of(response))
 
     def _map_api_error(self, exc: genai_errors.APIError) -> Exception:
         code = exc.code
@@ -356,6 +413,43 @@ def _to_contents(input: Any) -> str | list[Any]:
                           'contents, or {"prompt": "..."}')
 
 
+def _chat_contents(request: ChatRequest) -> tuple[list[types.Content], str | None]:
+    """Messages → (Gemini contents, the request's system text or None)."""
+    system = "\n\n".join(m.text for m in request.messages if m.role == "system") or None
+    contents = [types.Content(role="model" if m.role == "assistant" else "user",
+                              parts=[types.Part(text=m.text)])
+                for m in request.messages if m.role != "system"]
+    if not contents:
+        raise InvalidArgument("messages must hold at least one user message",
+                              details={"param": "messages"})
+    return contents, system
+
+
+def _chunk_text(chunk: types.GenerateContentResponse) -> str:
+    """The text of one streamed chunk (thought parts excluded); blocked → ProviderError."""
+    if not chunk.candidates:
+        if chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason:
+            return _text_of(chunk)  # raises with the block reason
+        return ""
+    content = chunk.candidates[0].content
+    return "".join(p.text for p in (content.parts or []) if p.text and not p.thought) \
+        if content else ""
+
+
+# Gemini finish reasons → the protocol-neutral ones of ``Prediction.finish_reason``.
+_FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
+
+
+def _finish_reason(response: types.GenerateContentResponse) -> str | None:
+    if not response.candidates or response.candidates[0].finish_reason is None:
+        return None
+    value = getattr(response.candidates[0].finish_reason, "value",
+                    response.candidates[0].finish_reason)
+    if value in _FINISH:
+        return _FINISH[value]
+    return "content_filter" if value in _BLOCKED else "other"
+
+
 _BLOCKED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
             "IMAGE_SAFETY", "LANGUAGE"}
 
@@ -388,7 +482,7 @@ def _usage_of(response: types.GenerateContentResponse) -> Usage | None:
     output = (meta.candidates_token_count or 0) + thinking
     total = meta.total_token_count or (prompt + output)
     return Usage(input_tokens=prompt, output_tokens=output, total_tokens=total,
-                 cached_tokens=meta.cached_content_token_count or 0, thinking_tokens=thinking)
+                 cached_tokens=meta.cached_content_token_count or 0, reasoning_tokens=thinking)
 
 
 def _is_key_invalid(exc: genai_errors.APIError) -> bool:

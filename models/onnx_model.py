@@ -40,7 +40,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtIn
 
 from errors import (FailedPrecondition, InvalidArgument, ProviderError, ProviderTimeout,
                     TooLarge, Unavailable)
-from models.base_model import ModelProvider, Prediction, VersionSpec
+from models.base_model import ModelProvider, Prediction, TensorSpec, VersionSpec
 from models.deadline import WATCHDOG
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,7 @@ class OnnxModel(ModelProvider):
         self._session: ort.InferenceSession | None = None
         self._inputs: tuple[TensorInfo, ...] = ()
         self._output_names: list[str] = []
+        self._outputs: tuple[TensorInfo | None, ...] = ()
         self._labels: np.ndarray | None = None
 
     @classmethod
@@ -201,10 +202,14 @@ class OnnxModel(ModelProvider):
             self._labels = np.asarray(labels, dtype=object)
         self._inputs = inputs
         self._output_names = [o.name for o in outputs]
+        self._outputs = tuple(self._tensor_info(o, strict=False) for o in outputs)
         self._session = session
 
-    def _tensor_info(self, arg: Any) -> TensorInfo:
+    def _tensor_info(self, arg: Any, strict: bool = True) -> TensorInfo | None:
+        """An input's (or, ``strict=False``, an output's: None for sequences and maps)."""
         dtype = _DTYPES.get(arg.type)
+        if dtype is None and not strict:
+            return None
         if dtype is None:
             raise ProviderError(f"{self.label}: input '{arg.name}' has type {arg.type}, which "
                                 f"the onnx provider cannot feed from JSON")
@@ -228,7 +233,10 @@ class OnnxModel(ModelProvider):
             raise Unavailable(f"{self.label} is not loaded")
         if params:
             raise InvalidArgument("the onnx provider takes no params")
-        feeds = self._feeds(input)
+        return Prediction(output=self._output_json(self._run(session, self._feeds(input))))
+
+    def _run(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> list[Any]:
+        """One run under the version's deadline, its output within the output cap."""
         limits = self.spec.limits
         run_options = ort.RunOptions()
         run_options.log_severity_level = 4
@@ -246,7 +254,22 @@ class OnnxModel(ModelProvider):
             raise TooLarge(f"{self.label} would answer {size} bytes for this input, over the "
                            f"{limits.max_output_bytes}-byte output cap",
                            details={"output_bytes": size, "limit": limits.max_output_bytes})
-        return Prediction(output=self._output_json(results))
+        return results
+
+    def tensor_signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """Inputs and outputs as the graph declares them (outputs that are sequences or maps,
+        which no tensor protocol carries, are left out)."""
+        if self._session is None:
+            raise Unavailable(f"{self.label} is not loaded")
+        return ([_spec(t) for t in self._inputs],
+                [_spec(t) for t in self._outputs if t is not None])
+
+    def infer(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        """Run on named arrays (checked as ``predict`` checks JSON); the raw output arrays."""
+        session = self._session
+        if session is None:
+            raise Unavailable(f"{self.label} is not loaded")
+        return dict(zip(self._output_names, self._run(session, self._feeds(tensors))))
 
     def _run_error(self, exc: Exception, terminated: bool) -> Exception:
         """Whose fault a failed run is: the caller's input (4xx, never counted against the
@@ -374,6 +397,12 @@ class OnnxModel(ModelProvider):
         """Drop the session. A run already in progress keeps its own reference and finishes;
         later calls answer ``Unavailable``."""
         self._session = None
+
+
+def _spec(tensor: TensorInfo) -> TensorSpec:
+    shape = None if tensor.shape is None else tuple(
+        d if isinstance(d, int) else None for d in tensor.shape)
+    return TensorSpec(tensor.name, "str" if tensor.dtype.kind == "U" else tensor.dtype.name, shape)
 
 
 def _values(tensor: TensorInfo) -> str:

@@ -182,10 +182,19 @@ class ModelRegistry:
     def get_version(self, name: str, ref: str) -> dict[str, Any]:
         return self.store.get_version(name, self.resolve(name, ref)).as_dict()
 
-    def list_versions(self, name: str, status: str | None = None, range: str | None = None,
-                      limit: int = 100, page_token: str | None = None
-                      ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of versions, newest first by SemVer precedence."""
+    def list_versions(self, name: str, status: str | None = None,
+                      range: str | None = None) -> list[dict[str, Any]]:
+        """Every version of model ``name`` (filtered by ``status`` and a SemVer ``range``),
+        newest first by SemVer precedence — the seed's ``list_versions``. For a model with
+        many versions, page through them with :meth:`list_versions_page`."""
+        return list(self.iter_versions(name, status, range))
+
+    def list_versions_page(self, name: str, status: str | None = None,
+                           range: str | None = None, limit: int = 100,
+                           page_token: str | None = None
+                           ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of versions, newest first by SemVer precedence; returns (versions,
+        next_page_token or None)."""
         limit = check_limit(limit, 100)
         if status is not None:
             check_status(status)
@@ -214,7 +223,7 @@ class ModelRegistry:
         """Every version, newest first, page by page."""
         token = None
         while True:
-            page, token = self.list_versions(name, status, range_text, 500, token)
+            page, token = self.list_versions_page(name, status, range_text, 500, token)
             yield from page
             if token is None:
                 return

@@ -1,8 +1,10 @@
 """Rollback: back to the previous or any named version at once, by hand or automatically.
 
-A rollback is immediate (no canary): in one transaction the rollout in progress and the last
-succeeded deployment become ``rolled_back``, the traffic table serves the target at 100%, and a
-rollback record keeps the trigger, the reason and the evidence. It refuses (409) to roll onto an
+A rollback is immediate (no canary): through the deployment layer's :class:`TrafficSwitch`, in
+one transaction the rollout in progress and the last succeeded deployment become
+``rolled_back``, the traffic table serves the target at 100%, and a rollback record keeps the
+trigger, the reason and the evidence; then the router drops its cached table and the versions
+nothing needs any more are unloaded in this process. It refuses (409) to roll onto an
 archived version or one that fails its health check: never trade a bad version for a broken one.
 
 "Previous" comes from the deployment history: during a rollout, the version it started from;
@@ -27,6 +29,7 @@ from deployment.deployment_store import DeploymentStore
 from deployment.health_checker import HealthChecker
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
+from deployment.traffic_switch import TrafficSwitch
 from errors import FailedPrecondition
 from registry.model_registry import ModelRegistry
 from shared.text import check_text
@@ -65,7 +68,8 @@ class RollbackManager:
     def __init__(self, database: Database | None = None, *,
                  registry: ModelRegistry | None = None, tracker: PerformanceTracker | None = None,
                  alerts: AlertManager | None = None, health: HealthChecker | None = None,
-                 router: Router | None = None, policy: AutoRollbackPolicy | None = None,
+                 router: Router | None = None, switch: TrafficSwitch | None = None,
+                 policy: AutoRollbackPolicy | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         parts = parts_for(database or (registry.db if registry else None))  # what is not given
         self.db = parts.database
@@ -73,11 +77,13 @@ class RollbackManager:
         self.tracker = tracker or parts.tracker
         self.alerts = alerts or parts.alerts
         self.health = health if health is not None else parts.health
-        self.router = router
         self.policy = policy or AutoRollbackPolicy.from_settings(parts.settings)
         self.clock = clock
         self.traffic = TrafficStore(self.db)
         self.deployments = DeploymentStore(self.db)
+        self.switch = switch or TrafficSwitch(self.db, traffic=self.traffic,
+                                              deployments=self.deployments, router=router,
+                                              loader=self.health.loader)
 
     # -- the seed's API ------------------------------------------------------------------------
     def rollback_to_previous(self, name: str, reason: str = "", actor: str = "system") -> str:
@@ -135,16 +141,16 @@ class RollbackManager:
                                      f"check failed ({report.message})")
         reason = reason or f"{trigger} rollback from {current} to {target}"
         now = self.clock()
-        with self.db.transaction() as conn:
-            self.deployments.mark_rolled_back(conn, name, actor=actor, reason=reason, now=now)
-            self.traffic.set(conn, name, {target: 100}, target, actor=actor, reason=reason,
-                             expected_revision=table.revision)
-            record = self.deployments.insert_rollback(
-                conn, model=name, from_version=current, to_version=target, trigger=trigger,
-                reason=reason, evidence={**(evidence or {}), "health_check": report.as_dict()},
-                actor=actor, deployment_id=active.id if active else None, now=now)
-        if self.router is not None:
-            self.router.invalidate(name)
+        with self.switch.transaction() as tx:
+            record = tx.switch(
+                name, {target: 100}, target, actor=actor, reason=reason, now=now,
+                expected_revision=table.revision, roll_back=True, release=True,
+                keep={current} if current else set(),
+                rollback=dict(from_version=current, to_version=target, trigger=trigger,
+                              deployment_id=active.id if active else None,
+                              evidence={**(evidence or {}),
+                                        "health_check": report.as_dict()}))
+        assert record is not None
         if trigger == "automatic":
             self.alerts.record_automatic_rollback(name, current or "", reason, details=evidence)
         return record
@@ -238,4 +244,3 @@ class RollbackManager:
 
     def get(self, rollback_id: str) -> dict[str, Any]:
         return self.deployments.get_rollback(rollback_id)
-

@@ -3,8 +3,10 @@
 A snapshot records, for one model or for every model: the traffic table, the aliases, the status
 of every version and the rollout in progress. One is taken automatically before every
 deployment (the newest ``retention`` automatic ones are kept per scope); any can be taken by
-hand. Restoring puts all of it back in one transaction, recorded as a rollback with trigger
-``snapshot``, and is refused (409) when a version it needs no longer exists or fails its health
+hand. The automatic one is taken inside the deploy's transaction, after its refusal checks: a
+refused deploy leaves no snapshot. Restoring puts all of it back in one transaction (traffic
+through the deployment layer's :class:`TrafficSwitch`, like every traffic change), recorded as a
+rollback with trigger ``snapshot``, and is refused (409) when a version it needs no longer exists or fails its health
 check — never a half-applied state.
 
 What a restore does not touch: models created after the snapshot (reported as ``untouched``),
@@ -17,10 +19,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection
+
 from deployment.deployment_store import DeploymentStore, new_id
 from deployment.health_checker import HealthChecker
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
+from deployment.traffic_switch import SwitchTransaction, TrafficSwitch
 from defaults import parts_for
 from errors import FailedPrecondition
 from registry.metadata_store import MetadataStore
@@ -42,7 +47,8 @@ def live_version(weights: dict[str, int], stable: str | None) -> str | None:
 
 class SnapshotManager:
     def __init__(self, database: Database | None = None, *, health: HealthChecker | None = None,
-                 router: Router | None = None, retention: int = DEFAULT_RETENTION,
+                 router: Router | None = None, switch: TrafficSwitch | None = None,
+                 retention: int = DEFAULT_RETENTION,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.db = database = database or parts_for(None).database
         self.store = SnapshotStore(database)
@@ -50,27 +56,35 @@ class SnapshotManager:
         self.traffic = TrafficStore(database)
         self.deployments = DeploymentStore(database)
         self.health = health
-        self.router = router
+        self.switch = switch or TrafficSwitch(
+            database, traffic=self.traffic, deployments=self.deployments, router=router,
+            loader=health.loader if health is not None else None)
         self.retention = retention
         self.clock = clock
 
     def create(self, model: str | None = None, *, automatic: bool = False, reason: str = "",
-               actor: str = "system") -> dict[str, Any]:
-        """Record the serving state of ``model`` (or of every model) in one transaction."""
+               actor: str = "system", conn: Connection | None = None) -> dict[str, Any]:
+        """Record the serving state of ``model`` (or of every model) in one transaction (the
+        caller's ``conn`` when given)."""
         reason = check_text(reason, "reason")
-        with self.db.transaction() as conn:
-            names = [model] if model is not None else self.registry_store.model_names(conn)
-            state = {"models": {name: self._model_state(conn, name) for name in names}}
-            snapshot = self.store.insert(conn, {
-                "id": new_id("snap"), "model": model, "automatic": automatic, "state": state,
-                "reason": reason, "actor": actor, "created_at": self.clock()})
-            if automatic:
-                self.store.prune_automatic(conn, model, self.retention)
+        if conn is None:
+            with self.db.transaction() as own:
+                return self.create(model, automatic=automatic, reason=reason, actor=actor,
+                                   conn=own)
+        names = [model] if model is not None else self.registry_store.model_names(conn)
+        state = {"models": {name: self._model_state(conn, name) for name in names}}
+        snapshot = self.store.insert(conn, {
+            "id": new_id("snap"), "model": model, "automatic": automatic, "state": state,
+            "reason": reason, "actor": actor, "created_at": self.clock()})
+        if automatic:
+            self.store.prune_automatic(conn, model, self.retention)
         return snapshot
 
-    def before_deploy(self, model: str, deployment_id: str) -> None:
-        """The deployment manager's hook: the serving state before every deployment."""
-        self.create(model, automatic=True, reason=f"before deployment {deployment_id}")
+    def before_deploy(self, conn: Connection, model: str, deployment_id: str) -> None:
+        """The deployment manager's hook, inside the deploy's transaction once its refusal
+        checks passed: the serving state before every deployment."""
+        self.create(model, automatic=True, reason=f"before deployment {deployment_id}",
+                    conn=conn)
 
     def _model_state(self, conn: Any, name: str) -> dict[str, Any]:
         table = self.traffic.get(name, conn)
@@ -99,8 +113,9 @@ class SnapshotManager:
         recorded: dict[str, Any] = snapshot["state"]["models"]
         self._check_health(recorded)
         now = self.clock()
-        rollbacks, moved = [], []
-        with self.db.transaction() as conn:
+        rollbacks = []
+        with self.switch.transaction() as tx:
+            conn = tx.conn
             existing = set(self.registry_store.model_names(conn))
             gone = sorted(set(recorded) - existing)
             if gone:
@@ -109,36 +124,33 @@ class SnapshotManager:
             for name, state in recorded.items():
                 self.registry_store.restore_serving_state(conn, name, state["statuses"],
                                                           state["aliases"], actor, reason)
-                record = self._restore_traffic(conn, name, state["traffic"], snapshot_id,
+                record = self._restore_traffic(tx, name, state["traffic"], snapshot_id,
                                                actor, reason, now)
                 if record is not None:
                     rollbacks.append(record)
-                    moved.append(name)
             scope = {snapshot["model"]} if snapshot["model"] else existing
             untouched = sorted(scope - set(recorded))
-        if self.router is not None:
-            for name in moved:
-                self.router.invalidate(name)
         return {"snapshot_id": snapshot_id, "restored": sorted(recorded),
                 "untouched": untouched, "rollbacks": rollbacks}
 
-    def _restore_traffic(self, conn: Any, name: str, recorded: dict[str, Any] | None,
-                         snapshot_id: str, actor: str, reason: str,
-                         now: datetime) -> dict[str, Any] | None:
-        current = self.traffic.get(name, conn)
+    def _restore_traffic(self, tx: SwitchTransaction, name: str,
+                         recorded: dict[str, Any] | None, snapshot_id: str, actor: str,
+                         reason: str, now: datetime) -> dict[str, Any] | None:
+        current = self.traffic.get(name, tx.conn)
         if recorded is None or current is None:
             return None
         weights, stable = recorded["weights"], recorded["stable_version"]
         if current.weights == weights and current.stable_version == stable:
             return None
-        self.deployments.mark_rolled_back(conn, name, actor=actor, reason=reason, now=now)
-        self.traffic.set(conn, name, weights, stable, actor=actor, reason=reason)
-        return self.deployments.insert_rollback(
-            conn, model=name, from_version=live_version(current.weights, current.stable_version),
-            to_version=live_version(weights, stable), trigger="snapshot", reason=reason,
-            evidence={"snapshot_id": snapshot_id, "weights": weights,
-                      "replaced_weights": current.weights},
-            actor=actor, deployment_id=None, now=now)
+        replaced = live_version(current.weights, current.stable_version)
+        return tx.switch(name, weights, stable, actor=actor, reason=reason, now=now,
+                         roll_back=True, release=True,
+                         keep={replaced} if replaced else set(),
+                         rollback=dict(from_version=replaced,
+                                       to_version=live_version(weights, stable),
+                                       trigger="snapshot",
+                                       evidence={"snapshot_id": snapshot_id, "weights": weights,
+                                                 "replaced_weights": current.weights}))
 
     def _check_health(self, recorded: dict[str, Any]) -> None:
         """Never restore onto a version that cannot serve."""

@@ -54,6 +54,16 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
 @pytest.fixture
 def pg_schema_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    yield from _fresh_pg_schema()
+
+
+@pytest.fixture(scope="module")
+def pg_schema_module() -> Iterator[str]:
+    """``pg_schema_url`` shared by a module's tests (e.g. with one server per module)."""
+    yield from _fresh_pg_schema()
+
+
+def _fresh_pg_schema() -> Iterator[str]:
     assert PG_URL
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_URL)

@@ -1,4 +1,5 @@
-"""A local fake of the Gemini API's ``generateContent`` endpoint, for tests without network.
+"""A local fake of the Gemini API's ``generateContent`` and ``streamGenerateContent`` (``alt=sse``)
+endpoints, for tests without network.
 
 Why: the ``gemini`` provider must be tested through the real ``google-genai`` SDK (wire
 format, headers, retries, timeouts), not through a mock of the SDK. Tests point the SDK at
@@ -12,7 +13,11 @@ Deterministic replies, so tests can assert on them:
   ``systemInstruction``; ``candidatesTokenCount``: words in the reply text;
   ``totalTokenCount``: their sum. ``set_usage(model, ...)`` replaces these counts by fixed ones
   (with ``cachedContentTokenCount`` and ``thoughtsTokenCount`` when given), so cost tests
-  know every call's exact usage.
+  know every call's exact usage;
+- ``streamGenerateContent?alt=sse``: the same reply as Server-Sent Events, one word per chunk
+  (``chunk_delay`` seconds apart), the last chunk carrying ``finishReason`` and
+  ``usageMetadata``, as Gemini does. A client that hangs up mid-stream is logged
+  (``"disconnected": True`` in its call).
 
 Errors are Google-style bodies: ``{"error": {"code", "message", "status"}}``.
 """
@@ -24,6 +29,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -42,6 +48,7 @@ _ERROR_MESSAGES = {
     503: "The model is overloaded. Please try again later.",
 }
 _API_VERSIONS = ("v1", "v1beta")
+_ACTIONS = ("generateContent", "streamGenerateContent")
 
 
 @dataclass
@@ -54,6 +61,7 @@ class Behavior:
     hang: bool = False
     hang_s: float = 30.0
     usage: dict[str, int] | None = None      # fixed usageMetadata (set_usage)
+    chunk_delay: float = 0.0
     # Running sum of error_rate: a call fails each time it crosses an integer, so a rate of
     # 0.25 fails exactly every 4th call — deterministic, unlike random sampling.
     _error_credit: float = 0.0
@@ -138,7 +146,7 @@ class FakeGemini:
 
     def set_behavior(self, model: str | None = None, latency: float = 0.0,
                      error_rate: float = 0.0, status: int = 500, hang: bool = False,
-                     hang_s: float = 30.0) -> None:
+                     hang_s: float = 30.0, chunk_delay: float = 0.0) -> None:
         """Set how calls for ``model`` (``None``: every model without its own) are answered.
 
         ``error_rate`` is the fraction of calls answered with ``status`` (spread evenly,
@@ -151,7 +159,7 @@ class FakeGemini:
             usage = (self._behaviors.get(model) or Behavior()).usage
             self._behaviors[model] = Behavior(latency=latency, error_rate=error_rate,
                                               status=status, hang=hang, hang_s=hang_s,
-                                              usage=usage)
+                                              chunk_delay=chunk_delay, usage=usage)
 
     def set_usage(self, model: str | None, prompt: int, candidates: int, thoughts: int = 0,
                   cached: int = 0) -> None:
@@ -214,9 +222,11 @@ class FakeGemini:
                 call["status"] = status
             return status, payload
 
-        if method != "POST" or action != "generateContent" or api_version is None:
+        if method != "POST" or action not in _ACTIONS or api_version is None:
             return answer(404, _error(404, f"Method not found: {method} {path}"))
-        key = headers.get("x-goog-api-key")
+        # The header (the SDK's way), or ?key= (accepted by Gemini too; some proxies use it).
+        key = headers.get("x-goog-api-key") or parse_qs(urlsplit(path).query).get(
+            "key", [None])[0]
         if not key:
             return answer(403, _error(403, "Method doesn't allow unregistered callers "
                                            "(callers without established identity). "
@@ -243,7 +253,28 @@ class FakeGemini:
         reply = _reply(model or "", body)
         if behavior.usage is not None:
             reply["usageMetadata"] = dict(behavior.usage)
+        if action == "streamGenerateContent":
+            return answer(200, {"stream": _chunks(reply), "chunk_delay": behavior.chunk_delay,
+                                "call": call})
         return answer(200, reply)
+
+
+def _chunks(reply: dict[str, Any]) -> list[dict[str, Any]]:
+    """One reply → stream chunks of one word each; the last has finishReason and usage."""
+    candidate = reply["candidates"][0]
+    words = candidate["content"]["parts"][0]["text"].split(" ")
+    chunks = []
+    for i, word in enumerate(words):
+        last = i == len(words) - 1
+        part = {"text": word if i == 0 else " " + word}
+        chunk: dict[str, Any] = {
+            "candidates": [{"content": {"parts": [part], "role": "model"}, "index": 0}],
+            "modelVersion": reply["modelVersion"], "responseId": reply["responseId"]}
+        if last:
+            chunk["candidates"][0]["finishReason"] = candidate["finishReason"]
+            chunk["usageMetadata"] = reply["usageMetadata"]
+        chunks.append(chunk)
+    return chunks
 
 
 def _parse_path(path: str) -> tuple[str | None, str | None, str | None]:
@@ -303,6 +334,9 @@ def _make_handler(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, payload = fake._handle(self.command, self.path, headers, raw)
+            if "stream" in payload:
+                self._stream(payload)
+                return
             data = json.dumps(payload).encode()
             try:
                 self.send_response(status)
@@ -312,6 +346,26 @@ def _make_handler(fake: FakeGemini) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout): nothing to answer
+
+        def _stream(self, payload: dict[str, Any]) -> None:
+            """SSE over chunked transfer encoding, one event per chunk, flushed each."""
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for i, chunk in enumerate(payload["stream"]):
+                    if i and payload["chunk_delay"]:
+                        time.sleep(payload["chunk_delay"])
+                    event = f"data: {json.dumps(chunk)}\r\n\r\n".encode()
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                with fake._lock:
+                    payload["call"]["disconnected"] = True
+                self.close_connection = True
 
         do_POST = _serve
         do_GET = _serve

@@ -1,6 +1,7 @@
 """The deployment endpoints: the seed's deploy body, errors, history, actions, traffic ``?at=``.
 
-The test client's app runs no ticker (TESTING): each test ticks explicitly."""
+The test client's app runs no ticker (TESTING): a deploy does its health check and first step
+inside the call; each test ticks explicitly for the rest."""
 from __future__ import annotations
 
 import time
@@ -40,33 +41,33 @@ def live(app, client):
     for version in ("1.0.0", "1.1.0", "1.2.0"):
         add_version(client, version)
     r = client.post("/api/models/m/deploy", json={"version": "1.0.0"})
-    assert r.status_code == 202
-    tick(app)
+    assert r.status_code == 201
     assert client.get(f"/api/deployments/{r.json['deployment']['id']}").json[
         "deployment"]["state"] == "succeeded"
     return client
 
 
-def test_seed_deploy_body_answers_202_with_the_deployment(app, live):
+def test_seed_deploy_body_answers_202_with_the_first_canary_step_live(app, live):
     r = live.post("/api/models/m/deploy", json={"version": "1.1.0", "strategy": "canary"})
     assert r.status_code == 202
     dep = r.json["deployment"]
     assert DEPLOYMENT_KEYS <= set(dep)
-    assert dep["state"] == "pending" and dep["strategy"] == "canary"
+    assert dep["state"] == "progressing" and dep["strategy"] == "canary" and dep["step"] == 0
     assert dep["steps"] == [10, 50, 100] and dep["previous_version"] == "1.0.0"
-    assert dep["traffic"] == {"1.0.0": 100} and dep["analysis"]["min_requests"] == 20
+    assert dep["traffic"] == {"1.1.0": 10, "1.0.0": 90}
+    assert dep["analysis"]["min_requests"] == 20
     assert dep["id"].startswith("dep_") and dep["actor"].startswith("api:")
-    assert [e["kind"] for e in dep["events"]] == ["deployment.created"]
-    tick(app)
+    assert [e["kind"] for e in dep["events"]] == [
+        "deployment.created", "deployment.health_check", "traffic.changed", "deployment.step"]
     assert live.get("/api/models/m/traffic").json["traffic"]["weights"] == {"1.1.0": 10,
                                                                            "1.0.0": 90}
 
 
 def test_deploy_defaults_to_direct(app, live):
     r = live.post("/api/models/m/deploy", json={"version": "1.1.0", "reason": "hotfix"})
-    assert r.status_code == 202 and r.json["deployment"]["strategy"] == "direct"
+    assert r.status_code == 201 and r.json["deployment"]["strategy"] == "direct"
+    assert r.json["deployment"]["state"] == "succeeded"
     assert r.json["deployment"]["events"][0]["reason"] == "hotfix"
-    tick(app)
     assert live.get("/api/models/m/traffic").json["traffic"]["weights"] == {"1.1.0": 100}
 
 
@@ -108,14 +109,41 @@ def test_a_second_deploy_is_409_unless_forced(app, live):
                   json={"version": "1.2.0", "strategy": "canary", "force": True})
     assert r.status_code == 202
     assert live.get(f"/api/deployments/{first}").json["deployment"]["state"] == "superseded"
+    assert r.json["deployment"]["traffic"] == {"1.2.0": 10, "1.0.0": 90}
     r = live.post("/api/models/m/deploy", json={"version": "1.0.0"})
     assert r.status_code == 409
+
+
+def test_a_blue_green_window_does_not_block_the_next_deploy(app, live):
+    r = live.post("/api/models/m/deploy", json={"version": "1.1.0", "strategy": "blue-green"})
+    assert r.status_code == 201 and r.json["deployment"]["state"] == "progressing"
+    window = r.json["deployment"]["id"]
+    r = live.post("/api/models/m/deploy", json={"version": "1.2.0"})   # at once, no force
+    assert r.status_code == 201 and r.json["deployment"]["state"] == "succeeded"
+    assert r.json["deployment"]["previous_version"] == "1.1.0"
+    assert live.get(f"/api/deployments/{window}").json["deployment"]["state"] == "succeeded"
+
+
+def test_a_failing_health_check_is_409_naming_the_deployment(app, live):
+    r = live.post("/api/models/m/versions/register", json={"version": "2.0.0",
+                                                           "provider": "onnx"})
+    assert r.status_code == 201
+    live.put("/api/models/m/versions/2.0.0/artifact", data=onnx_examples.failing_model(),
+             headers={"Content-Type": "application/octet-stream"})
+    r = live.post("/api/models/m/deploy", json={"version": "2.0.0", "strategy": "canary"})
+    assert r.status_code == 409 and r.json["error"]["code"] == "FAILED_PRECONDITION"
+    dep = r.json["error"]["details"]["deployment_id"]
+    assert dep in r.json["error"]["message"] and "probes of m@2.0.0 failed" in r.json[
+        "error"]["message"]
+    assert r.json["error"]["details"]["health_check"]["probes"]
+    got = live.get(f"/api/deployments/{dep}").json["deployment"]
+    assert got["state"] == "failed" and got["verdicts"][-1]["check"] == "health"
+    assert live.get("/api/models/m/traffic").json["traffic"]["weights"] == {"1.0.0": 100}
 
 
 def test_list_get_and_events(app, live):
     dep = live.post("/api/models/m/deploy",
                     json={"version": "1.1.0", "strategy": "canary"}).json["deployment"]["id"]
-    tick(app)
     listing = live.get("/api/deployments").json
     assert [d["version"] for d in listing["deployments"]] == ["1.1.0", "1.0.0"]
     assert listing["next_page_token"] is None and "events" not in listing["deployments"][0]
@@ -143,9 +171,6 @@ def test_list_get_and_events(app, live):
 def test_actions(app, live):
     dep = live.post("/api/models/m/deploy",
                     json={"version": "1.1.0", "strategy": "canary"}).json["deployment"]["id"]
-    r = live.post(f"/api/deployments/{dep}/promote")
-    assert r.status_code == 409 and "pending" in r.json["error"]["message"]
-    tick(app)
     r = live.post(f"/api/deployments/{dep}/pause", json={"reason": "looking at a graph"})
     assert r.status_code == 200 and r.json["deployment"]["state"] == "paused"
     assert r.json["deployment"]["reason"] == "looking at a graph"
@@ -205,14 +230,12 @@ def test_traffic_now_and_at_a_past_time(app, client):
 
 
 def test_predict_follows_the_table(app, live):
-    live.post("/api/models/m/deploy", json={"version": "1.1.0", "strategy": "blue-green"})
-    r = live.post("/api/models/m/predict", json={"input": [[1, 2, 3, 4]], "version": "1.1.0"})
-    assert r.status_code == 200 and r.json["routed_by"] == "pin"      # preview before switch
-    assert live.post("/api/models/m/predict",
-                     json={"input": [[1, 2, 3, 4]]}).json["version"] == "1.0.0"
-    tick(app)
+    r = live.post("/api/models/m/deploy", json={"version": "1.1.0", "strategy": "blue-green"})
+    assert r.status_code == 201 and r.json["deployment"]["state"] == "progressing"
     r = live.post("/api/models/m/predict", json={"input": [[1, 2, 3, 4]]})
-    assert r.json["version"] == "1.1.0" and r.json["deployment_id"]
+    assert r.json["version"] == "1.1.0" and r.json["deployment_id"]   # switched on answer
+    r = live.post("/api/models/m/predict", json={"input": [[1, 2, 3, 4]], "version": "1.0.0"})
+    assert r.status_code == 200 and r.json["routed_by"] == "pin"      # the old one stays up
 
 
 @pytest.mark.slow   # waits for the real ticker
@@ -225,8 +248,12 @@ def test_the_ticker_drives_rollouts_when_enabled(tmp_path: Path):
         client = app.test_client()
         client.post("/api/models/register", json={"name": "m"})
         add_version(client, "1.0.0")
-        dep = client.post("/api/models/m/deploy",
-                          json={"version": "1.0.0"}).json["deployment"]["id"]
+        add_version(client, "1.1.0")
+        assert client.post("/api/models/m/deploy", json={"version": "1.0.0"}).status_code == 201
+        window = {"min_requests": 1000, "interval_s": 0.1, "deadline_s": 0.2}
+        dep = client.post("/api/models/m/deploy", json={
+            "version": "1.1.0", "strategy": "blue-green", "analysis": window}).json[
+            "deployment"]["id"]   # its post-switch window ends (succeeded) on a later tick
         deadline = time.monotonic() + 10
         while client.get(f"/api/deployments/{dep}").json["deployment"]["state"] != "succeeded":
             assert time.monotonic() < deadline, "the ticker did not advance the deployment"

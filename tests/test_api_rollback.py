@@ -8,16 +8,14 @@ from tests.test_api_predict import onnx_model
 
 @pytest.fixture
 def deployed(client, app):
-    """Model 'lin' with 1.0.0 then 1.1.0 deployed (ticks driven by hand)."""
-    deployments = app.extensions["model_registry"].deployments
+    """Model 'lin' with 1.0.0 then 1.1.0 deployed (each done when its deploy answers)."""
     onnx_model(client, version="1.0.0", status="experimental")
     for version in ("1.0.0", "1.1.0"):
         if version != "1.0.0":
             onnx_model(client, version=version, status="experimental")
         r = client.post("/api/models/lin/deploy", json={"version": version})
-        assert r.status_code == 202, r.json
-        for _ in range(5):
-            deployments.tick()
+        assert r.status_code == 201, r.json
+        assert r.json["deployment"]["state"] == "succeeded"
     return client
 
 

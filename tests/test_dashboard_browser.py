@@ -344,3 +344,16 @@ def test_snapshots_steering_alerts_and_paging(page: Page, server: LiveServer) ->
     tab.fill("#q", "lin")
     sync_api.expect(tab.locator("#models tr")).to_have_count(1)
     assert "q=lin" in tab.url
+
+
+def test_the_model_page_shows_how_to_call_it(page: Page, server: LiveServer) -> None:
+    """Copy-paste examples for the clients the model speaks, with its real input (issue 15)."""
+    register_onnx(server.url, "lin", ["1.0.0"])
+    r = requests.post(f"{server.url}/api/models/lin/deploy",
+                      json={"version": "1.0.0", "strategy": "direct"}, timeout=30)
+    assert r.status_code == 202, r.text
+    page.tab.goto(PAGES["model"])
+    examples = page.tab.locator('[data-testid="call-example"]')
+    sync_api.expect(examples.first).to_contain_text('triton.InferInput("x", [1, 4], "FP32")')
+    sync_api.expect(examples.nth(1)).to_contain_text(f"{server.url}/v2/models/lin/infer")
+    page.shot("model-how-to-call")

@@ -17,6 +17,7 @@ from deployment.traffic_store import TrafficStore
 from errors import FailedPrecondition, InvalidArgument, NotFound
 from models.model_loader import ModelLoader, ProviderCatalog
 from registry.model_registry import ModelRegistry
+from rollback.snapshot_manager import SnapshotManager
 from storage.database import Database
 from storage.model_store import ArtifactStore
 from storage.schema import utcnow
@@ -121,12 +122,11 @@ def env(database: Database, tmp_path: Path):
 def test_first_deployment_switches_directly_after_its_health_check(env: Env):
     env.version("1.0.0")
     dep = env.manager.deploy("m", "1.0.0", "canary", actor="alice")
-    got = env.manager.get(dep)
-    assert got["state"] == "pending" and got["steps"] == [100] and got["traffic"] == {}
-    assert "first deployment" in got["reason"] and got["previous_version"] is None
-    assert env.traffic.get("m") is None            # nothing moves before a tick
-    [changed] = env.tick()
-    assert changed["id"] == dep and changed["state"] == "succeeded"
+    changed = env.manager.get(dep)                 # done when deploy() returns, no tick()
+    assert changed["state"] == "succeeded" and changed["steps"] == [100]
+    created = changed["events"][0]
+    assert created["kind"] == "deployment.created" and "first deployment" in created["reason"]
+    assert changed["previous_version"] is None
     assert env.table() == ({"1.0.0": 100}, "1.0.0")
     assert env.kinds(dep) == ["deployment.created", "deployment.health_check", "traffic.changed",
                               "deployment.step", "deployment.succeeded"]
@@ -152,9 +152,7 @@ def test_direct_deployment(env: Env):
     env.live("1.0.0")
     env.version("1.1.0")
     dep = env.manager.deploy("m", "1.1.0")
-    assert env.table() == ({"1.0.0": 100}, "1.0.0")
-    env.tick()
-    got = env.manager.get(dep)
+    got = env.manager.get(dep)                     # switched inside the call
     assert got["state"] == "succeeded" and got["previous_version"] == "1.0.0"
     assert env.table() == ({"1.1.0": 100}, "1.1.0")
     assert env.predict(20) == Counter({"1.1.0": 20})
@@ -180,8 +178,7 @@ def test_blue_green_loads_and_checks_while_the_old_version_serves_then_switches_
     env.manager = env.new_manager(health_checker=Watching(env.loader, probes=2))
     dep = env.manager.deploy("m", "1.1.0", "blue-green",
                              analysis={"min_requests": 10, "interval_s": 20})
-    env.tick()
-    # During the health check: candidate loaded and callable by pin, old version at 100%.
+    # During the health check (inside deploy()): candidate loaded and callable by pin, old version at 100%.
     assert seen["traffic"] == ({"1.0.0": 100}, "1.0.0")
     assert seen["loaded"] == {"1.0.0", "1.1.0"}
     assert seen["preview"]["version"] == "1.1.0" and seen["preview"]["routed_by"] == "pin"
@@ -200,6 +197,52 @@ def test_blue_green_loads_and_checks_while_the_old_version_serves_then_switches_
     assert got["state"] == "succeeded" and got["verdicts"][-1]["result"] == "pass"
     assert env.table() == ({"1.1.0": 100}, "1.1.0")
     assert {v["version"] for v in env.loader.loaded()} == {"1.0.0", "1.1.0"}
+
+
+def test_a_later_deploy_closes_a_blue_green_window_instead_of_answering_409(env: Env):
+    env.live("1.0.0")
+    env.version("1.1.0")
+    env.version("1.2.0")
+    window = env.manager.deploy("m", "1.1.0", "blue-green", analysis=FAST)
+    assert env.manager.get(window)["state"] == "progressing"    # watched, already at 100%
+    direct = env.manager.deploy("m", "1.2.0")                    # no 409, no force
+    closed = env.manager.get(window)
+    assert closed["state"] == "succeeded" and direct in closed["reason"]
+    assert closed["verdicts"][-1]["result"] == "closed"
+    got = env.manager.get(direct)
+    assert got["state"] == "succeeded" and got["previous_version"] == "1.1.0"
+    history = [(h["weights"], h["stable_version"]) for h in env.traffic.history("m")[:2]]
+    assert history == [({"1.2.0": 100}, "1.2.0"), ({"1.1.0": 100}, "1.1.0")]
+
+
+def test_a_canary_between_steps_or_paused_still_answers_409(env: Env):
+    env.live("1.0.0")
+    env.version("1.1.0")
+    env.version("1.2.0")
+    canary = env.manager.deploy("m", "1.1.0", "canary", analysis=FAST)
+    with pytest.raises(FailedPrecondition, match="already in progress"):
+        env.manager.deploy("m", "1.2.0", "blue-green")
+    env.manager.pause(canary)
+    with pytest.raises(FailedPrecondition, match="paused"):
+        env.manager.deploy("m", "1.2.0")
+    assert env.table() == ({"1.1.0": 10, "1.0.0": 90}, "1.0.0")
+
+
+def test_a_refused_deploy_leaves_no_snapshot(env: Env):
+    snapshots = SnapshotManager(env.db)
+    env.manager.before_deploy = snapshots.before_deploy
+    env.live("1.0.0")
+    env.version("1.1.0")
+    env.version("1.2.0")
+    env.manager.deploy("m", "1.1.0", "canary", analysis=FAST)
+    taken = snapshots.list("m", automatic=True)[0]
+    assert len(taken) == 2                           # one before each accepted deploy
+    with pytest.raises(FailedPrecondition, match="already in progress"):
+        env.manager.deploy("m", "1.2.0")
+    with pytest.raises(FailedPrecondition, match="already serves"):
+        env.manager.deploy("m", "1.0.0", force=True)  # superseding would leave 1.0.0 at 100%
+    assert snapshots.list("m", automatic=True)[0] == taken
+    assert env.manager.get(env.manager.store.active_for_model("m").id)["state"] == "progressing"
 
 
 # -- canary -------------------------------------------------------------------------------------
@@ -295,9 +338,7 @@ def test_promote_full_goes_to_the_end(env: Env):
     env.live("1.0.0")
     env.version("1.1.0")
     dep = env.manager.deploy("m", "1.1.0", "canary", steps=[5, 20, 60, 100], analysis=FAST)
-    with pytest.raises(FailedPrecondition, match="pending"):
-        env.manager.promote(dep)                     # not before its health check
-    env.tick()
+    assert env.table() == ({"1.1.0": 5, "1.0.0": 95}, "1.0.0")   # first step live at once
     got = env.manager.promote(dep, full=True)
     assert got["state"] == "succeeded" and env.table() == ({"1.1.0": 100}, "1.1.0")
 
@@ -307,7 +348,6 @@ def test_one_rollout_per_model_and_force_supersedes_from_stable(env: Env):
     env.version("1.1.0")
     env.version("1.2.0")
     first = env.manager.deploy("m", "1.1.0", "canary", analysis=FAST)
-    env.tick()
     assert env.table()[0] == {"1.1.0": 10, "1.0.0": 90}
     with pytest.raises(FailedPrecondition, match="already in progress") as err:
         env.manager.deploy("m", "1.2.0", "canary")
@@ -315,8 +355,8 @@ def test_one_rollout_per_model_and_force_supersedes_from_stable(env: Env):
     second = env.manager.deploy("m", "1.2.0", "canary", analysis=FAST, force=True)
     old = env.manager.get(first)
     assert old["state"] == "superseded" and second in old["reason"]
-    assert env.table() == ({"1.0.0": 100}, "1.0.0")                # back to stable at once
-    env.tick()
+    history = [h["weights"] for h in env.traffic.history("m")[:2]]
+    assert history == [{"1.2.0": 10, "1.0.0": 90}, {"1.0.0": 100}]   # back to stable first
     assert env.table() == ({"1.2.0": 10, "1.0.0": 90}, "1.0.0")
     assert env.manager.get(second)["previous_version"] == "1.0.0"
 
@@ -335,7 +375,8 @@ def test_deploy_refusals(env: Env):
     env.registry.update_version("m", "1.1.0", status="archived")
     with pytest.raises(FailedPrecondition, match="archived"):
         env.manager.deploy("m", "1.1.0")
-    assert env.manager.list(model="m", state="pending")[0] == []
+    assert env.manager.list(model="m", state="health_check")[0] == []
+    assert env.manager.list(model="m", state="failed")[0] == []
 
 
 def test_before_deploy_hook_runs_first_and_can_refuse(env: Env):
@@ -343,17 +384,20 @@ def test_before_deploy_hook_runs_first_and_can_refuse(env: Env):
     env.version("1.1.0")
     calls = []
 
-    def hook(model: str, deployment_id: str) -> None:
-        with pytest.raises(NotFound):
-            env.manager.get(deployment_id)          # not created yet
-        calls.append((model, deployment_id, env.table()))
+    def hook(conn, model: str, deployment_id: str) -> None:
+        assert env.manager.store.active_for_model(model, conn) is None   # not created yet
+        table = env.traffic.get(model, conn)
+        calls.append((model, deployment_id, (table.weights, table.stable_version)))
 
     env.manager.before_deploy = hook
     dep = env.manager.deploy("m", "1.1.0", "canary")
     assert calls == [("m", dep, ({"1.0.0": 100}, "1.0.0"))]
+    with pytest.raises(FailedPrecondition, match="already in progress"):
+        env.manager.deploy("m", "1.1.0", "canary")   # refused: the hook is not called
+    assert len(calls) == 1
     env.manager.abort(dep)
 
-    def refuse(model: str, deployment_id: str) -> None:
+    def refuse(conn, model: str, deployment_id: str) -> None:
         raise FailedPrecondition("snapshot store unavailable")
 
     env.manager.before_deploy = refuse
@@ -366,8 +410,12 @@ def test_failed_health_check_fails_and_leaves_the_traffic_alone(env: Env):
     env.live("1.0.0")
     env.version("1.1.0", failing=True)
     revision = env.traffic.get("m").revision
-    dep = env.manager.deploy("m", "1.1.0", "canary")
-    [changed] = env.tick()
+    with pytest.raises(FailedPrecondition, match="probes of m@1.1.0 failed") as err:
+        env.manager.deploy("m", "1.1.0", "canary")
+    dep = err.value.details["deployment_id"]
+    assert dep in err.value.message and err.value.details["health_check"]["ok"] is False
+    assert env.tick() == []
+    changed = env.manager.get(dep)
     assert changed["state"] == "failed" and "health check failed" in changed["reason"]
     assert changed["verdicts"][-1]["check"] == "health"
     assert env.traffic.get("m").revision == revision
@@ -390,8 +438,10 @@ def test_a_health_check_that_never_finished_is_taken_over_after_its_lease(env: E
             raise RuntimeError("the process died while probing")
 
     dying = env.new_manager(health_checker=Dying(env.loader, probes=2, timeout_s=1))
-    dep = dying.deploy("m", "1.1.0")
-    assert dying.tick(env.clock()) == []             # logged, state left as stored
+    with pytest.raises(RuntimeError):
+        dying.deploy("m", "1.1.0")                   # the call dies while probing
+    dep = env.manager.store.active_for_model("m").id
+    assert dying.tick(env.clock()) == []             # the lease holds: nothing to do
     assert env.manager.get(dep)["state"] == "health_check"
     assert env.tick(5) == []                         # the lease (2 s + 30 s) still holds
     [changed] = env.tick(30)
@@ -461,14 +511,14 @@ def test_list_newest_first_with_filters_and_pages(env: Env):
     env.live("1.0.0")
     ids = [env.live(v) for v in ("1.1.0", "1.2.0", "1.3.0")]
     env.version("2.0.0")
-    pending = env.manager.deploy("m", "2.0.0", "canary")
+    pending = env.manager.deploy("m", "2.0.0", "canary", analysis=FAST)
     page, token = env.manager.list(model="m", limit=2)
     assert [d["id"] for d in page] == [pending, ids[-1]] and token
     page2, token2 = env.manager.list(model="m", limit=2, page_token=token)
     assert [d["id"] for d in page2] == [ids[1], ids[0]] and token2
     page3, token3 = env.manager.list(model="m", limit=2, page_token=token2)
     assert len(page3) == 1 and token3 is None
-    assert [d["id"] for d in env.manager.list(state="pending")[0]] == [pending]
+    assert [d["id"] for d in env.manager.list(state="progressing")[0]] == [pending]
     assert env.manager.list(model="other")[0] == []
     with pytest.raises(InvalidArgument):
         env.manager.list(state="sleeping")

@@ -70,7 +70,7 @@ def test_versions_sorted_by_precedence_and_paged(registry):
         registry.register_version("m", v)
     seen, token = [], None
     while True:
-        page, token = registry.list_versions("m", limit=5, page_token=token)
+        page, token = registry.list_versions_page("m", limit=5, page_token=token)
         seen += [v["version"] for v in page]
         if token is None:
             break
@@ -104,19 +104,19 @@ def test_status_filter_and_range(registry):
     registry.register_model("m")
     for v, s in [("1.0.0", "stable"), ("1.2.0", "beta"), ("1.9.9", "stable"), ("2.0.0", "stable")]:
         registry.register_version("m", v, status=s)
-    assert [v["version"] for v in registry.list_versions("m", status="stable")[0]] == [
+    assert [v["version"] for v in registry.list_versions_page("m", status="stable")[0]] == [
         "2.0.0", "1.9.9", "1.0.0"]
-    assert [v["version"] for v in registry.list_versions("m", range="^1.2")[0]] == [
+    assert [v["version"] for v in registry.list_versions_page("m", range="^1.2")[0]] == [
         "1.9.9", "1.2.0"]
-    page, token = registry.list_versions("m", range=">=1.0.0", limit=2)
+    page, token = registry.list_versions_page("m", range=">=1.0.0", limit=2)
     assert [v["version"] for v in page] == ["2.0.0", "1.9.9"]
-    assert [v["version"] for v in registry.list_versions("m", range=">=1.0.0", limit=2,
+    assert [v["version"] for v in registry.list_versions_page("m", range=">=1.0.0", limit=2,
                                                          page_token=token)[0]] == [
         "1.2.0", "1.0.0"]
     with pytest.raises(InvalidArgument):
-        registry.list_versions("m", status="bogus")
+        registry.list_versions_page("m", status="bogus")
     with pytest.raises(InvalidArgument):
-        registry.list_versions("m", range="^^nonsense")
+        registry.list_versions_page("m", range="^^nonsense")
 
 
 def test_resolve_latest_alias_and_range(registry):
@@ -176,7 +176,7 @@ def test_update_and_delete_model(registry):
     with pytest.raises(NotFound):
         registry.get_model("m")
     registry.register_model("m")  # the name is free again, without old versions
-    assert registry.list_versions("m")[0] == []
+    assert registry.list_versions_page("m")[0] == []
 
 
 def test_seed_usage_runs_as_written(monkeypatch, tmp_path):
@@ -185,7 +185,7 @@ def test_seed_usage_runs_as_written(monkeypatch, tmp_path):
     registry.register_model("sentiment-analyzer", "Analyzes sentiment")
     registry.register_version("sentiment-analyzer", "1.0.0", "stable")
     registry.register_version("sentiment-analyzer", "1.1.0", "beta")
-    assert [v["version"] for v in registry.list_versions("sentiment-analyzer")[0]] == [
+    assert [v["version"] for v in registry.list_versions_page("sentiment-analyzer")[0]] == [
         "1.1.0", "1.0.0"]
     assert (tmp_path / "seed" / "registry.db").exists()
 

@@ -16,7 +16,7 @@ def test_32_threads_register_different_versions(database):
     with ThreadPoolExecutor(32) as pool:
         results = list(pool.map(lambda i: registry.register_version("m", f"1.{i}.0"), range(32)))
     assert len(results) == 32
-    versions, _ = registry.list_versions("m", limit=100)
+    versions, _ = registry.list_versions_page("m", limit=100)
     assert len(versions) == 32
     assert versions[0]["version"] == "1.31.0" and versions[-1]["version"] == "1.0.0"
 

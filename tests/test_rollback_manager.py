@@ -30,12 +30,7 @@ def add_version(svc, version, failing=False, status="experimental"):
 
 
 def deploy(svc, version):
-    dep = svc.deployments.deploy("m", version)
-    for _ in range(10):
-        svc.deployments.tick()
-        if svc.deployments.get(dep)["state"] != "pending" and \
-                svc.deployments.get(dep)["state"] not in ("health_check", "progressing"):
-            break
+    dep = svc.deployments.deploy("m", version)      # direct: done when it returns
     assert svc.deployments.get(dep)["state"] == "succeeded", svc.deployments.get(dep)
     return dep
 
@@ -225,3 +220,25 @@ def test_snapshot_crud(svc):
         svc.snapshots.get(snap["id"])
     with pytest.raises(NotFound):
         svc.snapshots.restore(snap["id"])
+
+
+def loaded(svc) -> set[str]:
+    return {v["version"] for v in svc.loader.loaded() if v["model"] == "m"}
+
+
+def test_rollback_and_restore_switch_traffic_like_a_rollout_does(svc):
+    """One switch for all: the router sees the change at once, and what nothing needs any
+    more is unloaded (the rolled-back-from version stays, for an instant switch back)."""
+    for v in ("1.0.0", "1.1.0", "1.2.0"):
+        add_version(svc, v)
+        deploy(svc, v)
+    snap = svc.snapshots.create("m")
+    svc.loader.get("m", "1.0.0")
+    assert loaded(svc) == {"1.0.0", "1.1.0", "1.2.0"}
+    svc.rollbacks.rollback("m", "1.1.0")
+    assert svc.gateway.predict("m", X)["version"] == "1.1.0"    # no stale router cache
+    assert loaded(svc) == {"1.1.0", "1.2.0"}
+    svc.loader.get("m", "1.0.0")
+    svc.snapshots.restore(snap["id"])
+    assert svc.gateway.predict("m", X)["version"] == "1.2.0"
+    assert loaded(svc) == {"1.1.0", "1.2.0"}

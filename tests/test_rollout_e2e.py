@@ -69,7 +69,11 @@ class Api:
 
     def deploy(self, name: str, version: str, strategy: str = "direct", **extra: Any) -> str:
         body = {"version": version, "strategy": strategy, **extra}
-        return self.post(f"/api/models/{name}/deploy", body, 202)["deployment"]["id"]
+        r = self.http.post(f"{self.url}/api/models/{name}/deploy", json=body, timeout=60)
+        # 201: switched (direct, blue-green, a first deployment); 202: a canary's first step
+        assert r.status_code == (202 if r.json()["deployment"]["traffic"].get(version) != 100
+                                 else 201), r.text
+        return r.json()["deployment"]["id"]
 
     def deployment(self, dep: str) -> dict[str, Any]:
         return self.get(f"/api/deployments/{dep}")["deployment"]
@@ -340,7 +344,7 @@ def test_concurrent_deploys_of_one_model_one_wins(tmp_path: Path):
             t.start()
         for t in threads:
             t.join(30)
-        active = api.get("/api/deployments?model=race&state=pending")["deployments"] + \
+        active = api.get("/api/deployments?model=race&state=health_check")["deployments"] + \
             api.get("/api/deployments?model=race&state=progressing")["deployments"]
     finally:
         server.stop()

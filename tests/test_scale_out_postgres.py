@@ -172,7 +172,7 @@ def register_onnx(server: Gunicorn, model: str, versions: list[str]) -> None:
 
 def deploy(server: Gunicorn, model: str, version: str, **body) -> str:
     r = server.post(f"/api/models/{model}/deploy", json={"version": version, **body})
-    assert r.status_code == 202, r.text
+    assert r.status_code in (201, 202), r.text   # 201: switched; 202: a canary's first step
     return r.json()["deployment"]["id"]
 
 

@@ -21,7 +21,7 @@ from onnx import TensorProto as T
 from onnx import helper
 
 from models.onnx_examples import linear_model
-from tests.conftest import LiveServer
+from tests.support import LiveServer
 
 pytestmark = pytest.mark.slow
 
@@ -183,7 +183,7 @@ def test_1_auth_off_refuses_other_machines_whatever_the_bind(tmp_path: Path):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT, free_port
+    from tests.support import ROOT, free_port
     address = _outward_address()
     if address is None:
         pytest.skip("this machine has no non-loopback address")

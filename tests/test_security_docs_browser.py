@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import LiveServer
+from tests.support import LiveServer
 from tests.test_dashboard_browser import CHROMIUM, LAUNCH_ARGS, sync_api
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from models.onnx_examples import linear_model
-from tests.conftest import ROOT, free_port
+from tests.support import ROOT, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import PG_URL, LiveServer
+from tests.support import PG_URL, LiveServer
 from tests.webhook_receiver import Receiver
 
 ENV = {"WEBHOOK_ALLOWED_HTTP_HOSTS": "127.0.0.1", "WEBHOOK_ALLOW_PRIVATE": "true",

@@ -46,6 +46,16 @@ TRAFFIC = Gauge("registry_traffic_weight_percent",
                 "Share of a model's traffic per version (0-100).", ["model", "version"],
                 multiprocess_mode="livemostrecent")
 
+# Streamed answers (issue 15): how long until the first token reached the gateway, and how many
+# streams the client abandoned (the provider call is then closed; the stream is not counted
+# as a success or a failure of the version: the version did nothing wrong).
+STREAM_TTFT = Histogram("registry_stream_time_to_first_token_seconds",
+                        "Streamed answers: time from the provider call to its first piece.",
+                        ["model", "version"], buckets=LATENCY_BUCKETS)
+STREAM_DISCONNECTS = Counter("registry_stream_disconnects",
+                             "Streams abandoned by the client before their end.",
+                             ["model", "version"])
+
 # Series per model are capped (issue 21): versions beyond the first ``max_versions`` seen by
 # this process are counted under the version label "other".
 OTHER_VERSION = "other"
@@ -106,6 +116,15 @@ def _observe_histogram(child: Histogram, agg: Aggregate) -> None:
     for slot in np.flatnonzero(per_bound):
         child._buckets[slot].inc(float(per_bound[slot]))
     child._sum.inc(agg.latency_sum)
+
+
+def observe_stream(model: str, version: str, ttft_s: float | None, disconnected: bool) -> None:
+    """Count one finished stream (called once per stream, not per piece)."""
+    version = _label(model, version)
+    if ttft_s is not None:
+        STREAM_TTFT.labels(model, version).observe(ttft_s)
+    if disconnected:
+        STREAM_DISCONNECTS.labels(model, version).inc()
 
 
 def set_traffic(model: str, weights: Mapping[str, float]) -> None:

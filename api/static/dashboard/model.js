@@ -315,6 +315,72 @@
     }
   }
 
+  /* -- how to call this model: copy-paste examples for the clients it speaks --------------- */
+  function callExamples(provider) {
+    const origin = location.origin;
+    const host = location.host;
+    const curlPredict = `curl -s -X POST ${origin}${base}/predict \\\n` +
+      `     -H 'Content-Type: application/json' -d '{"input": ...}'`;
+    if (provider === "gemini") {
+      return [
+        ["OpenAI SDK (python)",
+         `from openai import OpenAI\n\nclient = OpenAI(base_url="${origin}/v1", api_key="KEY")\n` +
+         `answer = client.chat.completions.create(\n    model="${name}",\n` +
+         `    messages=[{"role": "user", "content": "Hello"}])\n` +
+         `print(answer.model, answer.choices[0].message.content)`],
+        ["google-genai SDK (python)",
+         `from google import genai\n\nclient = genai.Client(api_key="KEY",\n` +
+         `                      http_options={"base_url": "${origin}/gemini"})\n` +
+         `print(client.models.generate_content(model="${name}", contents="Hello").text)`],
+        ["curl (OpenAI chat completions)",
+         `curl -s ${origin}/v1/chat/completions -H 'Content-Type: application/json' \\\n` +
+         `     -d '{"model": "${name}", "messages": [{"role": "user", "content": "Hello"}]}'`],
+        ["curl (predict)", curlPredict.replace("...", '"Hello"')],
+      ];
+    }
+    if (provider === "onnx") {
+      return [
+        ["tritonclient (python, Open Inference Protocol)",
+         `import numpy as np\nimport tritonclient.http as triton\n\n` +
+         `client = triton.InferenceServerClient("${host}")\n` +
+         `print(client.get_model_metadata("${name}"))  # input names, types, shapes\n` +
+         `x = triton.InferInput("INPUT", [1, 4], "FP32")\n` +
+         `x.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))\n` +
+         `print(client.infer("${name}", [x]).get_response())`],
+        ["curl (Open Inference Protocol)",
+         `curl -s ${origin}/v2/models/${name}\n` +
+         `curl -s -X POST ${origin}/v2/models/${name}/infer -d '{"inputs": [\n` +
+         `  {"name": "INPUT", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}'`],
+        ["curl (predict)", curlPredict.replace("...", "[[0, 0, 0, 0]]")],
+      ];
+    }
+    return [["curl (predict)", curlPredict]];
+  }
+
+  async function renderCallExamples(versions) {
+    const provider = versions.length ? versions[0].provider : null;
+    let examples = callExamples(provider);
+    // The real input (name, shape, type) from the ONNX graph, once the version has one.
+    if (provider === "onnx" && versions[0].artifact) {
+      try {
+        const input = (await api("GET", "/v2/models/" + encodeURIComponent(name) +
+                                 "/versions/" + encodeURIComponent(versions[0].version))).inputs[0];
+        const shape = input.shape.map((d) => (d < 0 ? 1 : d));
+        const zeros = JSON.stringify(Array(shape.reduce((a, b) => a * b, 1)).fill(0));
+        examples = examples.map(([title, code]) => [title, code
+          .replaceAll('"INPUT"', JSON.stringify(input.name))
+          .replaceAll("[1, 4]", JSON.stringify(shape).replaceAll(",", ", "))
+          .replaceAll("(1, 4)", `(${shape.join(", ")})`)
+          .replaceAll('"FP32"', JSON.stringify(input.datatype))
+          .replaceAll("[0, 0, 0, 0]", zeros.replaceAll(",", ", "))]);
+      } catch (err) { /* not loadable yet: keep the placeholders */ }
+    }
+    const box = clear($("call-examples"));
+    for (const [title, code] of examples) {
+      box.append(h("h3", {}, title), h("pre", {class: "json", "data-testid": "call-example"}, code));
+    }
+  }
+
   async function loadVersions() {
     try {
       const data = await api("GET", base + "/versions" +
@@ -329,6 +395,7 @@
           `curl -X POST ${location.origin}${base}/versions/register \\\n` +
           `     -H 'Content-Type: application/json' -d '{"version": "1.0.0", "provider": "onnx"}'`);
       }
+      renderCallExamples(data.versions);
       const options = clear($("version-options"));
       for (const v of data.versions) options.append(h("option", {value: v.version}));
     } catch (err) {
