@@ -24,7 +24,7 @@ def _prices(name: str, version: str | None) -> dict:
     if version is not None:
         versions = [registry.resolve(name, version).text]
     else:
-        versions = [v["version"] for v in registry.list_versions(name, limit=100)[0]]
+        versions = [v["version"] for v in registry.list_versions_page(name, limit=100)[0]]
     current = {}
     for v in versions:
         quote = book.quote(name, v)
