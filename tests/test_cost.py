@@ -256,8 +256,24 @@ def test_a_key_over_its_hard_budget_gets_429_while_other_keys_are_served(tmp_pat
     assert err["details"]["resets_at"].endswith("T00:00:00Z")
     assert c.post("/api/models/chat/predict", json={"input": "hi"},
                   headers=auth["bob"]).status_code == 200
+    # the client protocols count by the same key and are refused by the same budget
+    chat = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    gemini_body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    for user in ("alice", "bob"):
+        openai = c.post("/v1/chat/completions", json=chat, headers=auth[user])
+        streamed = c.post("/v1/chat/completions", json={**chat, "stream": True},
+                          headers=auth[user])
+        google = c.post("/gemini/v1beta/models/chat:generateContent", json=gemini_body,
+                        headers=auth[user])
+        expected = 429 if user == "alice" else 200
+        assert [openai.status_code, streamed.status_code, google.status_code] == [expected] * 3
+        streamed.get_data()     # read to its end: a stream is counted when it completes
+        streamed.close()
     budget = c.get("/api/budgets/key/alice", headers=admin).json["budget"]
     assert budget["spent_micro_usd"] == 2400 and budget["hard_reached"]
+    bob = {r["key"]: r["cost_micro_usd"] for r in c.get(
+        "/api/spend?group_by=key", headers=admin).json["spend"]["rows"]}["bob"]
+    assert bob == 4 * 800        # predict, then OpenAI, OpenAI streamed and Gemini
     svc = app.extensions["model_registry"]
     svc.budgets.evaluate()
     rules = {a["rule"] for a in svc.alerts.list_alerts("key:alice", active=True)[0]}
