@@ -120,6 +120,13 @@ class Settings:
         default=(), metadata=_env("WEBHOOK_ALLOWED_HTTP_HOSTS"))
     webhook_allow_private: bool = field(default=False,      # private/loopback/link-local too
                                         metadata=_env("WEBHOOK_ALLOW_PRIVATE"))
+    # -- shadow deployments (issue 19) --
+    shadow_queue_size: int = field(default=256,       # mirrors waiting for a worker; beyond: dropped
+                                   metadata=_env("SHADOW_QUEUE_SIZE", positive=True))
+    shadow_concurrency: int = field(default=2,        # shadow calls in flight per process
+                                    metadata=_env("SHADOW_CONCURRENCY", positive=True))
+    shadow_store_inputs: bool = field(default=False,  # keep inputs/outputs of disagreements
+                                      metadata=_env("SHADOW_STORE_INPUTS"))
 
     @property
     def inflight_limit(self) -> int:

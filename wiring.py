@@ -14,11 +14,17 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sqlalchemy import Connection
+
 from config import Settings, get_settings
 from deployment.deployment_manager import DeploymentManager
+from deployment.experiment import ExperimentManager
+from deployment.experiment_store import ExperimentStore
 from deployment.gateway import Gateway, highest_stable
 from deployment.health_checker import HealthChecker
 from deployment.router import Router
+from deployment.shadow import ShadowManager, ShadowMirror
+from deployment.shadow_store import ShadowStore
 from deployment.traffic_store import TrafficStore
 from deployment.traffic_switch import TrafficSwitch
 from models.base_model import ProviderLimits
@@ -45,7 +51,8 @@ from webhooks.webhook_store import WebhookStore
 T = TypeVar("T")
 PARTS = ("database", "catalog", "registry", "artifacts", "loader", "collector", "tracker",
          "alerts", "traffic", "router", "gateway", "health", "snapshots", "deployments",
-         "rollbacks", "keys", "webhooks", "webhook_sender", "prices", "budgets", "spend")
+         "rollbacks", "keys", "webhooks", "webhook_sender", "prices", "budgets", "spend",
+         "shadows", "experiments")
 # A webhook disabled after repeated failures raises this alert (model, rule; version = its id).
 WEBHOOK_ALERT_MODEL = "webhooks"
 WEBHOOK_DISABLED_RULE = "webhook_disabled"
@@ -153,9 +160,45 @@ class Services:
 
     @property
     def gateway(self) -> Gateway:
-        return self._part("gateway", lambda: Gateway(
-            self.registry, self.loader, self.router, self.collector,
-            self.settings.inflight_limit, prices=self.prices, budgets=self.budgets))
+        def build() -> Gateway:
+            gateway = Gateway(self.registry, self.loader, self.router, self.collector,
+                              self.settings.inflight_limit, prices=self.prices,
+                              budgets=self.budgets)
+            gateway.mirror = self.shadow_mirror   # issue 19: shadows mirror through it
+            return gateway
+        return self._part("gateway", build)
+
+    # -- issue 19: shadow deployments and A/B experiments ------------------------------------
+    @property
+    def shadow_store(self) -> ShadowStore:
+        return self._part("shadow_store", lambda: ShadowStore(self.database))
+
+    @property
+    def shadow_mirror(self) -> ShadowMirror:
+        s = self.settings
+        # its threads start with the server (api/app.py) or with the first shadow
+        return self._part("shadow_mirror", lambda: ShadowMirror(
+            self.shadow_store, self.loader, queue_size=s.shadow_queue_size,
+            concurrency=s.shadow_concurrency, store_inputs=s.shadow_store_inputs,
+            start_threads=False, start_on_shadow=True))
+
+    @property
+    def shadows(self) -> ShadowManager:
+        return self._part("shadows", lambda: ShadowManager(
+            self.shadow_store, self.registry, self.shadow_mirror, self.traffic.get))
+
+    @property
+    def experiments(self) -> ExperimentManager:
+        def rollout_active(model: str) -> bool:
+            return self.deployments.store.active_for_model(model) is not None
+        return self._part("experiments", lambda: ExperimentManager(
+            ExperimentStore(self.database), self.registry, self.tracker, rollout_active,
+            self.switch))
+
+    def _before_deploy(self, conn: Connection, model: str, deployment_id: str) -> None:
+        """No rollout while an A/B experiment holds its split (issue 19); then the snapshot."""
+        self.experiments.refuse_rollout(conn, model, deployment_id)
+        self.snapshots.before_deploy(conn, model, deployment_id)
 
     @property
     def health(self) -> HealthChecker:
@@ -180,7 +223,7 @@ class Services:
         return self._part("deployments", lambda: DeploymentManager(
             self.database, registry=self.registry, loader=self.loader, tracker=self.tracker,
             alerts=self.alerts, traffic=self.traffic, switch=self.switch,
-            health_checker=self.health, before_deploy=self.snapshots.before_deploy))
+            health_checker=self.health, before_deploy=self._before_deploy))
 
     @property
     def rollbacks(self) -> RollbackManager:
@@ -240,6 +283,8 @@ class Services:
         parts = self._parts
         if "webhook_sender" in parts:
             parts["webhook_sender"].close()
+        if "shadow_mirror" in parts:
+            parts["shadow_mirror"].close()
         if "collector" in parts:
             parts["collector"].flush()
         if "loader" in parts:

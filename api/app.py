@@ -164,6 +164,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # off under TESTING (tests tick explicitly) or with "TICKER": False.
     if app.config.get("TICKER", not app.testing):
         background.start(app)
+        app.extensions[EXTENSION_KEY].shadows.mirror.start()   # issue 19: shadow workers
     return app
 
 

@@ -5,7 +5,11 @@ step's window (since the step started). The tracker answers from 10 s buckets, s
 reaches back to the start of the bucket the step began in: a few seconds of the previous step
 may count, which only ever adds data of the same new version.
 
-Rules, in order:
+Two judges, chosen per deployment by ``settings.judge``: ``"threshold"`` (the default, the
+rules below) and ``"statistical"`` (``deployment.judge``: Fisher's exact test on errors and a
+Mann–Whitney U test on latency, with a minimum sample size).
+
+Threshold rules, in order:
 
 1. fewer than ``min_requests`` requests of the new version → inconclusive (waiting for data);
 2. any failing check → fail, at once (no need to wait out the interval while users suffer):
@@ -23,52 +27,13 @@ Rules, in order:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from deployment.deployment_strategy import AnalysisSettings
+from deployment.judge import judge
+from deployment.verdicts import (FAIL, INCONCLUSIVE, PASS, Check, Verdict,  # noqa: F401
+                                 cost_check, window_metrics)
 from tracking.performance_tracker import PerformanceTracker
-
-PASS = "pass"
-FAIL = "fail"
-INCONCLUSIVE = "inconclusive"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    value: float | None
-    threshold: float | None
-    ok: bool
-    note: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "value": self.value,
-                               "threshold": self.threshold, "ok": self.ok}
-        if self.note:
-            out["note"] = self.note
-        return out
-
-
-@dataclass(frozen=True)
-class Verdict:
-    result: str                       # pass | fail | inconclusive
-    reason: str
-    evidence: dict[str, Any] = field(default_factory=dict)
-    failed: Check | None = None       # the first failing check, for the alert
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"result": self.result, "reason": self.reason, "evidence": self.evidence}
-
-
-def _summary(version: str | None, m: dict[str, Any] | None) -> dict[str, Any] | None:
-    if version is None or m is None:
-        return None
-    return {"version": version, "requests": m["requests"], "failures": m["failures"],
-            "error_rate": m["error_rate"], "p95_latency": m["p95_latency"],
-            "avg_latency": m["avg_latency"], "errors": m.get("errors", {}),
-            "cost_usd": m.get("cost_usd", 0.0),
-            "cost_per_request_usd": m.get("cost_per_request_usd")}
 
 
 def _checks(c: dict[str, Any], s: dict[str, Any] | None, settings: AnalysisSettings
@@ -97,50 +62,21 @@ def _checks(c: dict[str, Any], s: dict[str, Any] | None, settings: AnalysisSetti
     return checks, excused
 
 
-def _cost_check(tracker: PerformanceTracker, model: str, c: dict[str, Any],
-                s: dict[str, Any] | None, stable: str | None, settings: AnalysisSettings,
-                window: float, evidence: dict[str, Any]) -> Check | None:
-    """Cost per request against the stable version's (see the module's rules)."""
-    if settings.max_cost_ratio is None or stable is None or s is None:
-        return None
-    reference, reference_window = s, window
-    if s["requests"] < settings.min_requests:
-        reference_window = max(window, settings.cost_baseline_s)
-        reference = tracker.get_metrics(model, stable, window=reference_window)
-    base = reference.get("cost_per_request_usd")
-    mine = c.get("cost_per_request_usd")
-    evidence["cost"] = {"candidate_per_request_usd": mine, "stable_per_request_usd": base,
-                        "stable_requests": reference["requests"],
-                        "stable_window_s": round(reference_window, 3)}
-    if reference["requests"] < settings.min_requests or not base or mine is None:
-        return None
-    ratio = mine / base
-    evidence["cost"]["ratio"] = ratio
-    return Check("cost_ratio", ratio, settings.max_cost_ratio, ratio <= settings.max_cost_ratio,
-                 f"${mine:.6g} vs stable ${base:.6g} per request")
-
-
 def analyze(tracker: PerformanceTracker, model: str, candidate: str, stable: str | None,
             settings: AnalysisSettings, elapsed_s: float) -> Verdict:
-    """Judge ``candidate`` against the thresholds and ``stable`` over the last ``elapsed_s``
-    seconds (the time since the step started)."""
-    window = max(1.0, float(elapsed_s))
-    found = tracker.get_metrics(model, window=window)
-    empty = {"requests": 0, "failures": 0, "error_rate": None, "p95_latency": None,
-             "avg_latency": None, "errors": {}, "cost_usd": 0.0, "cost_per_request_usd": None}
-    c = found.get(candidate) or empty
-    s = (found.get(stable) or empty) if stable is not None and stable != candidate else None
-    evidence: dict[str, Any] = {
-        "window_s": round(window, 3), "elapsed_s": round(float(elapsed_s), 3),
-        "candidate": _summary(candidate, c), "stable": _summary(stable, s),
-        "settings": settings.model_dump(),
-    }
+    """Judge ``candidate`` against ``stable`` over the last ``elapsed_s`` seconds (the time
+    since the step started), by the thresholds or by the statistical judge (settings.judge)."""
+    if settings.judge == "statistical":
+        return judge(tracker, model, candidate, stable, settings, elapsed_s)
+    window, c, s, evidence = window_metrics(tracker, model, candidate, stable, elapsed_s,
+                                             settings)
+    evidence["judge"] = "threshold"
     if c["requests"] < settings.min_requests:
         return Verdict(INCONCLUSIVE, f"waiting for data: {c['requests']}/"
                                      f"{settings.min_requests} requests of {candidate}",
                        evidence)
     checks, excused = _checks(c, s, settings)
-    cost = _cost_check(tracker, model, c, s, stable, settings, window, evidence)
+    cost = cost_check(tracker, model, c, s, stable, settings, window, evidence)
     if cost is not None:
         checks.append(cost)
     evidence["checks"] = [check.as_dict() for check in checks]

@@ -20,7 +20,7 @@ setting is validated (and documented in the OpenAPI document) in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
@@ -68,6 +68,26 @@ class AnalysisSettings(BaseModel):
         description="when the stable version served fewer than min_requests during the step "
                     "(blue-green after its switch), its cost per request over this many "
                     "seconds is the reference")
+    # issue 19: the statistical judge (deployment.judge) and its settings
+    judge: Literal["threshold", "statistical"] = Field(
+        "threshold", description="threshold: the fixed limits above; statistical: Fisher's "
+                                 "exact test on errors and Mann-Whitney U on latency against "
+                                 "the stable version (canary only)")
+    alpha: float = Field(0.05, gt=0, lt=0.5,
+                         description="statistical judge: significance level of a verdict "
+                                     "(each of the two tests uses alpha/2)")
+    min_samples: StrictInt = Field(
+        100, ge=5, le=10_000_000, description="statistical judge: requests each version needs "
+                                              "in the step before any verdict but inconclusive")
+    max_samples: StrictInt = Field(
+        20_000, ge=100, le=1_000_000, description="statistical judge: latencies per version "
+                                                  "the rank test reads (a uniform subsample)")
+    min_latency_ratio: float = Field(
+        1.1, ge=1, description="statistical judge: a significant latency shift fails only if "
+                               "the median ratio reaches this")
+    min_latency_shift_s: float = Field(
+        0.001, ge=0, description="statistical judge: ... and the medians differ by at least "
+                                 "this many seconds")
     deadline_s: float = Field(600.0, gt=0, le=30 * 86400,
                               description="seconds a step may wait for enough data; then "
                                           "a canary pauses")
@@ -181,7 +201,11 @@ def make_plan(strategy: str, steps: Any = None,
     if steps is not None:
         raise InvalidArgument(f"steps apply to canary deployments only, not {strategy}")
     if strategy == BLUE_GREEN:
-        return Plan(BLUE_GREEN, (100,), parse_analysis(analysis))
+        settings = parse_analysis(analysis)
+        if settings.judge == "statistical":
+            raise InvalidArgument("the statistical judge compares two versions serving side by "
+                                  "side: use it with canary, not blue-green")
+        return Plan(BLUE_GREEN, (100,), settings)
     if analysis is not None:
         raise InvalidArgument("a direct deployment has no analysis; use blue-green or canary "
                               "to gate it on metrics")

@@ -97,14 +97,19 @@ class Gateway:
         self.inflight = InFlightLimit(max_inflight_per_model)
         self.prices = prices
         self.budgets = budgets
+        self.mirror: Any = None   # issue 19: a deployment.shadow.ShadowMirror, when wired
 
     def predict(self, model: str, input: Any, *, version: str | None = None,
                 key: str | None = None, params: dict[str, Any] | None = None,
                 api_key: str | None = None) -> dict[str, Any]:
         """Serve one prediction. A failed call to a version other than the stable one is retried
         once on the stable version (``fallback: true``) and still counted against the first."""
-        return self.serve(model, lambda p: p.predict(input, params), version=version,
-                          key=key, api_key=api_key).as_dict()
+        answer = self.serve(model, lambda p: p.predict(input, params), version=version,
+                            key=key, api_key=api_key).as_dict()
+        if self.mirror is not None and version is None:
+            # the answer is computed: queue a mirror (never blocks, see deployment.shadow)
+            self.mirror.offer(model, input, params, answer)
+        return answer
 
     def chat(self, model: str, request: ChatRequest, *, version: str | None = None,
              key: str | None = None, api_key: str | None = None) -> Served:

@@ -435,3 +435,68 @@ webhook_attempts = Table(
     Column("response_excerpt", Text, nullable=False, default=""),
     Index("ix_webhook_attempts_delivery", "delivery_id", "number"),
 )
+
+# -- issue 19: shadow deployments ---------------------------------------------------------------
+# A shadow mirrors a sampled share of a model's live requests to a candidate version; each
+# mirrored pair's comparison is a row of shadow_pairs (written off the request path by the
+# mirror's workers), so every server process adds to one report that survives restarts.
+shadows = Table(
+    "shadows", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("model", String(128), nullable=False),
+    Column("version", String(255), nullable=False),            # the candidate
+    Column("state", String(16), nullable=False),                # running | finished | promoted
+    Column("sample_percent", JSON, nullable=False),             # float 0-100
+    Column("max_requests", Integer),
+    Column("ends_at", DateTime(timezone=True)),
+    Column("dropped", BigInteger, nullable=False, default=0),   # mirrors the queue refused
+    Column("reason", Text, nullable=False, default=""),
+    Column("actor", String(255), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_shadows_model_state", "model", "state"),
+)
+
+shadow_pairs = Table(
+    "shadow_pairs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("shadow_id", String(64), ForeignKey("shadows.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("primary_version", String(255), nullable=False),
+    Column("primary_latency", JSON, nullable=False),
+    Column("shadow_latency", JSON),
+    Column("shadow_error", String(64)),                         # error kind, None when it answered
+    Column("agree", Integer),                                   # 1/0; None when the shadow failed
+    Column("argmax_agree", Integer),                            # ONNX only
+    Column("similarity", JSON),                                 # 0-1
+    Column("max_abs_diff", JSON),                               # ONNX only
+    Column("primary_tokens", Integer),
+    Column("shadow_tokens", Integer),
+    Column("example", JSON),                                    # input + outputs, if allowed
+    Index("ix_shadow_pairs_shadow", "shadow_id", "id"),
+)
+
+# -- issue 19: A/B experiments --------------------------------------------------------------------
+# An experiment holds a fixed traffic split between variants for its duration; the per-variant
+# metrics are the production metrics (the variants serve real users), the verdict is stored
+# when it ends.
+experiments = Table(
+    "experiments", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("model", String(128), nullable=False),
+    Column("variants", JSON, nullable=False),                   # {version: weight}, control first
+    Column("control", String(255), nullable=False),
+    Column("primary_metric", String(32), nullable=False),       # error_rate | latency
+    Column("alpha", JSON, nullable=False),
+    Column("sample_size", Integer),                             # requests per variant
+    Column("ends_at", DateTime(timezone=True)),
+    Column("state", String(16), nullable=False),                # running | finished | promoted
+    Column("previous", JSON),                                   # the traffic weights before
+    Column("result", JSON),                                     # the final verdict
+    Column("reason", Text, nullable=False, default=""),
+    Column("actor", String(255), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_experiments_model_state", "model", "state"),
+)

@@ -38,7 +38,8 @@ from defaults import parts_for
 from money import MICRO
 from storage.database import Database
 from storage.schema import iso
-from tracking.aggregates import BUCKET_SECONDS, Aggregate, Key, decode_histogram, quantiles
+from tracking.aggregates import (BUCKET_SECONDS, Aggregate, Key, decode_histogram,
+                                 index_values, quantiles)
 from tracking.metrics_collector import MetricsCollector
 from tracking.metrics_store import RESOLUTIONS, BucketRow, MetricsStore, cover
 from tracking.pricing import PriceBook
@@ -126,6 +127,18 @@ class _Summary:
         self.total.merge(agg)
         self._indices.append(np.fromiter(hist.keys(), dtype=np.int64, count=len(hist)))
         self._counts.append(np.fromiter(hist.values(), dtype=np.int64, count=len(hist)))
+
+    def histogram(self) -> tuple[np.ndarray, np.ndarray]:
+        """(latency values, counts), one entry per log bucket, each value within 0.5% of
+        every latency it stands for (clamped to the exact extremes)."""
+        if self.total.requests == 0 or not self._indices:
+            return np.empty(0), np.empty(0, dtype=np.int64)
+        uniq, inverse = np.unique(np.concatenate(self._indices), return_inverse=True)
+        counts = np.bincount(inverse, weights=np.concatenate(self._counts),
+                             minlength=uniq.size).astype(np.int64)
+        values = np.clip(index_values(uniq), self.total.latency_min, self.total.latency_max)
+        keep = counts > 0
+        return values[keep], counts[keep]
 
     def metrics(self, span: float) -> dict[str, Any]:
         agg = self.total
@@ -255,6 +268,18 @@ class PerformanceTracker:
             return found.get(version) or empty_metrics()
         return dict(sorted(found.items()))
 
+    def latency_histograms(self, model: str, versions: Sequence[str], window: Window
+                           ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{version: (latency values, counts)}`` over the window, from the same stored
+        histograms as the percentiles (so every server process's predictions count, and they
+        survive restarts); a version without data in the window is left out. The rank tests
+        of ``deployment.analysis`` read these."""
+        _check_name(model, "model", 160)
+        seconds = parse_window(window)
+        per_version = self._summaries(model, list(versions), seconds, time.time())[0]
+        return {ver: summary.histogram() for ver, summary in per_version.items()
+                if summary.total.requests}
+
     def compare_versions(self, model: str, v1: str, v2: str,
                          window: Window = None) -> dict[str, Any]:
         """``{"v1": metrics, "v2": metrics, "diff": {key: {"delta": v2-v1, "ratio": v2/v1}}}``,
@@ -332,9 +357,11 @@ class PerformanceTracker:
 
     # --- internals ----------------------------------------------------------------------------
 
-    def _metrics(self, model: str, versions: Sequence[str] | None,
-                 seconds: float | None) -> dict[str, dict[str, Any]]:
-        now = time.time()
+    def _summaries(self, model: str, versions: Sequence[str] | None, seconds: float | None,
+                   now: float) -> tuple[dict[str, _Summary], dict[str, list[int]],
+                                        dict[str, list[int]], dict[tuple[str, str],
+                                                                   tuple[int, int]], int]:
+        """Each version's summary over the window, and where its buckets came from."""
         end = _floor(now, BUCKET_SECONDS) + BUCKET_SECONDS
         retention = self.store.retention
         horizon_start = _floor(now - retention.horizon_days * 86400, BUCKET_SECONDS)
@@ -362,6 +389,13 @@ class PerformanceTracker:
             per_version.setdefault(ver, _Summary()).add(item)
             starts = in_memory if isinstance(item, Aggregate) else in_rows
             starts.setdefault(ver, []).append(bucket_start)
+        return per_version, in_memory, in_rows, spans, start
+
+    def _metrics(self, model: str, versions: Sequence[str] | None,
+                 seconds: float | None) -> dict[str, dict[str, Any]]:
+        now = time.time()
+        per_version, in_memory, in_rows, spans, start = self._summaries(model, versions,
+                                                                        seconds, now)
         out: dict[str, dict[str, Any]] = {}
         for ver, summary in per_version.items():
             if summary.total.requests == 0:

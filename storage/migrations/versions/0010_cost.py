@@ -1,13 +1,13 @@
 """cost: prices, spend per hour and key, budgets, cost in metric buckets (issue 16)
 
 Revision ID: 0010
-Revises: 0012
+Revises: 0013
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,200 @@
+"""Shadow deployments (issue 19): real ONNX versions, the real gateway, the fake Gemini server
+through the real SDK as a slow candidate, the real database (SQLite and PostgreSQL)."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from deployment.shadow import ShadowManager, ShadowMirror, compare
+from deployment.shadow_store import ShadowStore
+from errors import FailedPrecondition, InvalidArgument
+from models import onnx_examples
+from tests.test_api_deployments import add_version
+from tests.test_deployment_manager import Env, env  # noqa: F401  (the fixture)
+
+SWAP = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
+
+
+def onnx_version(env: Env, version: str, weights: np.ndarray) -> None:  # noqa: F811
+    env.registry.register_version("m", version, provider="onnx")
+    data = onnx_examples.linear_model(in_features=2, out_features=2, weights=weights,
+                                      bias=np.zeros(2, dtype=np.float32))
+    digest, size = env.artifacts.put_bytes(data)
+    env.registry.attach_artifact("m", version, digest, size)
+
+
+_MIRRORS: list[ShadowMirror] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_mirrors():
+    """Every mirror a test made stops before the test's database goes away."""
+    yield
+    while _MIRRORS:
+        _MIRRORS.pop().close()
+
+
+def shadows(env: Env, **mirror_kw) -> ShadowManager:  # noqa: F811
+    store = ShadowStore(env.db)
+    mirror = ShadowMirror(store, env.loader, **mirror_kw)
+    _MIRRORS.append(mirror)
+    env.gateway.mirror = mirror
+    return ShadowManager(store, env.registry, mirror, env.traffic.get)
+
+
+@pytest.fixture
+def live(env: Env):  # noqa: F811
+    """Model m: 1.0.0 (y = x) serving 100%, 1.1.0 (columns swapped) registered."""
+    onnx_version(env, "1.0.0", np.eye(2, dtype=np.float32))
+    dep = env.manager.deploy("m", "1.0.0")
+    env.manager.tick()
+    assert env.manager.get(dep)["state"] == "succeeded"
+    onnx_version(env, "1.1.0", SWAP)
+    return env
+
+
+def test_compare_numbers_and_text():
+    same = compare([[1.0, 2.0]], [[1.0, 2.0000001]])
+    assert same["agree"] == 1 and same["argmax_agree"] == 1
+    flipped = compare({"y": [[1.0, 2.0]], "label": ["b"]}, {"y": [[2.0, 1.0]], "label": ["a"]})
+    assert flipped["agree"] == 0 and flipped["argmax_agree"] == 0
+    assert flipped["max_abs_diff"] == 1.0
+    text = compare("The cat sat.", "the  cat sat.")
+    assert text["agree"] == 1 and not text["exact"] and text["similarity"] == 1.0
+    other = compare("yes", "no, definitely not")
+    assert other["agree"] == 0 and other["similarity"] < 0.5
+
+
+def test_onnx_candidate_differing_on_a_known_share_is_reported_with_that_rate(live: Env):
+    manager = shadows(live, queue_size=1000, concurrency=2, store_inputs=True)
+    try:
+        shadow = manager.start("m", "1.1.0", 100, None, 400)
+        # 30% of inputs have equal features (the swap changes nothing), 70% do not
+        inputs = [[[float(i), float(i)]] if i % 10 < 3 else [[float(i), float(i) + 1.0]]
+                  for i in range(400)]
+        for x in inputs:
+            answer = live.gateway.predict("m", x)
+            assert answer["version"] == "1.0.0" and answer["output"] == x  # the user's answer
+        manager.mirror.drain()
+        report = manager.report(shadow["id"])
+    finally:
+        manager.mirror.close()
+    assert report["mirrored"] == 400 and report["dropped"] == 0
+    agreement = report["agreement"]
+    assert agreement["rate"] == pytest.approx(0.3) and agreement["n"] == 400
+    low, high = agreement["ci95"]
+    assert low < 0.3 < high and high - low < 0.1
+    assert report["argmax_agreement"]["rate"] == pytest.approx(0.3)
+    worst = report["worst_disagreements"]
+    assert worst and worst[0]["agree"] is False
+    assert worst[0]["example"]["shadow_output"] != worst[0]["example"]["primary_output"]
+    # kept apart: the candidate never shows up in the production metrics
+    live.tracker.flush()
+    assert "1.1.0" not in live.tracker.get_metrics("m", window="1h")
+    # the request count ended it
+    manager.mirror.refresh()
+    assert manager.get(shadow["id"])["state"] == "finished"
+
+
+def test_ten_percent_sampling_mirrors_ten_percent(live: Env):
+    manager = shadows(live, queue_size=10_000, start_threads=False)
+    manager.start("m", "1.1.0", 10, 3600, None)
+    answer = live.gateway.predict("m", [[1.0, 2.0]])
+    queued = sum(manager.mirror.offer("m", [[1.0, 2.0]], None, answer) for _ in range(5000))
+    assert 400 <= queued <= 600            # 10 ± 2 %
+
+
+def test_a_full_queue_drops_and_counts(live: Env):
+    manager = shadows(live, queue_size=5, start_threads=False)
+    shadow = manager.start("m", "1.1.0", 100, 3600, None)
+    for _ in range(20):
+        live.gateway.predict("m", [[1.0, 2.0]])
+    assert manager.mirror.queue.qsize() == 5
+    manager.mirror.refresh()                 # adds this process's drops to the database
+    assert manager.report(shadow["id"])["dropped"] == 15
+
+
+def test_the_primary_never_waits_for_a_slow_candidate(live: Env, gemini):
+    """4 clients; the candidate (fake Gemini) takes 2 s per call; every mirror is offered."""
+    live.registry.register_version("m", "2.0.0", provider="gemini",
+                                   config={"model": "gemini-slow"})
+    gemini.set_behavior("gemini-slow", latency=2.0)
+    manager = shadows(live, queue_size=4, concurrency=2)
+    shadow = manager.start("m", "2.0.0", 100, 3600, None)
+    walls: list[float] = []
+
+    def client() -> None:
+        for _ in range(30):
+            started = time.perf_counter()
+            live.gateway.predict("m", [[1.0, 2.0]])
+            walls.append(time.perf_counter() - started)
+
+    try:
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert max(walls) < 0.5, f"a primary call waited {max(walls):.3f}s"
+        manager.mirror.refresh()
+        report = manager.report(shadow["id"])
+        assert report["dropped"] >= 120 - 4 - 2 - 4     # at most queue + workers (+ slack)
+    finally:
+        manager.mirror.close()
+
+
+def test_start_refusals_and_promotion_into_a_canary(live: Env):
+    manager = shadows(live, start_threads=False)
+    with pytest.raises(InvalidArgument):
+        manager.start("m", "1.1.0", 0, 60, None)
+    with pytest.raises(InvalidArgument):
+        manager.start("m", "1.1.0", 10, None, None)
+    with pytest.raises(FailedPrecondition):
+        manager.start("m", "1.0.0", 10, 60, None)          # already serves everything
+    shadow = manager.start("m", "1.1.0", 10, 60, None)
+    with pytest.raises(FailedPrecondition):
+        manager.start("m", "1.1.0", 10, 60, None)           # one shadow per model
+    dep = manager.promote(shadow["id"], live.manager.deploy)
+    got = live.manager.get(dep)
+    assert got["strategy"] == "canary" and got["version"] == "1.1.0"
+    assert any("shadow" in e["reason"] for e in got["events"])
+    assert manager.get(shadow["id"])["state"] == "promoted"
+    with pytest.raises(FailedPrecondition):
+        manager.promote(shadow["id"], live.manager.deploy)
+
+
+def test_rest_shadow_lifecycle(app, client):
+    """The REST translation: start through /deploy, read the report, stop, promote."""
+    from tests.test_api_deployments import tick
+    assert client.post("/api/models/register", json={"name": "m"}).status_code == 201
+    for version in ("1.0.0", "1.1.0"):
+        add_version(client, version)
+    assert client.post("/api/models/m/deploy", json={"version": "1.0.0"}).status_code == 201
+    tick(app)
+    r = client.post("/api/models/m/deploy", json={"version": "1.1.0", "strategy": "shadow"})
+    assert r.status_code == 400 and "sample_percent" in r.json["error"]["message"]
+    r = client.post("/api/models/m/deploy", json={"version": "1.1.0", "sample_percent": 5})
+    assert r.status_code == 400
+    r = client.post("/api/models/m/deploy", json={"version": "1.1.0", "strategy": "shadow",
+                                                  "sample_percent": 100, "max_requests": 10})
+    assert r.status_code == 202, r.json
+    shadow_id = r.json["deployment"]["id"]
+    for _ in range(5):
+        assert client.post("/api/models/m/predict",
+                           json={"input": [[1.0, 2.0, 3.0, 4.0]]}).status_code == 200
+    app.extensions["model_registry"].shadows.mirror.drain()
+    r = client.get(f"/api/deployments/{shadow_id}/shadow")
+    assert r.status_code == 200, r.json
+    assert r.json["shadow"]["state"] == "running" and r.json["mirrored"] == 5
+    assert r.json["agreement"]["rate"] == 1.0            # same artifact: full agreement
+    r = client.post(f"/api/deployments/{shadow_id}/shadow/stop", json={})
+    assert r.status_code == 200 and r.json["shadow"]["state"] == "finished"
+    r = client.post(f"/api/deployments/{shadow_id}/shadow/promote",
+                    json={"analysis": {"judge": "statistical"}})
+    assert r.status_code == 202, r.json
+    assert r.json["deployment"]["strategy"] == "canary"
+    assert r.json["deployment"]["analysis"]["judge"] == "statistical"
+    assert client.get("/api/deployments/dep_nope/shadow").status_code == 404
