@@ -369,11 +369,14 @@ GATE = {"min_requests": 10, "interval_s": 60, "deadline_s": 120, "max_cost_ratio
         "max_p95_ratio": None}
 
 
-def test_a_canary_costing_3x_its_stable_is_aborted_by_the_cost_gate(app, client, gemini):
+@pytest.mark.parametrize("judge", [{}, {"judge": "statistical", "min_samples": 10}],
+                         ids=["threshold", "statistical"])
+def test_a_canary_costing_3x_its_stable_is_aborted_by_the_cost_gate(app, client, gemini,
+                                                                     judge):
     _two_gemini_versions(client, gemini)
     svc = app.extensions["model_registry"]
     _deploy(client, "1.0.0")
-    dep = _deploy(client, "1.1.0", "canary", steps=[50, 100], analysis=GATE)
+    dep = _deploy(client, "1.1.0", "canary", steps=[50, 100], analysis={**GATE, **judge})
     served = {"1.0.0": 0, "1.1.0": 0}
     for i in range(60):
         r = client.post("/api/models/chat/predict", json={"input": "hi", "key": f"u{i}"})
