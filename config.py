@@ -36,7 +36,8 @@ class Settings:
 
     data_dir: Path = field(default=Path("./data"), metadata=_env("REGISTRY_DATA_DIR"))
     database_url: str = field(default="", metadata=_env("DATABASE_URL"))
-    artifact_root: Path = field(default=Path(""), metadata=_env("ARTIFACT_ROOT"))
+    artifact_root: Path | str = field(   # a directory, or an s3://bucket/prefix URL (issue 20)
+        default=Path(""), metadata=_env("ARTIFACT_ROOT"))
     gemini_api_key: str | None = field(
         default=None, metadata=_env("GEMINI_API_KEY", aliases=("GOOGLE_API_KEY",)))
     gemini_model: str = field(default="gemini-2.5-flash", metadata=_env("GEMINI_MODEL"))
@@ -127,6 +128,27 @@ class Settings:
                                     metadata=_env("SHADOW_CONCURRENCY", positive=True))
     shadow_store_inputs: bool = field(default=False,  # keep inputs/outputs of disagreements
                                       metadata=_env("SHADOW_STORE_INPUTS"))
+    # -- issue 20: artifacts in S3, logs, tracing --
+    s3_endpoint_url: str | None = field(default=None, metadata=_env(
+        "S3_ENDPOINT_URL", aliases=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")))
+    aws_region: str | None = field(default=None,
+                                   metadata=_env("AWS_REGION", aliases=("AWS_DEFAULT_REGION",)))
+    aws_access_key_id: str | None = field(default=None, metadata=_env("AWS_ACCESS_KEY_ID"))
+    aws_secret_access_key: str | None = field(default=None,
+                                              metadata=_env("AWS_SECRET_ACCESS_KEY"))
+    aws_session_token: str | None = field(default=None, metadata=_env("AWS_SESSION_TOKEN"))
+    s3_part_bytes: int = field(default=8 * 1024 ** 2,       # multipart above; one part in memory
+                               metadata=_env("S3_PART_BYTES", positive=True))
+    s3_presign_downloads: bool = field(default=False,       # GET .../artifact redirects to S3
+                                       metadata=_env("S3_PRESIGN_DOWNLOADS"))
+    s3_presign_expiry_s: int = field(default=300,
+                                     metadata=_env("S3_PRESIGN_EXPIRY_S", positive=True))
+    artifact_cache_bytes: int = field(default=4 * 1024 ** 3,   # cache of artifacts from S3
+                                      metadata=_env("ARTIFACT_CACHE_BYTES", positive=True))
+    log_format: str = field(default="text", metadata=_env("LOG_FORMAT"))   # text | json
+    otel_exporter_otlp_endpoint: str | None = field(   # spans over OTLP/HTTP when set
+        default=None, metadata=_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    otel_service_name: str = field(default="model-registry", metadata=_env("OTEL_SERVICE_NAME"))
 
     @property
     def inflight_limit(self) -> int:
@@ -151,12 +173,27 @@ class Settings:
         data_dir = Path(values.get("data_dir") or "./data")
         values["data_dir"] = data_dir
         moved = bool(overrides and "data_dir" in overrides)
+        # issue 20: an s3:// root stays a URL string (see ``artifact_s3_url``)
+        in_s3 = str(values.get("artifact_root") or "").startswith("s3://")
         if not values.get("database_url") or (moved and "database_url" not in overrides):
             values["database_url"] = f"sqlite:///{data_dir / 'registry.db'}"
-        if not values.get("artifact_root") or (moved and "artifact_root" not in overrides):
+        if not in_s3 and (not values.get("artifact_root") or (
+                moved and "artifact_root" not in overrides)):
             values["artifact_root"] = data_dir / "artifacts"
-        values["artifact_root"] = Path(values["artifact_root"])
+        if not in_s3:
+            values["artifact_root"] = Path(values["artifact_root"])
         return cls(**values)
+
+    @property
+    def artifact_s3_url(self) -> str | None:
+        """``ARTIFACT_ROOT=s3://bucket/prefix``: artifacts in that bucket (issue 20)."""
+        root = str(self.artifact_root)
+        return root if root.startswith("s3://") else None
+
+    @property
+    def artifact_cache_dir(self) -> Path:
+        """Where a server keeps the artifacts it loaded from S3 (``ARTIFACT_CACHE_BYTES``)."""
+        return self.data_dir / "artifact-cache"
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -204,8 +241,8 @@ def _parse(f: dataclasses.Field, raw: str) -> Any:
         return int(number) if whole else number
     if "tuple" in kind:   # a comma-separated list
         return tuple(item.strip().lower() for item in raw.split(",") if item.strip())
-    if "Path" in kind:
-        return Path(raw)
+    if "Path" in kind:   # an s3:// URL stays a string (Path() would fold its '//')
+        return raw if raw.startswith("s3://") else Path(raw)
     return raw
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
+import observability
 from config import Settings, get_settings
 from deployment.deployment_manager import DeploymentManager
 from deployment.experiment import ExperimentManager
@@ -34,8 +35,10 @@ from rollback.rollback_manager import AutoRollbackPolicy, RollbackManager
 from rollback.snapshot_manager import SnapshotManager
 from storage.database import Database
 from storage.key_store import KeyStore
-from storage.model_store import ArtifactStore
+from storage.artifacts import ArtifactStorage, open_artifact_store
 from tracking import prometheus
+from tracking.ops_metrics import OpsCollector
+from tracking.ops_store import OpsStore
 from tracking.alerting import AlertManager
 from tracking.budgets import Budgets
 from tracking.metrics_collector import MetricsCollector
@@ -52,7 +55,7 @@ T = TypeVar("T")
 PARTS = ("database", "catalog", "registry", "artifacts", "loader", "collector", "tracker",
          "alerts", "traffic", "router", "gateway", "health", "snapshots", "deployments",
          "rollbacks", "keys", "webhooks", "webhook_sender", "prices", "budgets", "spend",
-         "shadows", "experiments")
+         "shadows", "experiments", "ops_metrics")
 # A webhook disabled after repeated failures raises this alert (model, rule; version = its id).
 WEBHOOK_ALERT_MODEL = "webhooks"
 WEBHOOK_DISABLED_RULE = "webhook_disabled"
@@ -89,7 +92,11 @@ class Services:
 
     @property
     def database(self) -> Database:
-        return self._part("database", lambda: Database(self.settings.database_url))
+        def build() -> Database:
+            database = Database(self.settings.database_url)
+            observability.trace_engine(database.engine)   # a span per statement when tracing
+            return database
+        return self._part("database", build)
 
     @property
     def catalog(self) -> ProviderCatalog:
@@ -101,9 +108,9 @@ class Services:
             self.database, validate_config=self.catalog.validate_config))
 
     @property
-    def artifacts(self) -> ArtifactStore:
-        def build() -> ArtifactStore:
-            store = ArtifactStore(self.settings.artifact_root)
+    def artifacts(self) -> ArtifactStorage:
+        def build() -> ArtifactStorage:
+            store = open_artifact_store(self.settings)   # a directory or s3:// (issue 20)
             store.cleanup_temp()
             return store
         return self._part("artifacts", build)
@@ -147,6 +154,11 @@ class Services:
         return self._part("tracker", build)
 
     @property
+    def ops_metrics(self) -> OpsCollector:
+        """Deployments, rollbacks and webhooks on /metrics, read from the database (issue 20)."""
+        return self._part("ops_metrics", lambda: OpsCollector(OpsStore(self.database)))
+
+    @property
     def alerts(self) -> AlertManager:
         return self._part("alerts", lambda: AlertManager(self.database, tracker=self.tracker))
 
@@ -156,7 +168,8 @@ class Services:
 
     @property
     def router(self) -> Router:
-        return self._part("router", lambda: Router(self.traffic, highest_stable(self.registry)))
+        return self._part("router", lambda: Router(self.traffic, highest_stable(self.registry),
+                                                   on_change=prometheus.set_traffic))
 
     @property
     def gateway(self) -> Gateway:

@@ -27,6 +27,7 @@ from api.docs_pages import PAGE_HEADERS
 from api.errors import error_response, register_error_handlers
 from api.services import AUTH_KEY, EXTENSION_KEY
 from api.spec import openapi_document, spec
+import observability
 from config import Settings
 from errors import ConfigurationError, InvalidArgument, UnsupportedMediaType
 from wiring import build_services
@@ -93,10 +94,32 @@ DOC_PAGE_PREFIX = "openapi_docs_"          # spectree's endpoints of the /docs/<
 SPEC_ENDPOINTS = {"openapi_docs", "openapi_json"}
 
 
+_CALLER_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
 def _assign_request_id() -> None:
     """Every request gets an id, echoed in ``X-Request-Id`` and written with the details of
-    any failure the caller only sees generically (issue 21)."""
-    g.request_id = secrets.token_hex(8)
+    any failure the caller only sees generically (issue 21). A caller's (or proxy's) own
+    ``X-Request-Id`` is kept when it is a plain token, so one id follows the request through
+    every hop; anything else gets a fresh one (issue 20). Logs of the request carry it, and a
+    span covers the request when tracing is on."""
+    given = request.headers.get("X-Request-Id", "")
+    g.request_id = given if _CALLER_REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+    observability.bind_request(g.request_id)
+    rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    g.otel_span = observability.start_request_span(
+        f"{request.method} {rule}", request.headers, **{
+            "http.request.method": request.method, "http.route": rule,
+            "url.path": request.path, "registry.request_id": g.request_id})
+
+
+def _end_request_span(error: BaseException | None) -> None:
+    observability.end_request_span(g.pop("otel_span", None), g.pop("otel_status", None), error)
+
+
+def _note_status(response: Response) -> Response:
+    g.otel_status = response.status_code
+    return response
 
 
 def _secure_headers(response: Response) -> Response:
@@ -141,10 +164,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     app.config.update({k: v for k, v in test_config.items() if k.isupper()})
 
+    observability.configure_logging(settings)    # issue 20: LOG_FORMAT, request fields
+    observability.configure_tracing(settings)    # issue 20: OTEL_EXPORTER_OTLP_ENDPOINT
     svc = app.extensions[EXTENSION_KEY] = build_services(settings)
     authenticator = app.extensions[AUTH_KEY] = auth.Authenticator(svc.keys, settings.admin_token)
 
     app.before_request(_assign_request_id)
+    app.after_request(_note_status)
+    app.teardown_request(_end_request_span)
     register_error_handlers(app)
     auth.install(app, authenticator)
     app.before_request(_check_json_body)

@@ -1,7 +1,7 @@
 """Version artifacts: raw bytes in and out, streamed, content-addressed by sha256."""
 from __future__ import annotations
 
-from flask import Blueprint, request, send_file
+from flask import Blueprint, redirect, request, send_file
 from spectree import Response
 
 from api.schemas import ErrorOut, VersionEnvelope
@@ -41,6 +41,7 @@ EXTRA_OPERATIONS["/api/models/{name}/versions/{version}/artifact"] = {"get": {
         "200": {"description": "the bytes; ETag is the sha256",
                 "content": {"application/octet-stream": {"schema": {"type": "string",
                                                                     "format": "binary"}}}},
+        "302": {"description": "redirect to a presigned S3 URL (S3_PRESIGN_DOWNLOADS=true)"},
         "304": {"description": "not modified (If-None-Match matched)"},
         **{code: {"description": "error", "content": {"application/json": {"schema": {
             "type": "object", "required": ["error"],
@@ -56,6 +57,9 @@ def get_artifact(name: str, version: str):
     if not found["artifact"]:
         raise NotFound(f"version '{found['version']}' of model '{name}' has no artifact")
     digest = found["artifact"]["digest"]
+    url = svc.artifacts.download_url(digest)  # S3_PRESIGN_DOWNLOADS (issue 20)
+    if url is not None:
+        return redirect(url, 302), {"ETag": f'"{digest}"'}
     return send_file(svc.artifacts.open(digest), mimetype="application/octet-stream",
                      as_attachment=True, etag=digest, conditional=True,
                      download_name=f"{name}-{found['version']}.bin")

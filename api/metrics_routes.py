@@ -96,5 +96,7 @@ def list_alerts(query: AlertsQuery):
 def prometheus_metrics():
     """Prometheus exposition (all gunicorn workers when PROMETHEUS_MULTIPROC_DIR is set)."""
     services().collector.flush()
-    body, content_type = prometheus.render(services().settings.prometheus_multiproc_dir)
+    svc = services()
+    body, content_type = prometheus.render(svc.settings.prometheus_multiproc_dir,
+                                           svc.ops_metrics)
     return FlaskResponse(body, content_type=content_type)

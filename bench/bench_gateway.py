@@ -70,7 +70,63 @@ def main(n: int = 20_000) -> list[tuple[str, str, str]]:
              "within 10% of the overhead's budget")]
 
 
+def tracing_cost(n: int = 20_000, rounds: int = 10) -> list[tuple[str, str, str]]:
+    """Issue 20: the gateway with tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT), measured
+    against a direct provider call, and with tracing on (spans recorded in memory), in
+    alternating rounds of one run; plus the cost of one ``span()`` call when off."""
+    import observability
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    x = [[1.0, 2.0, 3.0, 4.0]]
+    clock = time.perf_counter_ns
+    results: dict[str, list[int]] = {"direct": [], "off": [], "on": []}
+    with tempfile.TemporaryDirectory() as d:
+        exporter = InMemorySpanExporter()
+        observability.configure_tracing(exporter=exporter)   # the SQL hooks exist, see below
+        svc = build_services(Settings.from_env({"data_dir": Path(d)}))
+        observability.shutdown_tracing()
+        svc.registry.register_model("bench")
+        svc.registry.register_version("bench", "1.0.0", "stable", provider="onnx")
+        digest, size = svc.artifacts.put_bytes(linear_model())
+        svc.registry.attach_artifact("bench", "1.0.0", digest, size)
+        provider = svc.loader.get("bench", "1.0.0")
+        for _ in range(2000):
+            svc.gateway.predict("bench", x)
+        for r in range(2 * rounds):
+            on = r % 2 == 1
+            if on:
+                observability.configure_tracing(exporter=exporter)
+            for _ in range(n // rounds):
+                t0 = clock()
+                provider.predict(x)
+                t1 = clock()
+                svc.gateway.predict("bench", x)
+                t2 = clock()
+                results["direct"].append(t1 - t0)
+                results["on" if on else "off"].append(t2 - t1)
+            exporter.clear()
+            observability.shutdown_tracing()
+        svc.close()
+        t0 = clock()
+        for _ in range(n):
+            with observability.span("x"):
+                pass
+        noop_ns = (clock() - t0) / n
+    med = {k: statistics.median(v) / 1000 for k, v in results.items()}
+    print(f"{'direct provider.predict':34} {med['direct']:8.1f} µs")
+    print(f"{'gateway, tracing off':34} {med['off']:8.1f} µs")
+    print(f"{'gateway, tracing on (in memory)':34} {med['on']:8.1f} µs")
+    print(f"{'one span() call, tracing off':34} {noop_ns:8.0f} ns")
+    return [("gateway predict, tracing off (median)", f"{med['off']:.1f} µs",
+             f"direct {med['direct']:.1f} µs"),
+            ("gateway predict, tracing on (median)", f"{med['on']:.1f} µs",
+             f"+{med['on'] - med['off']:.1f} µs"),
+            ("one span() call with tracing off", f"{noop_ns:.0f} ns", "")]
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=20_000)
-    main(parser.parse_args().n)
+    parser.add_argument("--tracing", action="store_true",
+                        help="compare tracing off and on (issue 20)")
+    args = parser.parse_args()
+    tracing_cost(args.n) if args.tracing else main(args.n)

@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("REGISTRY_DATA_DIR", tempfile.mkdtemp(prefix="bench-"))
 
 from bench import (bench_gateway, bench_http, bench_protocols,  # noqa: E402
-                   bench_registry, bench_rollout, bench_tracking, bench_webhooks)
+                   bench_registry, bench_rollout, bench_s3_memory, bench_tracking,
+                   bench_webhooks)
 
 BENCHMARKS = [("gateway overhead", bench_gateway.main),
               ("HTTP throughput", bench_http.main),
@@ -23,7 +24,9 @@ BENCHMARKS = [("gateway overhead", bench_gateway.main),
               ("registry", bench_registry.main),
               ("rollout reaction", bench_rollout.main),
               ("webhooks", bench_webhooks.main),
-              ("client protocols", bench_protocols.main)]
+              ("client protocols", bench_protocols.main),
+              ("tracing cost", bench_gateway.tracing_cost),          # issue 20
+              ("S3 artifact memory", bench_s3_memory.main)]          # issue 20
 
 
 def main() -> None:

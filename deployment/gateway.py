@@ -12,6 +12,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import observability
 from deployment.router import Route, Router
 from errors import (DataCorrupted, FailedPrecondition, ProviderError, ProviderTimeout,
                     RateLimited, RegistryError, Unavailable)
@@ -143,7 +144,10 @@ class Gateway:
         pins it, else the traffic table picks (sticky by ``key``)."""
         if version is not None:
             return Route(self.registry.resolve(model, version).text, "pin", None, None)
-        route = self.router.choose(model, key)
+        with observability.span("route") as span:   # issue 20: a span when tracing is on
+            if span is not None:
+                span.set_attribute("registry.model", model)
+            route = self.router.choose(model, key)
         if route is None:
             self.registry.get_model(model)  # NotFound for an unknown model
             raise Unavailable(f"nothing is deployed for model '{model}': deploy a version "
@@ -168,11 +172,18 @@ class Gateway:
         """One call, counted against ``version`` when it is the version's doing (a pinned
         call's cost is still the model's spend)."""
         tracked = self._tracked(model, route)
+        observability.bind_route(model, version, route.deployment_id)   # issue 20: log fields
         started = time.perf_counter()
         try:
             provider = self.loader.get(model, version)
             started = time.perf_counter()  # a first load is not the model's latency
-            result = invoke(provider)
+            with observability.span("provider.call") as span:
+                if span is not None:
+                    span.set_attributes({
+                        "registry.model": model, "registry.version": version,
+                        "registry.deployment": route.deployment_id or "",
+                        "registry.routed_by": route.routed_by, "registry.fallback": fallback})
+                result = invoke(provider)
         except VERSION_FAILURES as exc:
             self.collector.record(tracked, version, time.perf_counter() - started, False,
                                   exc.code, api_key=api_key)

@@ -64,8 +64,12 @@ class Router:
     (the registry's highest stable version), or None."""
 
     def __init__(self, store: TrafficStore, default_version: Callable[[str], str | None],
-                 ttl_s: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
+                 ttl_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[str, dict[str, float]], None] | None = None) -> None:
         self.store = store
+        # Told each table this process starts routing by (issue 20: the Prometheus gauge
+        # registry_traffic_weight_percent shows the split in force, not one last written).
+        self.on_change = on_change
         self.default_version = default_version
         self.ttl_s = ttl_s
         self.clock = clock   # monotonic seconds; tests inject one instead of sleeping
@@ -88,6 +92,9 @@ class Router:
                 table = self.store.get(model) if revision is not None else None
                 default = None if table else self.default_version(model)
                 entry = _Compiled.build(table, default, now)
+                if self.on_change is not None:
+                    self.on_change(model, dict(table.weights) if table else
+                                   {default: 100.0} if default else {})
             self._cache[model] = entry
             return entry
 

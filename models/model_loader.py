@@ -21,7 +21,7 @@ Wiring (the registry validates configs with the catalog; the loader reads the re
 
     catalog = ProviderCatalog()
     registry = ModelRegistry(database, validate_config=catalog.validate_config)
-    loader = ModelLoader(registry, ArtifactStore(settings.artifact_root), catalog)
+    loader = ModelLoader(registry, open_artifact_store(settings), catalog)
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from models.base_model import ModelProvider, ProviderLimits, VersionSpec
 from models.gemini_model import GeminiModel
 from models.onnx_model import OnnxModel
 from registry.model_registry import ModelRegistry
-from storage.model_store import ArtifactStore
+from storage.artifacts import ArtifactStorage
 
 ENTRY_POINT_GROUP = "model_registry.providers"
 BUILTIN_PROVIDERS: dict[str, type[ModelProvider]] = {"gemini": GeminiModel, "onnx": OnnxModel}
@@ -129,7 +129,7 @@ class ModelLoader:
     load them for a while, they cannot keep them forever. The last-use time is one dict store
     on the hot path; eviction (rare, on a load) scans it."""
 
-    def __init__(self, registry: ModelRegistry, store: ArtifactStore,
+    def __init__(self, registry: ModelRegistry, store: ArtifactStorage,
                  catalog: ProviderCatalog | None = None, *, failure_ttl_s: float = 2.0,
                  limits: ProviderLimits | None = None, max_loaded: int = 32,
                  max_loaded_bytes: int = 2 * 1024 * 1024 * 1024,

@@ -27,6 +27,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -163,6 +164,16 @@ class ArtifactStore:
                 f.close()
                 raise
         return f
+
+    def download_url(self, digest: str) -> str | None:
+        """None: the server streams local artifacts itself (S3 may redirect, issue 20)."""
+        return None
+
+    def digests(self) -> Iterator[str]:
+        """Every stored digest (for ``storage.migrate_artifacts``)."""
+        for path in self._objects.glob("*/*"):
+            if _DIGEST_RE.fullmatch(path.name):
+                yield path.name
 
     def _matches(self, path: Path, digest: str) -> bool:
         try:

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Mapping
 
 import numpy as np
+from prometheus_client.registry import Collector
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge,
                                Histogram, generate_latest, multiprocess)
 
@@ -138,11 +139,20 @@ def set_traffic(model: str, weights: Mapping[str, float]) -> None:
         known.update(weights)
 
 
-def render(multiprocess_dir: str | None = None) -> tuple[bytes, str]:
+def render(multiprocess_dir: str | None = None, *extra: Collector) -> tuple[bytes, str]:
     """The exposition text and its content type, for ``GET /metrics``; with the workers'
-    ``multiprocess_dir`` (``Settings.prometheus_multiproc_dir``), every worker's files."""
+    ``multiprocess_dir`` (``Settings.prometheus_multiproc_dir``), every worker's files.
+    ``extra`` collectors (read at scrape time, e.g. the database-backed ops metrics of
+    issue 20) are appended."""
     if multiprocess_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        body = generate_latest(registry)
+    else:
+        body = generate_latest(REGISTRY)
+    if extra:
+        more = CollectorRegistry(auto_describe=False)
+        for collector in extra:
+            more.register(collector)
+        body += generate_latest(more)
+    return body, CONTENT_TYPE_LATEST

@@ -1,0 +1,67 @@
+"""moto's standalone server: a separate process speaking the S3 protocol over HTTP (issue 20).
+
+Tests reach it as a user reaches MinIO or R2: ``ARTIFACT_ROOT=s3://bucket/prefix`` plus
+``S3_ENDPOINT_URL``; no boto call is patched in-process.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import requests
+
+from tests.support import free_port
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_REGION": "us-east-1"}
+
+
+class MotoS3:
+    """``python -m moto.server`` on a free loopback port; ``env`` adds to its environment
+    (``INITIAL_NO_AUTH_ACTION_COUNT=0`` makes it enforce IAM)."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **CREDENTIALS, **(env or {})}
+        self.log_path = Path(log_dir) / f"moto-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "MotoS3":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                requests.get(self.url + "/moto-api/", timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("moto did not start")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def client(self, **credentials):
+        kw = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", **credentials}
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1", **kw)
+
+    def server_env(self, bucket: str, prefix: str = "artifacts") -> dict[str, str]:
+        """What a registry server needs to keep its artifacts in ``bucket`` on this moto."""
+        return {**CREDENTIALS, "S3_ENDPOINT_URL": self.url,
+                "ARTIFACT_ROOT": f"s3://{bucket}/{prefix}", "NO_PROXY": "127.0.0.1,localhost"}
