@@ -78,6 +78,11 @@ class DataCorrupted(RegistryError):
     code = "DATA_CORRUPTED"
 
 
+class BudgetExceeded(RateLimited):
+    """A hard budget of the calling API key or of the model is spent (429); ``details`` holds
+    the budget, the spend and when the period resets."""
+
+
 class ConfigurationError(RegistryError, ValueError):
     """A setting cannot be used. ``variable`` names it; the message says what it accepts."""
 

@@ -286,6 +286,67 @@ def demo_alerts(d: Demo) -> None:
           else "  no active alerts")
 
 
+@section("cost", "What each version costs: prices, cost gate, comparison, spend, budgets")
+def demo_cost(d: Demo) -> None:
+    # Offline: the real google-genai SDK talks to the local fake Gemini server of the tests,
+    # which reports a fixed usage per call (as Gemini's usageMetadata).
+    # The services of this section are wired with settings that point at it (same database).
+    from errors import BudgetExceeded
+    from tests.fake_gemini import FakeGemini
+    from wiring import Services
+    model = "assistant-cost"
+    with FakeGemini() as fake:
+        svc = Services(d.settings.replace(gemini_base_url=fake.url,
+                                          gemini_api_key="offline-fake"), database=d.database)
+        for model_id in ("gemini-2.5-flash-lite", "gemini-2.5-flash"):
+            fake.set_usage(model_id, prompt=1200, candidates=300)
+        d.registry.register_model(model, "Gemini; 1.1.0 moves from flash-lite to flash")
+        d.registry.register_version(model, "1.0.0", "stable",
+                                    config={"model": "gemini-2.5-flash-lite"})
+        d.registry.register_version(model, "1.1.0", config={"model": "gemini-2.5-flash"})
+        for version in ("1.0.0", "1.1.0"):
+            q = svc.prices.quote(model, version)
+            print(f"  {version}: ${q.price.as_usd()['input_per_1m']}/1M in, "
+                  f"${q.price.as_usd()['output_per_1m']}/1M out ({q.source} table, "
+                  f"from {q.as_dict()['effective_from'][:10]})")
+        svc.deployments.deploy(model, "1.0.0")
+        svc.deployments.tick()
+        out = svc.gateway.predict(model, "Summarise the release notes", api_key="team-a")
+        print(f"  one prediction: usage {out['usage']}")
+        dep = svc.deployments.deploy(model, "1.1.0", "canary", steps=[50, 100], analysis={
+            "min_requests": 10, "interval_s": 60, "deadline_s": 120, "max_cost_ratio": 2.0})
+        svc.deployments.tick()                     # health check, then 50% to 1.1.0
+        for i in range(60):
+            svc.gateway.predict(model, "hello", key=f"user-{i}",
+                                api_key="team-a" if i % 3 else "team-b")
+        svc.deployments.tick()
+        state = svc.deployments.get(dep)
+        print(f"  canary 1.1.0 with max_cost_ratio 2 -> {state['state']}: {state['reason'][:90]}")
+        c = svc.tracker.compare_versions(model, "1.0.0", "1.1.0")
+        rows = [{"version": v, "requests": c[k]["requests"],
+                 "cost $": f"{c[k]['cost_usd']:.6f}",
+                 "$ per request": f"{c[k]['cost_per_request_usd']:.6f}",
+                 "$ per 1k requests": f"{c[k]['cost_per_1k_requests_usd']:.3f}"}
+                for k, v in (("v1", "1.0.0"), ("v2", "1.1.0"))]
+        print(table(rows, ["version", "requests", "cost $", "$ per request",
+                           "$ per 1k requests"]))
+        print(f"  1.1.0 vs 1.0.0: cost per request x"
+              f"{c['diff']['cost_per_request_usd']['ratio']:.2f}")
+        report = svc.spend.report("key,version", model=model)
+        print("  spend this month by key and version (exact integer micro-USD sums):")
+        print(table(report["rows"], ["key", "version", "requests", "cost_micro_usd"]))
+        spent_b = sum(r["cost_micro_usd"] for r in report["rows"] if r["key"] == "team-b")
+        svc.budgets.put("key", "team-b", "day", hard_limit_usd=spent_b / 1e6)
+        try:
+            svc.gateway.predict(model, "hello", api_key="team-b")
+        except BudgetExceeded as exc:
+            print(f"  team-b over its daily budget -> {exc.code} (429): {exc.message[:80]}")
+        served = svc.gateway.predict(model, "hello", api_key="team-a")
+        print(f"  team-a is still served by {served['version']}")
+        svc.collector.close()
+        svc.loader.close()
+
+
 @section("gemini", "A Gemini version through the google-genai SDK (needs GEMINI_API_KEY)")
 def demo_gemini(d: Demo) -> None:
     if not d.settings.gemini_api_key:

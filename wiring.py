@@ -40,9 +40,12 @@ from tracking import prometheus
 from tracking.ops_metrics import OpsCollector
 from tracking.ops_store import OpsStore
 from tracking.alerting import AlertManager
+from tracking.budgets import Budgets
 from tracking.metrics_collector import MetricsCollector
 from tracking.metrics_store import MetricsStore, Retention
 from tracking.performance_tracker import PerformanceTracker
+from tracking.pricing import PriceBook
+from tracking.spend import SpendReports
 from webhooks.sender import WebhookSender
 from webhooks.url_safety import Destinations
 from webhooks.webhook_manager import WebhookManager
@@ -51,8 +54,8 @@ from webhooks.webhook_store import WebhookStore
 T = TypeVar("T")
 PARTS = ("database", "catalog", "registry", "artifacts", "loader", "collector", "tracker",
          "alerts", "traffic", "router", "gateway", "health", "snapshots", "deployments",
-         "rollbacks", "keys", "webhooks", "webhook_sender", "shadows", "experiments",
-         "ops_metrics")
+         "rollbacks", "keys", "webhooks", "webhook_sender", "prices", "budgets", "spend",
+         "shadows", "experiments", "ops_metrics")
 # A webhook disabled after repeated failures raises this alert (model, rule; version = its id).
 WEBHOOK_ALERT_MODEL = "webhooks"
 WEBHOOK_DISABLED_RULE = "webhook_disabled"
@@ -131,7 +134,7 @@ class Services:
         return self._part("loader", lambda: ModelLoader(
             self.registry, self.artifacts, self.catalog, limits=limits,
             max_loaded=s.max_loaded_versions, max_loaded_bytes=s.max_loaded_bytes,
-            serving=serving))
+            serving=serving, settings=s))
 
     @property
     def collector(self) -> MetricsCollector:
@@ -146,7 +149,7 @@ class Services:
     @property
     def tracker(self) -> PerformanceTracker:
         def build() -> PerformanceTracker:
-            return PerformanceTracker(self.database, self.collector,
+            return PerformanceTracker(self.database, self.collector, self.prices,
                                       max_series_versions=self.settings.max_series_versions)
         return self._part("tracker", build)
 
@@ -172,7 +175,8 @@ class Services:
     def gateway(self) -> Gateway:
         def build() -> Gateway:
             gateway = Gateway(self.registry, self.loader, self.router, self.collector,
-                              self.settings.inflight_limit)
+                              self.settings.inflight_limit, prices=self.prices,
+                              budgets=self.budgets)
             gateway.mirror = self.shadow_mirror   # issue 19: shadows mirror through it
             return gateway
         return self._part("gateway", build)
@@ -266,6 +270,22 @@ class Services:
                 WEBHOOK_ALERT_MODEL, sub["id"], WEBHOOK_DISABLED_RULE,
                 f"webhook {sub['id']} ({sub['url']}) {sub['disabled_reason']}", "critical",
                 {"webhook_id": sub["id"]})))
+
+    # --- cost (issue 16) ------------------------------------------------------------------------
+
+    @property
+    def prices(self) -> PriceBook:
+        return self._part("prices", lambda: PriceBook(
+            self.database, self.registry, default_gemini_model=self.settings.gemini_model))
+
+    @property
+    def budgets(self) -> Budgets:
+        return self._part("budgets", lambda: Budgets(self.database, self.collector,
+                                                     alerts=self.alerts))
+
+    @property
+    def spend(self) -> SpendReports:
+        return self._part("spend", lambda: SpendReports(self.database, self.collector))
 
     def close(self) -> None:
         """Flush the metrics, stop the providers, close the pool (only what was built)."""

@@ -19,10 +19,10 @@ from typing import Any
 import click
 from flask import Flask, Response, g, jsonify, request
 
-from api import (artifacts_routes, auth, background, bundle_routes, dashboard_routes,
-                 deployments_routes, gemini_routes, health_routes, keys_routes, metrics_routes,
-                 mlflow_routes, models_routes, oip_routes, openai_routes, predict_routes,
-                 rollback_routes, webhooks_routes)
+from api import (artifacts_routes, auth, background, bundle_routes, cost_routes,
+                 dashboard_routes, deployments_routes, gemini_routes, health_routes, keys_routes,
+                 metrics_routes, mlflow_routes, models_routes, oip_routes, openai_routes,
+                 predict_routes, rollback_routes, webhooks_routes)
 from api.docs_pages import PAGE_HEADERS
 from api.errors import error_response, register_error_handlers
 from api.services import AUTH_KEY, EXTENSION_KEY
@@ -35,8 +35,9 @@ from wiring import build_services
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 BLUEPRINTS = (models_routes.bp, artifacts_routes.bp, predict_routes.bp, metrics_routes.bp,
               health_routes.bp, deployments_routes.bp, rollback_routes.bp, keys_routes.bp,
-              dashboard_routes.bp, webhooks_routes.bp, openai_routes.bp, gemini_routes.bp,
-              oip_routes.bp, mlflow_routes.bp, mlflow_routes.artifacts_bp, bundle_routes.bp)
+              dashboard_routes.bp, cost_routes.bp, webhooks_routes.bp, openai_routes.bp,
+              gemini_routes.bp, oip_routes.bp, mlflow_routes.bp, mlflow_routes.artifacts_bp,
+              bundle_routes.bp)
 # Endpoints whose body is raw bytes rather than JSON.
 # (OIP inference: JSON or the binary tensor extension, and tritonclient sends no Content-Type;
 # a bundle import is the zip itself.)

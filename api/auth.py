@@ -121,6 +121,7 @@ class Authenticator:
             raise PermissionDenied(f"key '{principal.name}' has role '{principal.role}'; "
                                    f"this needs '{needed}'")
         g.actor = f"key:{principal.name}"
+        g.api_key = principal.name
 
 
     @staticmethod

@@ -1,10 +1,10 @@
 """The server's background duties, on one ticker thread per process.
 
 Every beat (~0.5 s) rollouts advance (``deployments.tick``); every 2 s the live versions are
-judged for automatic rollback; every 5 s the alert rules are evaluated; every hour old metrics
-are pruned; every beat, due webhook deliveries are leased and handed to the sender's workers.
-Each duty is safe when several processes (gunicorn workers, several servers) run it at once, and
-one duty failing does not stop the others.
+judged for automatic rollback; every 5 s the alert rules and budgets are evaluated; every hour
+old metrics are pruned; every beat, due webhook deliveries are leased and handed to the sender's
+workers. Each duty is safe when several processes (gunicorn workers, several servers) run it at
+once, and one duty failing does not stop the others.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class Duties:
             ("rollouts", svc.deployments.tick, 0),
             ("auto-rollback", svc.rollbacks.watch, 2.0),
             ("alerts", svc.alerts.evaluate, 5.0),
+            ("budgets", svc.budgets.evaluate, 5.0),
             ("retention", svc.tracker.prune, 3600.0),
             ("webhooks", svc.webhook_sender.tick, 0),
         ]

@@ -8,7 +8,7 @@ recorded ``failed``) or another rollout is in progress.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from flask import Blueprint
 from spectree import Response
@@ -116,17 +116,19 @@ def abort(deployment_id: str, json: ActionBody):
 @spec.validate(query=TrafficQuery, resp=Response(HTTP_200=TrafficEnvelope, **E), tags=TAGS)
 def get_traffic(name: str, query: TrafficQuery):
     """The model's live traffic table, or with `at` the one that served at that time."""
-    return {"traffic": services().deployments.traffic_table(name, _parse_time(query.at))}
+    return {"traffic": services().deployments.traffic_table(name, parse_time(query.at))}
 
 
-def _parse_time(text: str | None) -> datetime | None:
+def parse_time(text: str | None, name: str = "at") -> datetime | None:
+    """An ISO 8601 query or body time (a ``Z`` or an offset; naive times are UTC)."""
     if text is None:
         return None
     try:
-        return datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidArgument(f"at={text!r} is not an ISO 8601 time such as "
+        raise InvalidArgument(f"{name}={text!r} is not an ISO 8601 time such as "
                               "2025-01-31T12:00:00Z") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 # -- issue 19: shadows ------------------------------------------------------------------------------

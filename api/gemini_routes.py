@@ -15,7 +15,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import protocol_errors
-from api.services import services
+from api.services import api_key_name, services
 from api.spec import EXTRA_OPERATIONS, json_content, schema_ref
 from deployment.gateway import ChatStream
 from deployment.model_ref import parse_model_ref
@@ -122,13 +122,15 @@ def generate(api_version: str, model_action: str):  # type: ignore[no-untyped-de
     key = request.headers.get("X-Routing-Key") or None
     gateway = services().gateway
     if action == "streamGenerateContent":
-        stream = gateway.chat_stream(ref.name, body, version=ref.ref, key=key)
+        stream = gateway.chat_stream(ref.name, body, version=ref.ref, key=key,
+                                     api_key=api_key_name())
         response = Response(_events(stream), mimetype="text/event-stream",
                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         response.call_on_close(stream.close)
         version = stream.version
     else:
-        served = gateway.chat(ref.name, body, version=ref.ref, key=key)
+        served = gateway.chat(ref.name, body, version=ref.ref, key=key,
+                              api_key=api_key_name())
         response = jsonify(_response(str(served.prediction.output),
                                      served.prediction.finish_reason or "stop",
                                      served.prediction.usage, f"{ref.name}@{served.version}"))

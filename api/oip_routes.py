@@ -17,7 +17,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import protocol_errors
-from api.services import services
+from api.services import api_key_name, services
 from api.spec import EXTRA_OPERATIONS, schema_ref
 from deployment.model_ref import parse_model_ref
 from errors import InvalidArgument, Unavailable
@@ -133,7 +133,8 @@ def infer(name: str, version: str | None = None):  # type: ignore[no-untyped-def
     ref = parse_model_ref(name)
     served = services().gateway.serve(
         ref.name, lambda provider: Prediction(provider.infer(tensors)),
-        version=version or ref.ref, key=request.headers.get("X-Routing-Key") or None)
+        version=version or ref.ref, key=request.headers.get("X-Routing-Key") or None,
+        api_key=api_key_name())
     response = _outputs(header, served.prediction.output,
                         {"model_name": ref.name, "model_version": served.version})
     response.headers["x-model-version"] = served.version

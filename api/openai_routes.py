@@ -18,7 +18,7 @@ from flask import Blueprint, Response, jsonify, request
 from api import protocol_errors
 from api.openai_schemas import (ChatCompletion, ChatCompletionBody, OpenAIError, OpenAIModel,
                                 OpenAIModelList)
-from api.services import services
+from api.services import api_key_name, services
 from api.spec import EXTRA_OPERATIONS, json_content, schema_ref
 from deployment.gateway import ChatStream
 from deployment.model_ref import parse_model_ref
@@ -58,14 +58,16 @@ def chat_completions():  # type: ignore[no-untyped-def]
     key = body.user or request.headers.get("X-Routing-Key") or None
     gateway = services().gateway
     if body.stream:
-        stream = gateway.chat_stream(ref.name, chat_request(body), version=ref.ref, key=key)
+        stream = gateway.chat_stream(ref.name, chat_request(body), version=ref.ref, key=key,
+                                     api_key=api_key_name())
         usage = bool(body.stream_options and body.stream_options.include_usage)
         response = Response(_events(stream, usage), mimetype="text/event-stream",
                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         response.call_on_close(stream.close)  # also when the body was never started
         version = stream.version
     else:
-        served = gateway.chat(ref.name, chat_request(body), version=ref.ref, key=key)
+        served = gateway.chat(ref.name, chat_request(body), version=ref.ref, key=key,
+                              api_key=api_key_name())
         response = jsonify({
             "id": _completion_id(), "object": "chat.completion", "created": int(time.time()),
             "model": f"{served.model}@{served.version}",

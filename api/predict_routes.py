@@ -5,7 +5,7 @@ from flask import Blueprint, jsonify, request
 from spectree import Response
 
 from api.schemas import ErrorOut, PredictBody, PredictionOut
-from api.services import services
+from api.services import api_key_name, services
 from api.spec import documented
 
 bp = Blueprint("predict", __name__, url_prefix="/api/models")
@@ -28,4 +28,4 @@ def predict(name: str):
     body = PredictBody.model_validate(request.get_json(silent=True) or {})
     key = body.key or request.headers.get("X-Routing-Key") or None
     return jsonify(services().gateway.predict(name, body.input, version=body.version, key=key,
-                                              params=body.params))
+                                              params=body.params, api_key=api_key_name()))

@@ -160,9 +160,14 @@ class PredictBody(Body):
 
 
 class UsageOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
     input_tokens: int
     output_tokens: int
     total_tokens: int
+    cached_tokens: Optional[int] = None
+    reasoning_tokens: Optional[int] = None
+    cost_micro_usd: Optional[int] = Field(None, description="null when the version has no price")
+    cost_usd: Optional[float] = None
 
 
 class PredictionOut(BaseModel):
@@ -215,6 +220,10 @@ class MetricsOut(BaseModel):
     total_tokens: int
     avg_tokens: Optional[float]
     throughput: Optional[float]
+    cost_micro_usd: int = 0
+    cost_usd: float = 0.0
+    cost_per_request_usd: Optional[float] = None
+    cost_per_1k_requests_usd: Optional[float] = None
 
 
 class ModelMetrics(BaseModel):

@@ -19,6 +19,11 @@ def authenticator() -> Authenticator:
     return current_app.extensions[AUTH_KEY]
 
 
+def api_key_name() -> str | None:
+    """The calling API key's name (None while auth is off): what spend is counted by."""
+    return getattr(g, "api_key", None)
+
+
 def actor() -> str:
     """Who is acting, for the audit trail: the API key's name once auth is on."""
     return getattr(g, "actor", None) or f"api:{request.remote_addr or 'local'}"

@@ -43,6 +43,16 @@ def main(n: int = 20_000) -> list[tuple[str, str, str]]:
             t2 = clock()
             direct.append(t1 - t0)
             routed.append(t2 - t1)
+        # What a provider reporting usage adds: the price lookup and the integer cost.
+        svc.registry.register_version("bench", "2.0.0", "stable", provider="gemini",
+                                      config={"model": "gemini-2.5-flash"})
+        cost = svc.prices.cost
+        cost("bench", "2.0.0", 1000, 200, 1200)
+        pricing = []
+        for _ in range(n):
+            t0 = clock()
+            cost("bench", "2.0.0", 1000, 200, 1200)
+            pricing.append(clock() - t0)
         svc.close()
     d_med, g_med = statistics.median(direct) / 1000, statistics.median(routed) / 1000
     overhead = statistics.median(g - dd for g, dd in zip(routed, direct)) / 1000
@@ -50,10 +60,14 @@ def main(n: int = 20_000) -> list[tuple[str, str, str]]:
     print(f"{'direct provider.predict':34} {d_med:8.1f} µs")
     print(f"{'gateway.predict (route+load+track)':34} {g_med:8.1f} µs  ({g_med / d_med:.2f}x)")
     print(f"{'overhead per prediction':34} {overhead:8.1f} µs  (target ≤ 50 µs, n={n})")
+    price_med = statistics.median(pricing) / 1000
+    print(f"{'+ cost of a priced prediction':34} {price_med:8.1f} µs  (price lookup + cost)")
     return [("ONNX predict, direct (median)", f"{d_med:.1f} µs", ""),
             ("ONNX predict through the gateway, in process", f"{g_med:.1f} µs",
              f"{g_med / d_med:.2f}x direct"),
-            ("gateway overhead per prediction (median)", f"{overhead:.1f} µs", "≤ 50 µs")]
+            ("gateway overhead per prediction (median)", f"{overhead:.1f} µs", "≤ 50 µs"),
+            ("+ pricing a prediction that reports usage (median)", f"{price_med:.1f} µs",
+             "within 10% of the overhead's budget")]
 
 
 def tracing_cost(n: int = 20_000, rounds: int = 10) -> list[tuple[str, str, str]]:

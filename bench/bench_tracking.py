@@ -1,6 +1,7 @@
 """Benchmark of performance tracking (run by hand: ``python bench/bench_tracking.py``).
 
-Measures (DESIGN §7): ``record()`` events per second in process (target ≥ 100,000), and
+Measures (DESIGN §7): ``record()`` events per second in process (target ≥ 100,000; each event
+carries its cost in micro-USD, as the gateway records it), and
 ``get_metrics`` latency with 1,000 and with 1,000,000 tracked predictions (target ≤ 20 ms and
 independent of the count). Both populations are spread over the same last 24 hours, so the
 comparison isolates the number of predictions. Uses a temporary SQLite file, or
@@ -39,7 +40,7 @@ def bench_record(collector: MetricsCollector, n: int, threads: int) -> float:
     def work() -> None:
         record = collector.record
         for i in range(per_thread):
-            record(model, "1.0.0", latencies[i & 4095], True, None, 20, 80)
+            record(model, "1.0.0", latencies[i & 4095], True, None, 20, 80, None, None, 206)
 
     workers = [threading.Thread(target=work) for _ in range(threads)]
     start = time.perf_counter()
@@ -56,7 +57,7 @@ def populate(collector: MetricsCollector, model: str, n: int, now: float) -> flo
     start = time.perf_counter()
     record = collector.record
     for x, t in zip(latencies.tolist(), at.tolist()):
-        record(model, "1.0.0", x, True, None, 20, 80, t)
+        record(model, "1.0.0", x, True, None, 20, 80, t, None, 206)
     collector.flush()
     return time.perf_counter() - start
 

@@ -19,6 +19,10 @@ Threshold rules, in order:
    - p95 latency above ``max_p95_latency`` (when set);
    - p95 above ``max_p95_ratio`` × the stable p95, when both have ``min_requests`` requests,
      and more than ``p95_tolerance_s`` above it in absolute terms;
+   - cost per request above ``max_cost_ratio`` × the stable version's (when set). The stable
+     side is its cost per request in the step's window, or — when it served fewer than
+     ``min_requests`` there, as after a blue-green switch — over the last
+     ``cost_baseline_s`` seconds; a stable version that cost nothing is no reference;
 3. ``interval_s`` not over yet → inconclusive; else → pass.
 """
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 from deployment.deployment_strategy import AnalysisSettings
 from deployment.judge import judge
 from deployment.verdicts import (FAIL, INCONCLUSIVE, PASS, Check, Verdict,  # noqa: F401
-                                 window_metrics)
+                                 cost_check, window_metrics)
 from tracking.performance_tracker import PerformanceTracker
 
 
@@ -64,7 +68,7 @@ def analyze(tracker: PerformanceTracker, model: str, candidate: str, stable: str
     since the step started), by the thresholds or by the statistical judge (settings.judge)."""
     if settings.judge == "statistical":
         return judge(tracker, model, candidate, stable, settings, elapsed_s)
-    _window, c, s, evidence = window_metrics(tracker, model, candidate, stable, elapsed_s,
+    window, c, s, evidence = window_metrics(tracker, model, candidate, stable, elapsed_s,
                                              settings)
     evidence["judge"] = "threshold"
     if c["requests"] < settings.min_requests:
@@ -72,6 +76,9 @@ def analyze(tracker: PerformanceTracker, model: str, candidate: str, stable: str
                                      f"{settings.min_requests} requests of {candidate}",
                        evidence)
     checks, excused = _checks(c, s, settings)
+    cost = cost_check(tracker, model, c, s, stable, settings, window, evidence)
+    if cost is not None:
+        checks.append(cost)
     evidence["checks"] = [check.as_dict() for check in checks]
     failing = [check for check in checks if not check.ok
                and not (excused and check.name == "error_rate")]

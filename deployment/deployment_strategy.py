@@ -59,6 +59,15 @@ class AnalysisSettings(BaseModel):
     p95_tolerance_s: float = Field(
         0.025, ge=0, description="a p95 ratio breach also needs this many seconds of absolute "
                                  "difference: sub-millisecond latencies jitter by large ratios")
+    max_cost_ratio: Optional[float] = Field(
+        None, gt=0, description="highest acceptable cost per request relative to the stable "
+                                "version's (e.g. 1.5); null disables. Blue-green compares with "
+                                "the stable version's cost before the switch")
+    cost_baseline_s: float = Field(
+        3600.0, gt=0, le=30 * 86400,
+        description="when the stable version served fewer than min_requests during the step "
+                    "(blue-green after its switch), its cost per request over this many "
+                    "seconds is the reference")
     # issue 19: the statistical judge (deployment.judge) and its settings
     judge: Literal["threshold", "statistical"] = Field(
         "threshold", description="threshold: the fixed limits above; statistical: Fisher's "

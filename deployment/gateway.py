@@ -20,7 +20,9 @@ from models.base_model import ChatRequest, Delta, ModelProvider, Prediction, Usa
 from models.model_loader import ModelLoader
 from registry.model_registry import ModelRegistry
 from tracking import prometheus
+from tracking.budgets import Budgets
 from tracking.metrics_collector import MetricsCollector, pinned_key
+from tracking.pricing import PriceBook, cost_fields
 
 # Failures that are the version's fault: counted against it, and worth one retry on stable.
 # Everything else the gateway raises (bad input, non-finite outputs, outputs or memory over the
@@ -70,12 +72,14 @@ class Served:
     latency: float
     route: Route
     fallback: bool
+    cost: int | None = None     # micro-USD; None when the version has no price or no usage
 
     def as_dict(self) -> dict[str, Any]:
         """The body of ``POST /api/models/{name}/predict``."""
         usage = self.prediction.usage
         return {"model": self.model, "version": self.version, "output": self.prediction.output,
-                "latency": self.latency, "usage": usage.as_dict() if usage else None,
+                "latency": self.latency,
+                "usage": {**usage.as_dict(), **cost_fields(self.cost)} if usage else None,
                 "deployment_id": self.route.deployment_id, "routed_by": self.route.routed_by,
                 "fallback": self.fallback}
 
@@ -85,42 +89,55 @@ class Gateway:
     routing, pins, the in-flight limit, fallback to stable and tracking happen once."""
 
     def __init__(self, registry: ModelRegistry, loader: ModelLoader, router: Router,
-                 collector: MetricsCollector, max_inflight_per_model: int = 64) -> None:
+                 collector: MetricsCollector, max_inflight_per_model: int = 64, *,
+                 prices: PriceBook | None = None, budgets: Budgets | None = None) -> None:
         self.registry = registry
         self.loader = loader
         self.router = router
         self.collector = collector
         self.inflight = InFlightLimit(max_inflight_per_model)
+        self.prices = prices
+        self.budgets = budgets
         self.mirror: Any = None   # issue 19: a deployment.shadow.ShadowMirror, when wired
 
     def predict(self, model: str, input: Any, *, version: str | None = None,
-                key: str | None = None, params: dict[str, Any] | None = None) -> dict[str, Any]:
+                key: str | None = None, params: dict[str, Any] | None = None,
+                api_key: str | None = None) -> dict[str, Any]:
         """Serve one prediction. A failed call to a version other than the stable one is retried
         once on the stable version (``fallback: true``) and still counted against the first."""
         answer = self.serve(model, lambda p: p.predict(input, params), version=version,
-                            key=key).as_dict()
+                            key=key, api_key=api_key).as_dict()
         if self.mirror is not None and version is None:
             # the answer is computed: queue a mirror (never blocks, see deployment.shadow)
             self.mirror.offer(model, input, params, answer)
         return answer
 
     def chat(self, model: str, request: ChatRequest, *, version: str | None = None,
-             key: str | None = None) -> Served:
+             key: str | None = None, api_key: str | None = None) -> Served:
         """One answer to a conversation, routed, limited, retried and tracked as predict."""
-        return self.serve(model, lambda p: p.chat(request), version=version, key=key)
+        return self.serve(model, lambda p: p.chat(request), version=version, key=key,
+                          api_key=api_key)
 
     def serve(self, model: str, invoke: Callable[[ModelProvider], Prediction], *,
-              version: str | None = None, key: str | None = None) -> Served:
-        """Call ``invoke`` on the provider of the version routing (or ``version``) picks."""
+              version: str | None = None, key: str | None = None,
+              api_key: str | None = None) -> Served:
+        """Call ``invoke`` on the provider of the version routing (or ``version``) picks.
+        ``api_key`` (the caller's key name) is what spend and key budgets are counted by; a
+        spent hard budget of the key or the model refuses the call (BudgetExceeded)."""
+        self._check_budget(model, api_key)
         with self.inflight.hold(model):
             route = self.route(model, version, key)
             try:
-                return self._call(model, route.version, invoke, route, fallback=False)
+                return self._call(model, route.version, invoke, route, False, api_key)
             except VERSION_FAILURES:
                 stable = self._fallback_version(route)
                 if stable is None:
                     raise
-                return self._call(model, stable, invoke, route, fallback=True)
+                return self._call(model, stable, invoke, route, True, api_key)
+
+    def _check_budget(self, model: str, api_key: str | None) -> None:
+        if self.budgets is not None:
+            self.budgets.check(model, api_key)
 
     def route(self, model: str, version: str | None = None, key: str | None = None) -> Route:
         """The version that serves this call: ``version`` (any ref the registry resolves)
@@ -151,8 +168,9 @@ class Gateway:
         return pinned_key(model) if route.routed_by == "pin" else model
 
     def _call(self, model: str, version: str, invoke: Callable[[ModelProvider], Prediction],
-              route: Route, fallback: bool) -> Served:
-        """One call, counted against ``version`` when it is the version's doing."""
+              route: Route, fallback: bool, api_key: str | None) -> Served:
+        """One call, counted against ``version`` when it is the version's doing (a pinned
+        call's cost is still the model's spend)."""
         tracked = self._tracked(model, route)
         observability.bind_route(model, version, route.deployment_id)   # issue 20: log fields
         started = time.perf_counter()
@@ -168,19 +186,28 @@ class Gateway:
                 result = invoke(provider)
         except VERSION_FAILURES as exc:
             self.collector.record(tracked, version, time.perf_counter() - started, False,
-                                  exc.code)
+                                  exc.code, api_key=api_key)
             raise
         latency = time.perf_counter() - started
-        self._record_success(tracked, version, latency, result.usage)
-        return Served(model, version, result, latency, route, fallback)
+        cost = self._record_success(model, route, version, latency, result.usage, api_key)
+        return Served(model, version, result, latency, route, fallback, cost)
 
-    def _record_success(self, tracked: str, version: str, latency: float,
-                        usage: Usage | None) -> None:
+    def _record_success(self, model: str, route: Route, version: str, latency: float,
+                        usage: Usage | None, api_key: str | None) -> int | None:
+        """Count one answered call with its cost (micro-USD, returned; None: no price)."""
+        tracked = self._tracked(model, route)
         if usage is None:
-            self.collector.record(tracked, version, latency, True)
-        else:
-            self.collector.record(tracked, version, latency, True, None, usage.input_tokens,
-                                  usage.output_tokens, total_tokens=usage.total_tokens)
+            self.collector.record(tracked, version, latency, True, api_key=api_key)
+            return None
+        cost = None if self.prices is None else self.prices.cost(
+            model, version, usage.input_tokens, usage.output_tokens, usage.total_tokens,
+            usage.cached_tokens, usage.reasoning_tokens)
+        self.collector.record(tracked, version, latency, True, None, usage.input_tokens,
+                              usage.output_tokens, total_tokens=usage.total_tokens,
+                              cost=cost or 0, api_key=api_key)
+        if cost and self.budgets is not None:
+            self.budgets.spent(model, api_key, cost)
+        return cost
 
     def text_models(self, limit: int = 200) -> list[dict[str, Any]]:
         """Models with a version whose provider generates text, with their aliases: what the
@@ -208,27 +235,28 @@ class Gateway:
     # -- streams ----------------------------------------------------------------------------
 
     def chat_stream(self, model: str, request: ChatRequest, *, version: str | None = None,
-                    key: str | None = None) -> "ChatStream":
+                    key: str | None = None, api_key: str | None = None) -> "ChatStream":
         """Open a streamed answer. The first piece is awaited here, so that a failure before
         any text reaches the client is an ordinary error, retried once on the stable version
         as predict is; the in-flight slot is held until the stream ends or is closed."""
+        self._check_budget(model, api_key)
         slot = ExitStack()
         slot.enter_context(self.inflight.hold(model))
         try:
             route = self.route(model, version, key)
             try:
-                return self._open(model, route.version, request, route, False, slot)
+                return self._open(model, route.version, request, route, False, slot, api_key)
             except VERSION_FAILURES:
                 stable = self._fallback_version(route)
                 if stable is None:
                     raise
-                return self._open(model, stable, request, route, True, slot)
+                return self._open(model, stable, request, route, True, slot, api_key)
         except BaseException:
             slot.close()
             raise
 
     def _open(self, model: str, version: str, request: ChatRequest, route: Route,
-              fallback: bool, slot: ExitStack) -> "ChatStream":
+              fallback: bool, slot: ExitStack, api_key: str | None) -> "ChatStream":
         started = time.perf_counter()
         try:
             provider = self.loader.get(model, version)
@@ -237,10 +265,11 @@ class Gateway:
             first = next(pieces, None)
         except VERSION_FAILURES as exc:
             self.collector.record(self._tracked(model, route), version,
-                                  time.perf_counter() - started, False, exc.code)
+                                  time.perf_counter() - started, False, exc.code,
+                                  api_key=api_key)
             raise
         return ChatStream(self, model, version, route, fallback, pieces, first, started,
-                          slot.pop_all())
+                          slot.pop_all(), api_key)
 
 
 class ChatStream:
@@ -250,13 +279,15 @@ class ChatStream:
 
     def __init__(self, gateway: Gateway, model: str, version: str, route: Route, fallback: bool,
                  pieces: Iterator[Delta], first: Delta | None, started: float,
-                 slot: ExitStack) -> None:
+                 slot: ExitStack, api_key: str | None = None) -> None:
         self.model = model
         self.version = version
         self.route = route
         self.fallback = fallback
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
+        self.cost: int | None = None   # micro-USD, known once the stream ended complete
+        self.api_key = api_key
         self.ttft: float | None = time.perf_counter() - started if first is not None else None
         self._gateway = gateway
         self._pieces = pieces
@@ -307,7 +338,9 @@ class ChatStream:
         gateway, version = self._gateway, self.version
         tracked = gateway._tracked(self.model, self.route)
         if outcome is None:
-            gateway._record_success(tracked, version, latency, self.usage)
+            self.cost = gateway._record_success(self.model, self.route, version, latency,
+                                                self.usage, self.api_key)
         elif isinstance(outcome, VERSION_FAILURES):
-            gateway.collector.record(tracked, version, latency, False, outcome.code)
+            gateway.collector.record(tracked, version, latency, False, outcome.code,
+                                     api_key=self.api_key)
         prometheus.observe_stream(tracked, version, self.ttft, outcome == "disconnected")

@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from deployment.verdicts import FAIL, INCONCLUSIVE, PASS, Check, Verdict, window_metrics
+from deployment.verdicts import (FAIL, INCONCLUSIVE, PASS, Check, Verdict, cost_check,
+                                 window_metrics)
 from deployment.deployment_strategy import AnalysisSettings
 from tracking.performance_tracker import PerformanceTracker
 
@@ -118,6 +119,9 @@ def judge(tracker: PerformanceTracker, model: str, candidate: str, stable: str |
             checks.append(Check("latency_rank_test", latency["p_value"], alpha / 2, not slower,
                                 f"median {latency['candidate_median']:.4g}s vs "
                                 f"{latency['stable_median']:.4g}s"))
+    cost = cost_check(tracker, model, c, s, stable, settings, window, evidence)
+    if cost is not None:
+        checks.append(cost)
     evidence["checks"] = [check.as_dict() for check in checks]
     short = [f"{name} {m['requests']}/{settings.min_samples}"
              for name, m in ((candidate, c), (stable, s)) if m["requests"] < settings.min_samples]
@@ -126,7 +130,9 @@ def judge(tracker: PerformanceTracker, model: str, candidate: str, stable: str |
                                      + ", ".join(short) + " requests", evidence)
     failing = [check for check in checks if not check.ok]
     if failing:
-        reasons = "; ".join(f"{f.name} p={f.value:.3g} < {f.threshold:g} ({f.note})"
+        reasons = "; ".join(f"{f.name} {f.value:.4g} > {f.threshold:g} ({f.note})"
+                            if f.name == "cost_ratio" else
+                            f"{f.name} p={f.value:.3g} < {f.threshold:g} ({f.note})"
                             for f in failing)
         return Verdict(FAIL, f"{candidate} is worse than {stable}: {reasons}", evidence,
                        failing[0])

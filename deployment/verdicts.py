@@ -46,7 +46,9 @@ def _summary(version: str | None, m: dict[str, Any] | None) -> dict[str, Any] | 
         return None
     return {"version": version, "requests": m["requests"], "failures": m["failures"],
             "error_rate": m["error_rate"], "p95_latency": m["p95_latency"],
-            "avg_latency": m["avg_latency"], "errors": m.get("errors", {})}
+            "avg_latency": m["avg_latency"], "errors": m.get("errors", {}),
+            "cost_usd": m.get("cost_usd", 0.0),
+            "cost_per_request_usd": m.get("cost_per_request_usd")}
 
 
 def window_metrics(tracker: PerformanceTracker, model: str, candidate: str,
@@ -57,7 +59,7 @@ def window_metrics(tracker: PerformanceTracker, model: str, candidate: str,
     window = max(1.0, float(elapsed_s))
     found = tracker.get_metrics(model, window=window)
     empty = {"requests": 0, "failures": 0, "error_rate": None, "p95_latency": None,
-             "avg_latency": None, "errors": {}}
+             "avg_latency": None, "errors": {}, "cost_usd": 0.0, "cost_per_request_usd": None}
     c = found.get(candidate) or empty
     s = (found.get(stable) or empty) if stable is not None and stable != candidate else None
     evidence: dict[str, Any] = {
@@ -66,3 +68,27 @@ def window_metrics(tracker: PerformanceTracker, model: str, candidate: str,
         "settings": settings.model_dump(),
     }
     return window, c, s, evidence
+
+
+def cost_check(tracker: PerformanceTracker, model: str, c: dict[str, Any],
+                s: dict[str, Any] | None, stable: str | None, settings: AnalysisSettings,
+                window: float, evidence: dict[str, Any]) -> Check | None:
+    """Cost per request against the stable version's (the rules: ``deployment.analysis``);
+    None when no cost gate is set or there is no reference yet (then ``evidence`` says why)."""
+    if settings.max_cost_ratio is None or stable is None or s is None:
+        return None
+    reference, reference_window = s, window
+    if s["requests"] < settings.min_requests:
+        reference_window = max(window, settings.cost_baseline_s)
+        reference = tracker.get_metrics(model, stable, window=reference_window)
+    base = reference.get("cost_per_request_usd")
+    mine = c.get("cost_per_request_usd")
+    evidence["cost"] = {"candidate_per_request_usd": mine, "stable_per_request_usd": base,
+                        "stable_requests": reference["requests"],
+                        "stable_window_s": round(reference_window, 3)}
+    if reference["requests"] < settings.min_requests or not base or mine is None:
+        return None
+    ratio = mine / base
+    evidence["cost"]["ratio"] = ratio
+    return Check("cost_ratio", ratio, settings.max_cost_ratio, ratio <= settings.max_cost_ratio,
+                 f"${mine:.6g} vs stable ${base:.6g} per request")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from config import Settings
 from errors import InvalidArgument
 
 
@@ -24,11 +25,17 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
-    reasoning_tokens: int = 0
+    cached_tokens: int = 0       # part of input_tokens served from the provider's cache
+    reasoning_tokens: int = 0    # part of output_tokens spent on thinking
 
     def as_dict(self) -> dict[str, int]:
-        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-                "total_tokens": self.total_tokens}
+        out = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+               "total_tokens": self.total_tokens}
+        if self.cached_tokens:
+            out["cached_tokens"] = self.cached_tokens
+        if self.reasoning_tokens:
+            out["reasoning_tokens"] = self.reasoning_tokens
+        return out
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,9 @@ class VersionSpec:
     artifact_path: Path | None = None
     artifact_digest: str | None = None
     limits: ProviderLimits = field(default_factory=ProviderLimits)
+    # The settings the loader was wired with (the Gemini provider takes its endpoint and key
+    # from them when they name one; None: the process's configuration only).
+    settings: Settings | None = None
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@ generation settings) bundle, called through the official ``google-genai`` SDK.
 
 The SDK is configured so that the service alone decides about retries and deadlines: SDK
 retries, automatic continuation and automatic function calling are off, so one
-``predict`` is exactly one HTTP call bounded by ``PROVIDER_TIMEOUT_S``. The endpoint is never
-set here, so the SDK's own ``GOOGLE_GEMINI_BASE_URL`` keeps working.
+``predict`` is exactly one HTTP call bounded by ``PROVIDER_TIMEOUT_S``. The endpoint is the
+wired settings' ``gemini_base_url`` when they carry one (``main.py`` passes a local one);
+otherwise the SDK reads its own ``GOOGLE_GEMINI_BASE_URL``.
 
 Error mapping (SDK / transport → ``errors``):
 
@@ -160,6 +161,7 @@ class GeminiModel(ModelProvider):
         self._closed = False
         self._model_id = ""
         self._timeout_s = 0.0
+        self._base_url: str | None = None
         self._allowed: frozenset[str] = frozenset()
         self._base_config: types.GenerateContentConfig | None = None
 
@@ -183,6 +185,12 @@ class GeminiModel(ModelProvider):
         (versions can be registered and loaded without one), it fails at predict time."""
         cfg = self.validate_config(dict(self.spec.config))
         settings = app_config.get_settings()
+        # The wiring's settings may name a Gemini endpoint and key of their own (main.py's
+        # offline demo); the rest, and these when they name none, is the process's
+        # configuration, read at load (a test that changes the environment sees the change).
+        wired = self.spec.settings
+        self._base_url = wired.gemini_base_url if wired else None
+        api_key = (wired.gemini_api_key if wired else None) or settings.gemini_api_key
         self._model_id = cfg["model"]
         self._timeout_s = settings.provider_timeout_s
         self._allowed = frozenset(cfg.get("allowed_params", DEFAULT_ALLOWED_PARAMS))
@@ -195,13 +203,13 @@ class GeminiModel(ModelProvider):
         )
         with self._lock:
             self._closed = False
-            if self._client is None and settings.gemini_api_key:
-                self._client = self._new_client(settings.gemini_api_key)
+            if self._client is None and api_key:
+                self._client = self._new_client(api_key)
 
     def _new_client(self, api_key: str) -> genai.Client:
-        # No base_url on purpose: GOOGLE_GEMINI_BASE_URL is read by the SDK itself.
         # HttpOptions.timeout is in milliseconds (the SDK divides by 1000 for httpx).
         http_options = types.HttpOptions(
+            base_url=self._base_url,
             timeout=max(1, round(self._timeout_s * 1000)) if self._timeout_s > 0 else None,
             retry_options=types.HttpRetryOptions(attempts=1),
         )
@@ -470,10 +478,11 @@ def _usage_of(response: types.GenerateContentResponse) -> Usage | None:
         return None
     prompt = meta.prompt_token_count or 0
     # Thinking tokens are billed as output; count them so input + output == total.
-    output = (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0)
+    thinking = meta.thoughts_token_count or 0
+    output = (meta.candidates_token_count or 0) + thinking
     total = meta.total_token_count or (prompt + output)
     return Usage(input_tokens=prompt, output_tokens=output, total_tokens=total,
-                 reasoning_tokens=meta.thoughts_token_count or 0)
+                 cached_tokens=meta.cached_content_token_count or 0, reasoning_tokens=thinking)
 
 
 def _is_key_invalid(exc: genai_errors.APIError) -> bool:

@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
+from config import Settings
+from money import parse_price
 from errors import (DataCorrupted, FailedPrecondition, InvalidArgument, NotFound, ProviderError,
                     RegistryError)
 from models.base_model import ModelProvider, ProviderLimits, VersionSpec
@@ -102,8 +104,19 @@ class ProviderCatalog:
 
     def validate_config(self, provider: str, config: dict[str, Any]) -> dict[str, Any]:
         """The ``ModelRegistry(validate_config=...)`` hook: refuse at registration a config
-        the version's provider could never load."""
-        return self.provider_class(provider).validate_config(config)
+        the version's provider could never load. ``prices`` (USD per 1M tokens, see
+        ``money.parse_price``) is accepted by every provider: tracking reads it, not them."""
+        cls = self.provider_class(provider)
+        if not isinstance(config, dict) or "prices" not in config:
+            return cls.validate_config(config)
+        rest = {k: v for k, v in config.items() if k != "prices"}
+        parse_price(config["prices"], "config.prices")
+        return {**cls.validate_config(rest), "prices": config["prices"]}
+
+
+def provider_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A version's config as its provider reads it: ``prices`` belongs to tracking."""
+    return {k: v for k, v in (config or {}).items() if k != "prices"}
 
 
 class ModelLoader:
@@ -121,13 +134,15 @@ class ModelLoader:
                  limits: ProviderLimits | None = None, max_loaded: int = 32,
                  max_loaded_bytes: int = 2 * 1024 * 1024 * 1024,
                  serving: Callable[[str], set[str]] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 settings: Settings | None = None) -> None:
         self.registry = registry
         self.store = store
         self.catalog = catalog or ProviderCatalog()
         self.failure_ttl_s = failure_ttl_s
         self.clock = clock   # monotonic seconds; tests inject one instead of sleeping
         self.limits = limits or ProviderLimits()
+        self.settings = settings   # handed to the providers (the Gemini key and endpoint)
         self.max_loaded = max_loaded
         self.max_loaded_bytes = max_loaded_bytes
         self.serving = serving
@@ -238,9 +253,9 @@ class ModelLoader:
                     "missing from the artifact store; re-upload it",
                     details={"expected": artifact["digest"]}) from None
         spec = VersionSpec(model=model, version=version, provider=row["provider"],
-                           config=dict(row.get("config") or {}), artifact_path=path,
+                           config=provider_config(row.get("config")), artifact_path=path,
                            artifact_digest=artifact["digest"] if artifact else None,
-                           limits=self.limits)
+                           limits=self.limits, settings=self.settings)
         instance = cls(spec)
         try:
             instance.load()

@@ -158,6 +158,7 @@ metric_buckets = Table(
     Column("input_tokens", BigInteger, nullable=False, default=0),
     Column("output_tokens", BigInteger, nullable=False, default=0),
     Column("total_tokens", BigInteger, nullable=False, default=0),
+    Column("cost_micro_usd", BigInteger, nullable=False, default=0, server_default="0"),
     Column("errors", JSON, nullable=False, default=dict),     # {error kind: failures}
     Column("latency_hist", LargeBinary, nullable=False),      # sparse log histogram, see collector
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -340,6 +341,59 @@ snapshots = Table(
     Column("actor", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_snapshots_model_created", "model", "created_at"),
+)
+
+# --- cost (issue 16) ------------------------------------------------------------------------
+# Price overrides with their history: a row applies to calls from ``effective_from`` until the
+# next row of the same (model, version); rows are never updated, so past costs stay explained.
+# ``version`` "" is the model-wide price. Rates are micro-USD per 1M tokens (see money.py).
+prices = Table(
+    "prices", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("model", String(128), nullable=False),
+    Column("version", String(255), nullable=False, default=""),
+    Column("effective_from", DateTime(timezone=True), nullable=False),
+    Column("input_rate", BigInteger, nullable=False),
+    Column("output_rate", BigInteger, nullable=False),
+    Column("cached_input_rate", BigInteger),
+    Column("thinking_rate", BigInteger),
+    Column("source", Text, nullable=False, default=""),
+    Column("actor", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_prices_model_version_from", "model", "version", "effective_from"),
+)
+
+# What was spent, per hour, model, version and API key ("" = no key): written by the metrics
+# flush in the same transaction as the metric buckets, merged additively across processes.
+spend = Table(
+    "spend", metadata,
+    Column("model", String(128), nullable=False),
+    Column("version", String(255), nullable=False),
+    Column("api_key", String(128), nullable=False),
+    Column("hour_start", BigInteger, nullable=False),          # epoch s, multiple of 3600
+    Column("requests", BigInteger, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("cost_micro_usd", BigInteger, nullable=False, default=0),
+    PrimaryKeyConstraint("model", "hour_start", "version", "api_key", name="pk_spend"),
+    Index("ix_spend_key_hour", "api_key", "hour_start"),
+    Index("ix_spend_hour", "hour_start"),
+)
+
+# Spending limits of one API key or one model per day or month (UTC calendar periods).
+budgets = Table(
+    "budgets", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("scope", String(8), nullable=False),                # key | model
+    Column("name", String(128), nullable=False),
+    Column("period", String(8), nullable=False),               # day | month
+    Column("soft_limit_micro_usd", BigInteger),
+    Column("hard_limit_micro_usd", BigInteger),
+    Column("hard_action", String(8), nullable=False),          # reject | alert
+    Column("actor", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("scope", "name", name="uq_budgets_scope_name"),
 )
 
 # --- webhooks (issue 18) ----------------------------------------------------------------------

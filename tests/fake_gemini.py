@@ -11,7 +11,9 @@ Deterministic replies, so tests can assert on them:
   ``generationConfig.maxOutputTokens`` words (then ``finishReason`` is ``MAX_TOKENS``);
 - ``promptTokenCount``: words (``str.split``) in every text part of ``contents`` plus
   ``systemInstruction``; ``candidatesTokenCount``: words in the reply text;
-  ``totalTokenCount``: their sum;
+  ``totalTokenCount``: their sum. ``set_usage(model, ...)`` replaces these counts by fixed ones
+  (with ``cachedContentTokenCount`` and ``thoughtsTokenCount`` when given), so cost tests
+  know every call's exact usage;
 - ``streamGenerateContent?alt=sse``: the same reply as Server-Sent Events, one word per chunk
   (``chunk_delay`` seconds apart), the last chunk carrying ``finishReason`` and
   ``usageMetadata``, as Gemini does. A client that hangs up mid-stream is logged
@@ -58,6 +60,7 @@ class Behavior:
     status: int = 500
     hang: bool = False
     hang_s: float = 30.0
+    usage: dict[str, int] | None = None      # fixed usageMetadata (set_usage)
     chunk_delay: float = 0.0
     # Running sum of error_rate: a call fails each time it crosses an integer, so a rate of
     # 0.25 fails exactly every 4th call — deterministic, unlike random sampling.
@@ -153,9 +156,25 @@ class FakeGemini:
         if not 0.0 <= error_rate <= 1.0:
             raise ValueError("error_rate must be between 0 and 1")
         with self._lock:
+            usage = (self._behaviors.get(model) or Behavior()).usage
             self._behaviors[model] = Behavior(latency=latency, error_rate=error_rate,
                                               status=status, hang=hang, hang_s=hang_s,
-                                              chunk_delay=chunk_delay)
+                                              chunk_delay=chunk_delay, usage=usage)
+
+    def set_usage(self, model: str | None, prompt: int, candidates: int, thoughts: int = 0,
+                  cached: int = 0) -> None:
+        """Answer calls for ``model`` with this exact ``usageMetadata`` (Gemini's field
+        meanings: ``thoughts`` come on top of ``candidates``; ``cached`` is part of
+        ``prompt``)."""
+        usage = {"promptTokenCount": prompt, "candidatesTokenCount": candidates,
+                 "totalTokenCount": prompt + candidates + thoughts}
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
+        if cached:
+            usage["cachedContentTokenCount"] = cached
+        with self._lock:
+            behavior = self._behaviors.setdefault(model, Behavior())
+            behavior.usage = usage
 
     def reset(self) -> None:
         """Forget every behavior and the call log."""
@@ -232,6 +251,8 @@ class FakeGemini:
                     "@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "2s"}]
             return answer(status, error)
         reply = _reply(model or "", body)
+        if behavior.usage is not None:
+            reply["usageMetadata"] = dict(behavior.usage)
         if action == "streamGenerateContent":
             return answer(200, {"stream": _chunks(reply), "chunk_delay": behavior.chunk_delay,
                                 "call": call})

@@ -181,6 +181,9 @@ def test_canary_moves_the_bar_live_then_roll_back(page: Page, server: LiveServer
         tab.select_option("#window", "5m|10s")
         sync_api.expect(tab.locator('[data-testid="chart-requests"] .legend')).to_contain_text(
             "1.1.0")
+        # ONNX reports no usage: the cost chart is there and says why it is flat
+        sync_api.expect(tab.locator('[data-testid="chart-cost"]')).to_contain_text(
+            "no priced usage")
         sync_api.expect(segment(tab, "1.1.0", 50)).to_be_visible()
         machine = tab.locator('[data-testid="state-machine"]')
         sync_api.expect(machine.locator(".node.current")).to_contain_text("step 2 of 3")

@@ -31,7 +31,9 @@ def test_every_section_runs_and_prints_real_results(tmp_path):
     assert "rollback again -> FAILED_PRECONDITION" in out
     assert "trigger snapshot" in out and "p95" in out
     assert "skipped: GEMINI_API_KEY is not set" in out
-    assert "all 9 sections done" in out
+    assert "canary 1.1.0 with max_cost_ratio 2 -> aborted" in out and "cost_ratio" in out
+    assert "$ per 1k requests" in out and "team-b over its daily budget -> " in out
+    assert "all 10 sections done" in out
 
 
 def test_help_lists_sections_and_one_section_runs_alone(tmp_path):

@@ -106,7 +106,8 @@ class Aggregate:
     """Everything stored about a set of predictions; adding two gives the aggregate of both."""
 
     __slots__ = ("requests", "successes", "latency_sum", "latency_min", "latency_max",
-                 "input_tokens", "output_tokens", "total_tokens", "errors", "hist")
+                 "input_tokens", "output_tokens", "total_tokens", "cost", "errors", "hist",
+                 "by_key")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -117,8 +118,13 @@ class Aggregate:
         self.input_tokens = 0
         self.output_tokens = 0
         self.total_tokens = 0
+        self.cost = 0                         # micro-USD (money.py): integers only
         self.errors: dict[str, int] = {}      # failures by error kind
         self.hist: dict[int, int] = {}        # latency_index → count
+        # Spend of the requests made with an API key: {key name: [requests, input tokens
+        # (unsplit included), output tokens, cost]}. Requests without a key are the rest of the
+        # totals (see ``anonymous_spend``), so keyless traffic pays nothing here.
+        self.by_key: dict[str, list[int]] = {}
 
     @property
     def failures(self) -> int:
@@ -136,6 +142,14 @@ class Aggregate:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
         self.total_tokens += other.total_tokens
+        self.cost += other.cost
+        for name, theirs in other.by_key.items():
+            mine = self.by_key.get(name)
+            if mine is None:
+                self.by_key[name] = list(theirs)
+            else:
+                for i, n in enumerate(theirs):
+                    mine[i] += n
         for kind, n in other.errors.items():
             self.errors[kind] = self.errors.get(kind, 0) + n
         hist = self.hist
@@ -145,6 +159,15 @@ class Aggregate:
 
     def copy(self) -> Aggregate:
         return Aggregate().merge(self)
+
+    def anonymous_spend(self) -> list[int]:
+        """[requests, input tokens, output tokens, cost] of the requests made without a key."""
+        rest = [self.requests, self.total_tokens - self.output_tokens, self.output_tokens,
+                self.cost]
+        for spent in self.by_key.values():
+            for i, n in enumerate(spent):
+                rest[i] -= n
+        return rest
 
 
 def merge_batches(batches: Iterable[Mapping[Key, Aggregate]]) -> dict[Key, Aggregate]:

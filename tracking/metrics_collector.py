@@ -189,9 +189,12 @@ class MetricsCollector:
     # The hot path. Kept flat (no helper calls) because it runs once per prediction.
     def record(self, model: str, version: str, latency_s: float, success: bool,
                error_kind: str | None = None, input_tokens: int = 0, output_tokens: int = 0,
-               at: float | None = None, total_tokens: int | None = None) -> None:
+               at: float | None = None, total_tokens: int | None = None, cost: int = 0,
+               api_key: str | None = None) -> None:
         """Count one prediction. ``total_tokens`` defaults to input + output; pass it when the
-        provider reports only a total. ``at`` (epoch seconds) defaults to now."""
+        provider reports only a total. ``at`` (epoch seconds) defaults to now. ``cost`` is
+        the prediction's price in integer micro-USD; ``api_key`` the name of the key that made
+        it (for spend per key)."""
         if not 0.0 <= latency_s < _MAX_LATENCY:
             raise InvalidArgument(
                 f"latency must be a finite number of seconds >= 0, got {latency_s!r}")
@@ -225,6 +228,15 @@ class MetricsCollector:
                 agg.input_tokens += input_tokens
                 agg.output_tokens += output_tokens
                 agg.total_tokens += total_tokens
+            agg.cost += cost
+            if api_key is not None:
+                spent = agg.by_key.get(api_key)
+                if spent is None:
+                    spent = agg.by_key[api_key] = [0, 0, 0, 0]
+                spent[0] += 1
+                spent[1] += total_tokens - output_tokens
+                spent[2] += output_tokens
+                spent[3] += cost
             hist = agg.hist
             hist[idx] = hist.get(idx, 0) + 1
 

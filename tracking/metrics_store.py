@@ -42,8 +42,9 @@ from config import get_settings
 from errors import NotFound
 from storage.events import record_event
 from storage.database import Database
-from storage.schema import alerts, iso, metric_buckets, metric_series, utcnow
+from storage.schema import alerts, iso, metric_buckets, metric_series, spend, utcnow
 from tracking.aggregates import BUCKET_SECONDS, Aggregate, Key, encode_histogram, histogram_dict
+from tracking.spend_store import add_spend, spend_rows
 
 RESOLUTIONS: tuple[int, ...] = (BUCKET_SECONDS, 300, 3600, 86400)
 _FINE_RETENTION_S = {BUCKET_SECONDS: 86400, 300: 7 * 86400}
@@ -100,14 +101,15 @@ class BucketRow(NamedTuple):
     input_tokens: int
     output_tokens: int
     total_tokens: int
+    cost_micro_usd: int
     errors: dict[str, int]
     latency_hist: bytes
 
 
 _ROW_COLUMNS = [getattr(metric_buckets.c, name) for name in BucketRow._fields]
 _VALUE_COLUMNS = ("requests", "successes", "failures", "latency_sum", "latency_min", "latency_max",
-                  "input_tokens", "output_tokens", "total_tokens", "errors", "latency_hist",
-                  "updated_at")
+                  "input_tokens", "output_tokens", "total_tokens", "cost_micro_usd", "errors",
+                  "latency_hist", "updated_at")
 _PK = [metric_buckets.c.model, metric_buckets.c.version, metric_buckets.c.resolution,
        metric_buckets.c.bucket_start]
 
@@ -156,11 +158,13 @@ class MetricsStore:
         if not deltas:
             return
         keys = sorted(deltas)
+        spent = spend_rows(batch)
         for attempt in range(_RETRIES):
             try:
                 with ExitStack() as stack:
                     with self.database.transaction() as conn:
                         self._add_in(conn, keys, deltas)
+                        add_spend(conn, self._insert(spend), spent)
                         if commit_guard is not None:
                             stack.enter_context(commit_guard)
                 return
@@ -174,7 +178,7 @@ class MetricsStore:
         t = metric_buckets
         empty = dict(requests=0, successes=0, failures=0, latency_sum=0.0, latency_min=None,
                      latency_max=None, input_tokens=0, output_tokens=0, total_tokens=0,
-                     errors={}, latency_hist=b"", updated_at=now)
+                     cost_micro_usd=0, errors={}, latency_hist=b"", updated_at=now)
         conn.execute(self._insert(t).on_conflict_do_nothing(index_elements=_PK),
                      [dict(zip(("model", "version", "resolution", "bucket_start"), key), **empty)
                       for key in keys])
@@ -194,7 +198,8 @@ class MetricsStore:
                 latency_sum=agg.latency_sum, latency_min=agg.latency_min,
                 latency_max=agg.latency_max, input_tokens=agg.input_tokens,
                 output_tokens=agg.output_tokens, total_tokens=agg.total_tokens,
-                errors=agg.errors, latency_hist=encode_histogram(agg.hist), updated_at=now))
+                cost_micro_usd=agg.cost, errors=agg.errors,
+                latency_hist=encode_histogram(agg.hist), updated_at=now))
         statement = (
             update(t)
             .where(t.c.model == bindparam("k_model"), t.c.version == bindparam("k_version"),
@@ -232,6 +237,7 @@ class MetricsStore:
             agg.latency_min, agg.latency_max = row.latency_min, row.latency_max
         agg.input_tokens, agg.output_tokens = row.input_tokens, row.output_tokens
         agg.total_tokens = row.total_tokens
+        agg.cost = row.cost_micro_usd
         agg.errors = dict(row.errors or {})
         agg.hist = histogram_dict(row.latency_hist)
         return agg

@@ -35,12 +35,14 @@ import numpy as np
 
 from errors import InvalidArgument
 from defaults import parts_for
+from money import MICRO
 from storage.database import Database
 from storage.schema import iso
 from tracking.aggregates import (BUCKET_SECONDS, Aggregate, Key, decode_histogram,
                                  index_values, quantiles)
 from tracking.metrics_collector import MetricsCollector
 from tracking.metrics_store import RESOLUTIONS, BucketRow, MetricsStore, cover
+from tracking.pricing import PriceBook
 
 Window = str | int | float | timedelta | None
 
@@ -50,7 +52,8 @@ _MAX_WINDOW_S = 3650 * 86400.0
 MAX_POINTS = 1440
 _DIFF_KEYS = ("requests", "successes", "failures", "success_rate", "error_rate", "avg_latency",
               "p50_latency", "p95_latency", "p99_latency", "input_tokens", "output_tokens",
-              "total_tokens", "avg_tokens", "throughput")
+              "total_tokens", "avg_tokens", "throughput", "cost_usd", "cost_per_request_usd",
+              "cost_per_1k_requests_usd")
 
 
 def parse_window(window: Window, *, name: str = "window") -> float | None:
@@ -112,6 +115,7 @@ class _Summary:
         agg.input_tokens += row.input_tokens
         agg.output_tokens += row.output_tokens
         agg.total_tokens += row.total_tokens
+        agg.cost += row.cost_micro_usd
         for kind, n in (row.errors or {}).items():
             agg.errors[kind] = agg.errors.get(kind, 0) + n
         indices, counts = decode_histogram(row.latency_hist)
@@ -162,6 +166,11 @@ class _Summary:
             "output_tokens": agg.output_tokens,
             "total_tokens": agg.total_tokens,
             "avg_tokens": agg.total_tokens / n if n else None,
+            # Money: the exact integer sum, and USD figures derived from it for display.
+            "cost_micro_usd": agg.cost,
+            "cost_usd": agg.cost / MICRO,
+            "cost_per_request_usd": agg.cost / n / MICRO if n else None,
+            "cost_per_1k_requests_usd": agg.cost * 1000 / n / MICRO if n else None,
             "throughput": n / span if span > 0 else 0.0,
             "errors": dict(sorted(agg.errors.items())),
         }
@@ -188,7 +197,8 @@ class PerformanceTracker:
     """
 
     def __init__(self, database: Database | None = None,
-                 collector: MetricsCollector | None = None, *,
+                 collector: MetricsCollector | None = None,
+                 prices: PriceBook | None = None, *,
                  max_series_versions: int = 20) -> None:
         self.max_series_versions = max_series_versions
         if database is None and collector is not None:
@@ -200,6 +210,14 @@ class PerformanceTracker:
         self.collector = collector
         sink = self.collector.sink
         self.store = sink if isinstance(sink, MetricsStore) else MetricsStore(self.database)
+        self._prices = prices
+
+    @property
+    def prices(self) -> PriceBook:
+        """What predictions cost (built on first use: most trackers only read)."""
+        if self._prices is None:
+            self._prices = PriceBook(self.database)
+        return self._prices
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -207,9 +225,11 @@ class PerformanceTracker:
                          tokens: int | None = None, success: bool = True, *,
                          input_tokens: int | None = None, output_tokens: int | None = None,
                          error: str | BaseException | None = None,
-                         at: float | None = None) -> None:
+                         at: float | None = None, api_key: str | None = None) -> None:
         """Record one prediction. ``error`` (a kind such as ``"timeout"``, or the exception)
-        marks it failed; ``tokens`` is the total when the provider gives no split."""
+        marks it failed; ``tokens`` is the total when the provider gives no split (priced as
+        input tokens). The cost comes from the price in force at ``at`` (see
+        ``tracking.pricing``); ``api_key`` names the key it is spent by."""
         _check_name(model, "model", 160)   # a name, or "<name>#pinned"
         _check_name(version, "version", 255)
         if isinstance(latency, bool) or not isinstance(latency, (int, float)):
@@ -221,8 +241,9 @@ class PerformanceTracker:
             success = False
         kind = None if error is None else (error if isinstance(error, str)
                                             else type(error).__name__)
+        cost = self.prices.cost(model, version, n_in, n_out, total, at=at) if total else None
         self.collector.record(model, version, float(latency), bool(success), kind, n_in, n_out,
-                              at, total_tokens=total)
+                              at, total_tokens=total, cost=cost or 0, api_key=api_key)
 
     def flush(self) -> int:
         """Store what the collector holds now (it also does so every second by itself)."""

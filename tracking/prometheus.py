@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge,
                                Histogram, generate_latest, multiprocess)
 
+from money import MICRO
 from tracking.aggregates import Aggregate, Key, index_values
 
 # LLM calls: from a cached 5 ms answer to a two-minute long generation.
@@ -40,6 +41,8 @@ LATENCY = Histogram("registry_prediction_latency_seconds", "Prediction latency i
 TOKENS = Counter("registry_prediction_tokens",
                  "Tokens used; kind is input, output, or unsplit (a total without a split).",
                  ["model", "version", "kind"])
+COST = Counter("registry_cost_usd", "Spend in USD per version (from integer micro-USD sums).",
+               ["model", "version"])
 TRAFFIC = Gauge("registry_traffic_weight_percent",
                 "Share of a model's traffic per version (0-100).", ["model", "version"],
                 multiprocess_mode="livemostrecent")
@@ -99,6 +102,8 @@ def export(batch: Mapping[Key, Aggregate]) -> None:
                         ("unsplit", unsplit)):
             if n > 0:
                 TOKENS.labels(model, version, kind).inc(n)
+        if agg.cost > 0:
+            COST.labels(model, version).inc(agg.cost / MICRO)
         _observe_histogram(LATENCY.labels(model, version), agg)
 
 

@@ -226,6 +226,7 @@
       label: v + (label ? " " + label : ""), legend: v, color: colorOf(v),
       values: data.points[v].map((p) => p[field])}));
     const count = (v) => String(Math.round(v * 100) / 100);
+    const usd = (v) => "$" + (v >= 1 ? v.toFixed(2) : v >= 0.01 ? v.toFixed(4) : v.toPrecision(2));
     box.append(
       Charts.line({title: `Requests per ${stepText}`, times, testid: "chart-requests",
                    series: per("requests"), format: count}),
@@ -243,7 +244,13 @@
       Charts.line({title: `Tokens per ${stepText}`, times, testid: "chart-tokens",
                    series: per("total_tokens"), format: count,
                    note: versions.every((v) => data.points[v].every((p) => !p.total_tokens))
-                     ? "no token usage reported (ONNX models have none)" : ""}));
+                     ? "no token usage reported (ONNX models have none)" : ""}),
+      Charts.line({title: "Cost per 1,000 requests (USD)", times, testid: "chart-cost",
+                   series: per("cost_per_1k_requests_usd"), format: usd,
+                   note: versions.every((v) => data.points[v].every((p) => !p.cost_micro_usd))
+                     ? "no priced usage (set prices: PUT /api/models/{name}/prices)" : ""}),
+      Charts.line({title: `Spend per ${stepText} (USD)`, times, testid: "chart-spend",
+                   series: per("cost_usd"), format: usd}));
   }
 
   function renderAlerts(alerts) {
