@@ -351,7 +351,7 @@ def test_the_model_page_shows_how_to_call_it(page: Page, server: LiveServer) -> 
     register_onnx(server.url, "lin", ["1.0.0"])
     r = requests.post(f"{server.url}/api/models/lin/deploy",
                       json={"version": "1.0.0", "strategy": "direct"}, timeout=30)
-    assert r.status_code == 202, r.text
+    assert r.status_code == 201, r.text   # direct: switched before the answer
     page.tab.goto(PAGES["model"])
     examples = page.tab.locator('[data-testid="call-example"]')
     sync_api.expect(examples.first).to_contain_text('triton.InferInput("x", [1, 4], "FP32")')
