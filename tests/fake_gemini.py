@@ -27,9 +27,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support import LocalHTTPServer
 
 _STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -99,7 +101,7 @@ class FakeGemini:
         self._behaviors: dict[str | None, Behavior] = {}
         self._calls: list[dict[str, Any]] = []
         self._released = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: LocalHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -109,7 +111,7 @@ class FakeGemini:
         if self._server is not None:
             return self
         self._released.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._server = LocalHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
         # A short poll interval keeps stop() (which waits for one poll) fast.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),

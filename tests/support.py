@@ -10,12 +10,22 @@ import socket
 import subprocess
 import sys
 import time
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("TEST_DATABASE_URL")
+
+
+class LocalHTTPServer(ThreadingHTTPServer):
+    """The test doubles' HTTP server (fake Gemini, webhook receiver, OTLP collector).
+
+    ``ThreadingHTTPServer`` listens with a backlog of 5: sixteen clients connecting at once on a
+    loaded machine get "connection reset by peer" before the accept loop catches up."""
+    request_queue_size = 128
+    daemon_threads = True
 
 
 def free_port() -> int:
