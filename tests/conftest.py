@@ -9,6 +9,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from _pytest.mark.expression import Expression
@@ -26,6 +27,9 @@ from tests.support import PG_URL, ROOT, LiveServer, free_port  # noqa: F401 (re-
 from tracking.metrics_collector import MetricsCollector
 from tracking.metrics_store import MetricsStore
 from tracking.performance_tracker import PerformanceTracker
+
+if TYPE_CHECKING:
+    from tests.moto_s3 import MotoS3
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """A module marked slow as a whole (``pytestmark = pytest.mark.slow`` on a line of its
@@ -270,3 +274,20 @@ def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
         monkeypatch.setenv("GEMINI_API_KEY", "test-key")
         monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
         yield fake
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator["MotoS3"]:
+    """One moto S3 server process for the whole session (each test takes its own bucket).
+    Imported here, not at the top: boto3 is not loaded by sessions without S3 tests."""
+    from tests.moto_s3 import MotoS3
+    with MotoS3(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(moto: "MotoS3") -> str:
+    """A fresh, empty bucket on the session's moto server."""
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    moto.client().create_bucket(Bucket=name)
+    return name

@@ -40,6 +40,9 @@ DOCS_SCREENSHOT = ROOT / "docs" / "dashboard-canary.png"
 PAGES = {"models": "/ui/", "model": "/ui/models/lin", "deployments": "/ui/deployments",
          "rollbacks": "/ui/rollbacks", "alerts": "/ui/alerts", "snapshots": "/ui/snapshots"}
 TIMEOUT_MS = 20_000
+# A canary step waits for its analysis (every 3 s, at least 5 requests): on a loaded machine
+# 20 s was once not enough for the 50% step. Waiting longer costs nothing when it moves.
+STEP_TIMEOUT_MS = 45_000
 sync_api.expect.set_options(timeout=TIMEOUT_MS)
 
 
@@ -184,7 +187,7 @@ def test_canary_moves_the_bar_live_then_roll_back(page: Page, server: LiveServer
         # ONNX reports no usage: the cost chart is there and says why it is flat
         sync_api.expect(tab.locator('[data-testid="chart-cost"]')).to_contain_text(
             "no priced usage")
-        sync_api.expect(segment(tab, "1.1.0", 50)).to_be_visible()
+        sync_api.expect(segment(tab, "1.1.0", 50)).to_be_visible(timeout=STEP_TIMEOUT_MS)
         machine = tab.locator('[data-testid="state-machine"]')
         sync_api.expect(machine.locator(".node.current")).to_contain_text("step 2 of 3")
         sync_api.expect(tab.locator('[data-step="0"] .badge')).to_have_text("pass")
@@ -192,8 +195,9 @@ def test_canary_moves_the_bar_live_then_roll_back(page: Page, server: LiveServer
         if os.environ.get("UPDATE_SCREENSHOTS") or not DOCS_SCREENSHOT.exists():
             DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
             shutil.copyfile(shot, DOCS_SCREENSHOT)
-        sync_api.expect(segment(tab, "1.1.0", 100)).to_be_visible()
-        sync_api.expect(machine).to_have_attribute("data-state", "succeeded")
+        sync_api.expect(segment(tab, "1.1.0", 100)).to_be_visible(timeout=STEP_TIMEOUT_MS)
+        sync_api.expect(machine).to_have_attribute("data-state", "succeeded",
+                                                   timeout=STEP_TIMEOUT_MS)
         assert tab.evaluate("window.__sameDocument") is True   # updated without a reload
     finally:
         stop.set()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import (content_type_conformance, not_a_server_error,
-                                 response_schema_conformance, status_code_conformance)
+from schemathesis.checks import (content_type_conformance, response_schema_conformance,
+                                 status_code_conformance)
 
 from api.app import create_app
 
@@ -35,7 +35,20 @@ def _app():
 
 
 schema = schemathesis.openapi.from_wsgi("/openapi.json", _app())
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+
+
+def not_an_undocumented_server_error(ctx, response, case) -> None:  # type: ignore[no-untyped-def]
+    """A 500 always fails; another 5xx fails unless the operation documents it. A model the
+    fuzzer registered has nothing deployed and no provider key: predict, readiness and the
+    protocol calls answer their documented 503 (and 504 when a load is slow on a busy machine),
+    which is the API working, not a server error (``not_a_server_error`` rejects every 5xx)."""
+    status = response.status_code
+    if status >= 500 and (status == 500 or
+                          str(status) not in case.operation.definition.raw.get("responses", {})):
+        raise AssertionError(f"{case.operation.label} answered {status}: {response.text[:500]}")
+
+
+CHECKS = [not_an_undocumented_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 
 

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,17 +18,7 @@ from tests.test_rollout_e2e import CLEAN_ENV, X, Api, Load, failed, serve
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory):
-    with MotoS3(tmp_path_factory.mktemp("moto")) as server:
-        yield server
-
-
-@pytest.fixture
-def bucket(moto: MotoS3) -> str:
-    name = f"e2e-{uuid.uuid4().hex[:12]}"
-    moto.client().create_bucket(Bucket=name)
-    return name
+# ``moto`` (one S3 server per session) and ``bucket`` (a fresh one per test): conftest.py
 
 
 def stored(moto: MotoS3, bucket: str) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -23,17 +22,7 @@ from tests.moto_s3 import CREDENTIALS, MotoS3
 MB = 1024 ** 2
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory):
-    with MotoS3(tmp_path_factory.mktemp("moto")) as server:
-        yield server
-
-
-@pytest.fixture
-def bucket(moto: MotoS3) -> str:
-    name = f"b-{uuid.uuid4().hex[:12]}"
-    moto.client().create_bucket(Bucket=name)
-    return name
+# ``moto`` (one S3 server per session) and ``bucket`` (a fresh one per test): conftest.py
 
 
 def settings_for(moto: MotoS3, tmp_path: Path, **over) -> Settings:
