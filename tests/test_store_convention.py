@@ -25,6 +25,7 @@ import importlib
 import inspect
 import types
 import typing
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,22 @@ def test_pending_is_still_needed(module: str):
     assert module_problems(module), (
         f"{module} follows the convention now: remove it from PENDING in "
         f"{Path(__file__).name}")
+
+
+def test_the_readme_example_runs_as_written():
+    """The README's example of a store's record against the public API's dict (the isolated
+    environment of conftest gives it a fresh data directory)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("**What stores return: frozen records.**"):]
+    code = section[section.index("```python\n") + 10:section.index("```", section.index(
+        "```python\n") + 10)]
+    scope: dict[str, Any] = {}
+    try:
+        exec(compile(code, "README.md", "exec"), scope)   # noqa: S102 - our own README
+        assert isinstance(scope["record"].created_at, datetime)
+    finally:
+        if "svc" in scope:
+            scope["svc"].close()
 
 
 @dataclasses.dataclass
