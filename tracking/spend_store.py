@@ -4,19 +4,30 @@ Spend rows are hourly sums per (model, version, API key); the metrics flush adds
 same transaction as the metric buckets (``add_spend``), with ``INSERT ... ON CONFLICT DO
 UPDATE SET x = x + excluded.x``, so any number of processes flushing into the same hour add up
 exactly (integers only). Reports and budget checks sum them with SQL.
+
+Budget events (issue 18): in that same flush transaction, ``note_limits_reached`` compares the
+stored spend of every budget the batch spent for with its limits, and writes one
+``budget.soft_limit_reached`` / ``budget.hard_limit_reached`` event per budget, period and
+threshold (a conditional UPDATE of ``budgets.*_reached_period`` decides which process writes
+it, so two processes flushing at once write it once).
 """
 from __future__ import annotations
 
+import calendar
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, literal, select
+from sqlalchemy import Connection, and_, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from errors import NotFound
+from money import micro_to_usd
 from storage.database import Database
-from storage.schema import budgets, iso, spend, utcnow
+from storage.events import record_event
+from storage.schema import budgets, spend, utcnow
 from tracking.aggregates import PINNED_SUFFIX, Aggregate, Key
+from tracking.records import THRESHOLDS, BudgetRecord, SpendTotal
 
 HOUR = 3600
 DAY = 86400
@@ -64,6 +75,81 @@ def add_spend(conn: Connection, insert: Any, rows: Mapping[SpendKey, list[int]])
 
 
 GROUPS = ("model", "version", "key", "day", "hour")
+LIMIT_EVENTS = {t: f"budget.{t}_limit_reached" for t in THRESHOLDS}
+
+
+def period_bounds(period: str, now: float) -> tuple[int, int]:
+    """[start, end) of the UTC day or month holding ``now`` (epoch seconds)."""
+    t = datetime.fromtimestamp(now, tz=timezone.utc)
+    if period == "day":
+        start = datetime(t.year, t.month, t.day, tzinfo=timezone.utc)
+        return int(start.timestamp()), int(start.timestamp()) + 86400
+    start = datetime(t.year, t.month, 1, tzinfo=timezone.utc)
+    days = calendar.monthrange(t.year, t.month)[1]
+    return int(start.timestamp()), int(start.timestamp()) + days * 86400
+
+
+def utc_text(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _period_cost(conn: Connection, budget: BudgetRecord, start: int, end: int) -> int:
+    where = [spend.c.hour_start >= start, spend.c.hour_start < end,
+             (spend.c.model if budget.scope == "model" else spend.c.api_key) == budget.name]
+    found = conn.execute(select(func.coalesce(func.sum(spend.c.cost_micro_usd), 0))
+                         .where(*where)).scalar_one()
+    return int(found)
+
+
+def note_limits_reached(conn: Connection, rows: Mapping[SpendKey, list[int]],
+                        now: float) -> list[tuple[BudgetRecord, str, int]]:
+    """After ``add_spend`` in the same transaction: for each budget of a model or key that
+    ``rows`` spent for, write the event of each limit its stored period spend has reached and
+    whose event this period has not been written yet. Returns (budget, threshold, spent) of
+    the events written. One small read when no budget concerns the batch."""
+    models = {m for (m, _, _, _), values in rows.items() if values[3]}
+    keys = {k for (_, _, k, _), values in rows.items() if values[3] and k != NO_KEY}
+    if not models and not keys:
+        return []
+    concerned = conn.execute(select(budgets).where(or_(
+        and_(budgets.c.scope == "model", budgets.c.name.in_(sorted(models))),
+        and_(budgets.c.scope == "key", budgets.c.name.in_(sorted(keys)))))).all()
+    written = []
+    for budget in map(budget_record, concerned):
+        start, end = period_bounds(budget.period, now)
+        due = [t for t in THRESHOLDS if budget.limit(t) is not None
+               and getattr(budget, f"{t}_reached_period") != start]
+        if not due:
+            continue
+        spent = _period_cost(conn, budget, start, end)
+        for threshold in due:
+            limit = budget.limit(threshold)
+            if spent < limit:  # type: ignore[operator]
+                continue
+            column = getattr(budgets.c, f"{threshold}_reached_period")
+            claimed = conn.execute(update(budgets).where(
+                budgets.c.id == budget.id, or_(column.is_(None), column != start))
+                .values({column.name: start})).rowcount
+            if claimed:
+                _limit_event(conn, budget, threshold, spent, start, end)
+                written.append((budget, threshold, spent))
+    return written
+
+
+def _limit_event(conn: Connection, budget: BudgetRecord, threshold: str, spent: int,
+                 start: int, end: int) -> None:
+    limit = budget.limit(threshold)
+    what = f"{budget.scope} '{budget.name}'"
+    action = ("further predictions are refused (429)"
+              if threshold == "hard" and budget.hard_action == "reject" else "alert only")
+    record_event(
+        conn, LIMIT_EVENTS[threshold], model=budget.name if budget.scope == "model" else None,
+        reason=f"{what} spent ${spent / 1e6:.6f} of its {budget.period}ly {threshold} limit "
+               f"${limit / 1e6:.6f} ({action})",  # type: ignore[operator]
+        detail={"budget": budget.as_dict(), "threshold": threshold,
+                "limit_micro_usd": limit, "limit_usd": micro_to_usd(limit),
+                "spent_micro_usd": spent, "spent_usd": micro_to_usd(spent),
+                "period_start": utc_text(start), "resets_at": utc_text(end)})
 
 
 class SpendStore:
@@ -74,8 +160,7 @@ class SpendStore:
         return (sqlite if self.database.is_sqlite else postgresql).insert(table)
 
     def totals(self, group_by: Sequence[str], start: int, end: int, *,
-               model: str | None = None, api_key: str | None = None
-               ) -> list[dict[str, Any]]:
+               model: str | None = None, api_key: str | None = None) -> list[SpendTotal]:
         """Sums of the hours in [start, end) grouped by ``group_by`` (names of ``GROUPS``)."""
         t = spend
         columns = {"model": t.c.model, "version": t.c.version, "key": t.c.api_key,
@@ -92,35 +177,57 @@ class SpendStore:
         else:
             query = query.having(func.count() > literal(0))
         with self.database.read() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
+            return [SpendTotal(tuple(row[:len(keys)]),
+                               *(int(n) for n in row[len(keys):]))
+                    for row in conn.execute(query)]
 
     def cost(self, start: int, end: int, *, model: str | None = None,
              api_key: str | None = None) -> int:
         """Micro-USD spent in [start, end) by one model or one key (or everything)."""
         rows = self.totals((), start, end, model=model, api_key=api_key)
-        return int(rows[0]["cost_micro_usd"]) if rows else 0
+        return rows[0].cost_micro_usd if rows else 0
 
     # --- budgets --------------------------------------------------------------------------
 
-    def put_budget(self, values: dict[str, Any], actor: str) -> dict[str, Any]:
-        """Create or replace the budget of (scope, name)."""
+    def put_budget(self, values: dict[str, Any], actor: str) -> BudgetRecord:
+        """Create or replace the budget of (scope, name). Replacing it forgets which limits
+        were reached this period: a new limit already reached gets its event at the next
+        spend."""
         now = utcnow()
         insert = self._insert(budgets)
-        row = dict(values, actor=actor, created_at=now, updated_at=now)
+        row = dict(values, actor=actor, created_at=now, updated_at=now,
+                   soft_reached_period=None, hard_reached_period=None)
         changed = {k: insert.excluded[k] for k in ("period", "soft_limit_micro_usd",
                                                     "hard_limit_micro_usd", "hard_action",
-                                                    "actor", "updated_at")}
+                                                    "actor", "updated_at", "soft_reached_period",
+                                                    "hard_reached_period")}
         with self.database.transaction() as conn:
             conn.execute(insert.values(**row).on_conflict_do_update(
                 index_elements=[budgets.c.scope, budgets.c.name], set_=changed))
             found = conn.execute(select(budgets).where(
                 budgets.c.scope == values["scope"], budgets.c.name == values["name"])).one()
-        return budget_dict(found)
+        return budget_record(found)
 
-    def budgets(self) -> list[dict[str, Any]]:
+    def budgets(self, *, limit: int | None = None,
+                after: tuple[str, str] | None = None) -> list[BudgetRecord]:
+        """Budgets ordered by (scope, name); ``after`` is the keyset cursor of a page."""
+        query = select(budgets).order_by(budgets.c.scope, budgets.c.name)
+        if after is not None:
+            scope, name = after
+            query = query.where(or_(budgets.c.scope > scope,
+                                    and_(budgets.c.scope == scope, budgets.c.name > name)))
+        if limit is not None:
+            query = query.limit(limit)
         with self.database.read() as conn:
-            rows = conn.execute(select(budgets).order_by(budgets.c.scope, budgets.c.name))
-            return [budget_dict(row) for row in rows]
+            return [budget_record(row) for row in conn.execute(query)]
+
+    def budget(self, scope: str, name: str) -> BudgetRecord:
+        with self.database.read() as conn:
+            row = conn.execute(select(budgets).where(budgets.c.scope == scope,
+                                                     budgets.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"no budget for {scope} '{name}'")
+        return budget_record(row)
 
     def delete_budget(self, scope: str, name: str) -> None:
         with self.database.transaction() as conn:
@@ -130,9 +237,7 @@ class SpendStore:
             raise NotFound(f"no budget for {scope} '{name}'")
 
 
-def budget_dict(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "scope": row.scope, "name": row.name, "period": row.period,
-            "soft_limit_micro_usd": row.soft_limit_micro_usd,
-            "hard_limit_micro_usd": row.hard_limit_micro_usd, "hard_action": row.hard_action,
-            "actor": row.actor, "created_at": iso(row.created_at),
-            "updated_at": iso(row.updated_at)}
+def budget_record(row: Any) -> BudgetRecord:
+    return BudgetRecord(row.id, row.scope, row.name, row.period, row.soft_limit_micro_usd,
+                        row.hard_limit_micro_usd, row.hard_action, row.actor, row.created_at,
+                        row.updated_at, row.soft_reached_period, row.hard_reached_period)

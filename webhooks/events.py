@@ -27,6 +27,10 @@ PUBLIC_NAMES: dict[str, str] = {
     "rollback.recorded": "rollback.performed",
     "alert.raised": "alert.raised",
     "alert.resolved": "alert.resolved",
+    # issue 16's budgets: once per budget, UTC period and threshold, written by the metrics
+    # flush that stored the spend crossing the limit (tracking.spend_store)
+    "budget.soft_limit_reached": "budget.soft_limit_reached",
+    "budget.hard_limit_reached": "budget.hard_limit_reached",
 }
 PUBLIC_EVENTS: tuple[str, ...] = tuple(dict.fromkeys(PUBLIC_NAMES.values()))
 TEST_EVENT = "webhook.test"

@@ -1,0 +1,120 @@
+"""Budgets as webhooks (issue 18) and the budget list's pages (issue 16): a key crossing its
+soft then its hard limit is delivered ``budget.soft_limit_reached`` then
+``budget.hard_limit_reached`` once each, by the real sender to a real HTTP receiver
+(tests/webhook_receiver), however many requests and flushes follow."""
+from __future__ import annotations
+
+import pytest
+
+from shared.pagination import encode_token
+from tests.conftest import BACKENDS
+from tests.test_webhooks import deliver_all, make_app, wdb_url  # noqa: F401 - a fixture
+from tests.webhook_receiver import Receiver
+
+FLASH = "gemini-2.5-flash"
+ADMIN = {"Authorization": "Bearer root"}
+
+
+@pytest.fixture
+def receiver():
+    with Receiver() as r:
+        yield r
+
+
+@pytest.fixture
+def app(tmp_path, wdb_url):  # noqa: F811
+    app = make_app(tmp_path, database_url=wdb_url, admin_token="root")
+    yield app
+    app.extensions["model_registry"].close()
+
+
+def key(c, name: str) -> dict:
+    token = c.post("/api/keys", json={"name": name, "role": "read"}, headers=ADMIN).json["token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize("wdb_url", BACKENDS, indirect=True)
+def test_a_key_crossing_soft_then_hard_limit_is_delivered_once_each(app, receiver, gemini):
+    c, svc = app.test_client(), app.extensions["model_registry"]
+    r = c.post("/api/webhooks", headers=ADMIN,
+               json={"url": receiver.url + "/budgets", "events": ["budget.*"]})
+    assert r.status_code == 201, r.json
+    alice, bob = key(c, "alice"), key(c, "bob")
+    c.post("/api/models/register", json={"name": "chat"}, headers=ADMIN)
+    c.post("/api/models/chat/versions/register", headers=ADMIN,
+           json={"version": "1.0.0", "status": "stable", "config": {"model": FLASH}})
+    gemini.set_usage(FLASH, prompt=1000, candidates=200)          # 800 µUSD per call
+    assert c.put("/api/budgets/key/alice", headers=ADMIN, json={
+        "period": "day", "soft_limit_usd": 0.0015, "hard_limit_usd": 0.0025}).status_code == 200
+    statuses = []
+    for _ in range(6):
+        statuses.append(c.post("/api/models/chat/predict", json={"input": "hi"},
+                               headers=alice).status_code)
+        c.post("/api/models/chat/predict", json={"input": "hi"}, headers=bob)  # no budget
+        svc.collector.flush()     # each call's spend is stored, and judged, by its own flush
+    # 1600 ≥ 1500 after two calls (soft); 3200 ≥ 2500 after four (hard), then 429
+    assert statuses == [200, 200, 200, 200, 429, 429]
+    deliver_all(svc)
+    got = [r.json() for r in receiver.at("/budgets")]
+    assert [g["event"] for g in got] == ["budget.soft_limit_reached",
+                                         "budget.hard_limit_reached"]
+    soft, hard = (g["data"]["detail"] for g in got)
+    assert (soft["threshold"], soft["spent_micro_usd"], soft["limit_micro_usd"]) == \
+        ("soft", 1600, 1500)
+    assert (hard["threshold"], hard["spent_micro_usd"], hard["limit_usd"]) == \
+        ("hard", 3200, 0.0025)
+    assert hard["budget"]["scope"] == "key" and hard["budget"]["name"] == "alice"
+    assert hard["resets_at"].endswith("T00:00:00Z") and "429" in got[1]["data"]["reason"]
+    # Replacing the budget forgets what was reached: limits above the spend say nothing
+    # more, and a new soft limit the next call crosses is announced once.
+    c.put("/api/budgets/key/alice", headers=ADMIN,
+          json={"period": "day", "soft_limit_usd": 0.004, "hard_limit_usd": 1})
+    for _ in range(3):            # 3200 → 4000 (soft reached) → 4800 → 5600
+        assert c.post("/api/models/chat/predict", json={"input": "hi"},
+                      headers=alice).status_code == 200
+        svc.collector.flush()
+    deliver_all(svc)
+    again = [r.json() for r in receiver.at("/budgets")][2:]
+    assert [(g["event"], g["data"]["detail"]["spent_micro_usd"]) for g in again] == \
+        [("budget.soft_limit_reached", 4000)]
+
+
+def test_budget_events_are_in_the_subscription_vocabulary(tmp_path):
+    app = make_app(tmp_path)
+    c = app.test_client()
+    for events in (["budget.soft_limit_reached"], ["budget.*"]):
+        r = c.post("/api/webhooks", json={"url": "https://example.com/h", "events": events})
+        assert r.status_code == 201, r.json
+    r = c.post("/api/webhooks", json={"url": "https://example.com/h",
+                                      "events": ["budget.exceeded"]})
+    assert r.status_code == 400 and "budget.hard_limit_reached" in r.json["error"]["message"]
+    app.extensions["model_registry"].close()
+
+
+def test_the_budget_list_is_paged_and_bad_tokens_are_400(tmp_path):
+    app = make_app(tmp_path)
+    c = app.test_client()
+    names = [("key", "k1"), ("key", "k2"), ("model", "a"), ("model", "b"), ("model", "c")]
+    for scope, name in reversed(names):
+        assert c.put(f"/api/budgets/{scope}/{name}",
+                     json={"period": "day", "soft_limit_usd": 1}).status_code == 200
+    seen, token, pages = [], None, 0
+    while True:
+        r = c.get("/api/budgets", query_string={"limit": 2, **({"page_token": token}
+                                                              if token else {})})
+        assert r.status_code == 200, r.json
+        seen += [(b["scope"], b["name"]) for b in r.json["budgets"]]
+        pages += 1
+        token = r.json["next_page_token"]
+        if token is None:
+            break
+    assert seen == names and pages == 3
+    everything = c.get("/api/budgets").json
+    assert len(everything["budgets"]) == 5 and everything["next_page_token"] is None
+    assert everything["budgets"][0]["spent_usd"] == 0
+    for bad in ("!!not-a-token", encode_token(5), encode_token(["key"]), encode_token([1, 2])):
+        r = c.get("/api/budgets", query_string={"page_token": bad})
+        assert r.status_code == 400 and "page_token" in r.json["error"]["message"], bad
+    for limit in (0, 1001, "x"):
+        assert c.get("/api/budgets", query_string={"limit": limit}).status_code == 400
+    app.extensions["model_registry"].close()
