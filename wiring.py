@@ -46,6 +46,7 @@ from tracking.metrics_store import MetricsStore, Retention
 from tracking.performance_tracker import PerformanceTracker
 from tracking.pricing import PriceBook
 from tracking.spend import SpendReports
+from tracking.spend_store import SpendStore
 from webhooks.sender import WebhookSender
 from webhooks.url_safety import Destinations
 from webhooks.webhook_manager import WebhookManager
@@ -156,7 +157,8 @@ class Services:
     @property
     def ops_metrics(self) -> OpsCollector:
         """Deployments, rollbacks and webhooks on /metrics, read from the database (issue 20)."""
-        return self._part("ops_metrics", lambda: OpsCollector(OpsStore(self.database)))
+        return self._part("ops_metrics", lambda: OpsCollector(OpsStore(self.database),
+                                                                SpendStore(self.database)))
 
     @property
     def alerts(self) -> AlertManager:

@@ -5,6 +5,7 @@ soft then its hard limit is delivered ``budget.soft_limit_reached`` then
 from __future__ import annotations
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.pagination import encode_token
 from tests.conftest import BACKENDS
@@ -77,6 +78,11 @@ def test_a_key_crossing_soft_then_hard_limit_is_delivered_once_each(app, receive
     again = [r.json() for r in receiver.at("/budgets")][2:]
     assert [(g["event"], g["data"]["detail"]["spent_micro_usd"]) for g in again] == \
         [("budget.soft_limit_reached", 4000)]
+    # Prometheus sees the same stored spend over each limit (alerts.yml pages on >= 1)
+    ratios = {(s.labels["name"], s.labels["limit"]): s.value
+              for f in text_string_to_metric_families(c.get("/metrics", headers=ADMIN).text)
+              if f.name == "registry_budget_spent_ratio" for s in f.samples}
+    assert ratios == {("alice", "soft"): 5600 / 4000, ("alice", "hard"): 5600 / 1_000_000}
 
 
 def test_budget_events_are_in_the_subscription_vocabulary(tmp_path):

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, literal, or_, select, update
+from sqlalchemy import Connection, and_, case, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from errors import NotFound
@@ -220,6 +220,28 @@ class SpendStore:
             query = query.limit(limit)
         with self.database.read() as conn:
             return [budget_record(row) for row in conn.execute(query)]
+
+    def budgets_spent(self, now: float) -> list[tuple[BudgetRecord, int]]:
+        """Every budget with its stored spend in its current period (micro-USD): two grouped
+        reads (models, keys) however many budgets there are, for ``/metrics``."""
+        day_start = period_bounds("day", now)[0]
+        month_start = period_bounds("month", now)[0]
+        found: dict[tuple[str, str], tuple[int, int]] = {}
+        with self.database.read() as conn:
+            rows = [budget_record(r) for r in conn.execute(select(budgets))]
+            for scope, column in (("model", spend.c.model), ("key", spend.c.api_key)):
+                names = sorted({b.name for b in rows if b.scope == scope})
+                if not names:
+                    continue
+                today = func.sum(case((spend.c.hour_start >= day_start, spend.c.cost_micro_usd),
+                                      else_=0))
+                query = (select(column, today, func.sum(spend.c.cost_micro_usd))
+                         .where(spend.c.hour_start >= month_start, column.in_(names))
+                         .group_by(column))
+                for name, day, month in conn.execute(query):
+                    found[(scope, name)] = (int(day), int(month))
+        return [(b, found.get((b.scope, b.name), (0, 0))[0 if b.period == "day" else 1])
+                for b in sorted(rows, key=lambda b: (b.scope, b.name))]
 
     def budget(self, scope: str, name: str) -> BudgetRecord:
         with self.database.read() as conn:
