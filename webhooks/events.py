@@ -24,6 +24,7 @@ PUBLIC_NAMES: dict[str, str] = {
     "deployment.succeeded": "deployment.succeeded",
     "deployment.aborted": "deployment.aborted",
     "deployment.failed": "deployment.failed",
+    "deployment.superseded": "deployment.superseded",   # a forced deploy replaced a rollout
     "rollback.recorded": "rollback.performed",
     "alert.raised": "alert.raised",
     "alert.resolved": "alert.resolved",
