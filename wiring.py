@@ -261,7 +261,7 @@ class Services:
         return self._part("webhooks", lambda: WebhookManager(
             self.webhook_store, Destinations(s.webhook_allowed_http_hosts,
                                              s.webhook_allow_private),
-            on_enabled=lambda sub: self.alerts.resolve(WEBHOOK_ALERT_MODEL, sub["id"],
+            on_enabled=lambda sub: self.alerts.resolve(WEBHOOK_ALERT_MODEL, sub.id,
                                                        WEBHOOK_DISABLED_RULE)))
 
     @property
@@ -269,9 +269,9 @@ class Services:
         return self._part("webhook_sender", lambda: WebhookSender(
             self.webhook_store, self.settings,
             on_disabled=lambda sub: self.alerts.record_event_alert(
-                WEBHOOK_ALERT_MODEL, sub["id"], WEBHOOK_DISABLED_RULE,
-                f"webhook {sub['id']} ({sub['url']}) {sub['disabled_reason']}", "critical",
-                {"webhook_id": sub["id"]})))
+                WEBHOOK_ALERT_MODEL, sub.id, WEBHOOK_DISABLED_RULE,
+                f"webhook {sub.id} ({sub.public_url}) {sub.disabled_reason}", "critical",
+                {"webhook_id": sub.id})))
 
     # --- cost (issue 16) ------------------------------------------------------------------------
 

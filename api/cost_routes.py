@@ -29,8 +29,8 @@ def _prices(name: str, version: str | None) -> dict:
     for v in versions:
         quote = book.quote(name, v)
         current[v] = None if quote is None else quote.as_dict()
-    return {"model": name, "current": current, "history": book.history(name, versions[0]
-                                                                       if version else None)}
+    history = book.history(name, versions[0] if version else None)
+    return {"model": name, "current": current, "history": [h.as_dict() for h in history]}
 
 
 @bp.put("/api/models/<name>/prices")
