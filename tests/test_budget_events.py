@@ -4,10 +4,13 @@ soft then its hard limit is delivered ``budget.soft_limit_reached`` then
 (tests/webhook_receiver), however many requests and flushes follow."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.pagination import encode_token
+from tracking import metrics_store
 from tests.conftest import BACKENDS
 from tests.test_webhooks import deliver_all, make_app, wdb_url  # noqa: F401 - a fixture
 from tests.webhook_receiver import Receiver
@@ -124,3 +127,64 @@ def test_the_budget_list_is_paged_and_bad_tokens_are_400(tmp_path):
     for limit in (0, 1001, "x"):
         assert c.get("/api/budgets", query_string={"limit": limit}).status_code == 400
     app.extensions["model_registry"].close()
+
+
+def test_processes_flushing_the_crossing_at_once_write_the_event_once(database):
+    """Eight collectors (as eight server processes) each flush a key's spend on a model of its
+    own (so no metric row is shared and nothing else serialises them on PostgreSQL) that,
+    summed, crosses the key's limit, all at once: the conditional UPDATE lets one write the
+    event."""
+    from sqlalchemy import func, select
+
+    from storage.schema import events
+    from tracking.budgets import Budgets
+    from tracking.metrics_collector import MetricsCollector
+    from tracking.metrics_store import MetricsStore
+
+    collectors = [MetricsCollector(MetricsStore(database), start_thread=False)
+                  for _ in range(8)]
+    Budgets(database, collectors[0]).put("key", "alice", "day", soft_limit_usd=0.001)
+    for i, c in enumerate(collectors):                     # 8 × 600 ≥ 1000 from the 2nd on
+        c.record(f"m{i}", "1.0.0", 0.01, True, cost=600, api_key="alice")
+    start = threading.Barrier(len(collectors))
+
+    def flush(c: MetricsCollector) -> None:
+        start.wait()
+        c.flush()
+
+    threads = [threading.Thread(target=flush, args=(c,)) for c in collectors]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    with database.read() as conn:
+        written = conn.execute(select(events.c.detail).where(
+            events.c.kind == "budget.soft_limit_reached")).scalars().all()
+    assert len(written) == 1 and written[0]["spent_micro_usd"] >= 1200
+    for c in collectors:
+        c.close()
+
+
+def test_the_ticker_writes_an_event_no_flush_could_see(database, monkeypatch):
+    """Spend stored without the flush's check (as when two PostgreSQL flushes each missed
+    the other's half): the budgets' periodic evaluation writes the event, once."""
+    from sqlalchemy import select
+
+    from storage.schema import events
+    from tracking.budgets import Budgets
+    from tracking.metrics_collector import MetricsCollector
+    from tracking.metrics_store import MetricsStore
+
+    collector = MetricsCollector(MetricsStore(database), start_thread=False)
+    budgets = Budgets(database, collector)
+    budgets.put("key", "alice", "month", hard_limit_usd=0.001)
+    collector.record("m", "1.0.0", 0.01, True, cost=1500, api_key="alice")
+    with monkeypatch.context() as patch:      # the flush's own check sees nothing
+        patch.setattr(metrics_store, "note_limits_reached", lambda conn, rows, now: [])
+        collector.flush()
+    assert budgets.evaluate() == [] and budgets.evaluate() == []   # no alert manager wired
+    with database.read() as conn:
+        kinds = conn.execute(select(events.c.kind).where(
+            events.c.kind.like("budget.%"))).scalars().all()
+    assert kinds == ["budget.hard_limit_reached"]
+    collector.close()

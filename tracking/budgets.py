@@ -176,8 +176,10 @@ class Budgets:
     # --- alerts (the server's background ticker) --------------------------------------------
 
     def evaluate(self) -> list[dict[str, Any]]:
-        """Raise soft/hard alerts for budgets reached, resolve them when a new period
-        starts; returns the alerts changed."""
+        """Write any ``budget.*_limit_reached`` event a metrics flush could not see
+        (``SpendStore.note_all_reached``), raise soft/hard alerts for budgets reached, resolve
+        them when a new period starts; returns the alerts changed."""
+        self.store.note_all_reached(time.time())
         if self.alerts is None:
             return []
         changed = []

@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, func, literal, or_, select, update
+from sqlalchemy import (Connection, and_, bindparam, case, delete, func, literal, or_, select,
+                        update)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from errors import NotFound
@@ -93,12 +94,38 @@ def utc_text(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _period_cost(conn: Connection, budget: BudgetRecord, start: int, end: int) -> int:
-    where = [spend.c.hour_start >= start, spend.c.hour_start < end,
-             (spend.c.model if budget.scope == "model" else spend.c.api_key) == budget.name]
-    found = conn.execute(select(func.coalesce(func.sum(spend.c.cost_micro_usd), 0))
-                         .where(*where)).scalar_one()
-    return int(found)
+# Built once: the metrics flush runs these every second in every process, and building the
+# expressions each time cost more than running them.
+_CONCERNED = select(budgets).where(or_(
+    and_(budgets.c.scope == "model", budgets.c.name.in_(bindparam("models", expanding=True))),
+    and_(budgets.c.scope == "key", budgets.c.name.in_(bindparam("keys", expanding=True)))))
+_PERIOD_SUMS = {
+    scope: select(column, func.sum(case((spend.c.hour_start >= bindparam("day_start"),
+                                         spend.c.cost_micro_usd), else_=0)),
+                  func.sum(spend.c.cost_micro_usd))
+    .where(spend.c.hour_start >= bindparam("month_start"),
+           column.in_(bindparam("names", expanding=True)))
+    .group_by(column)
+    for scope, column in (("model", spend.c.model), ("key", spend.c.api_key))}
+
+
+def period_spent(conn: Connection, concerned: Sequence[BudgetRecord], now: float
+                 ) -> dict[tuple[str, str], int]:
+    """Stored micro-USD spent by each budget's model or key in its current UTC day or month,
+    keyed by (scope, name): at most two grouped reads (models, keys), however many budgets."""
+    bounds = {"day_start": period_bounds("day", now)[0],
+              "month_start": period_bounds("month", now)[0]}
+    found: dict[tuple[str, str], int] = {}
+    for scope, query in _PERIOD_SUMS.items():
+        mine = [b for b in concerned if b.scope == scope]
+        if not mine:
+            continue
+        names = sorted({b.name for b in mine})
+        sums = {name: (int(day), int(month))
+                for name, day, month in conn.execute(query, {**bounds, "names": names})}
+        for b in mine:
+            found[(scope, b.name)] = sums.get(b.name, (0, 0))[0 if b.period == "day" else 1]
+    return found
 
 
 def note_limits_reached(conn: Connection, rows: Mapping[SpendKey, list[int]],
@@ -111,18 +138,33 @@ def note_limits_reached(conn: Connection, rows: Mapping[SpendKey, list[int]],
     keys = {k for (_, _, k, _), values in rows.items() if values[3] and k != NO_KEY}
     if not models and not keys:
         return []
-    concerned = conn.execute(select(budgets).where(or_(
-        and_(budgets.c.scope == "model", budgets.c.name.in_(sorted(models))),
-        and_(budgets.c.scope == "key", budgets.c.name.in_(sorted(keys)))))).all()
+    concerned = conn.execute(_CONCERNED, {"models": sorted(models), "keys": sorted(keys)}).all()
+    return _note_reached(conn, [budget_record(row) for row in concerned], now)
+
+
+def _unannounced(budget: BudgetRecord, now: float) -> list[str]:
+    """The thresholds of ``budget`` whose event has not been written this period."""
+    start = period_bounds(budget.period, now)[0]
+    return [t for t in THRESHOLDS if budget.limit(t) is not None
+            and getattr(budget, f"{t}_reached_period") != start]
+
+
+def _note_reached(conn: Connection, concerned: Sequence[BudgetRecord],
+                  now: float) -> list[tuple[BudgetRecord, str, int]]:
+    due: dict[int, list[str]] = {}
+    candidates = []
+    for budget in concerned:
+        due[budget.id] = _unannounced(budget, now)
+        if due[budget.id]:
+            candidates.append(budget)
+    if not candidates:
+        return []
+    spent_by = period_spent(conn, candidates, now)
     written = []
-    for budget in map(budget_record, concerned):
+    for budget in candidates:
         start, end = period_bounds(budget.period, now)
-        due = [t for t in THRESHOLDS if budget.limit(t) is not None
-               and getattr(budget, f"{t}_reached_period") != start]
-        if not due:
-            continue
-        spent = _period_cost(conn, budget, start, end)
-        for threshold in due:
+        spent = spent_by[(budget.scope, budget.name)]
+        for threshold in due[budget.id]:
             limit = budget.limit(threshold)
             if spent < limit:  # type: ignore[operator]
                 continue
@@ -222,26 +264,30 @@ class SpendStore:
             return [budget_record(row) for row in conn.execute(query)]
 
     def budgets_spent(self, now: float) -> list[tuple[BudgetRecord, int]]:
-        """Every budget with its stored spend in its current period (micro-USD): two grouped
-        reads (models, keys) however many budgets there are, for ``/metrics``."""
-        day_start = period_bounds("day", now)[0]
-        month_start = period_bounds("month", now)[0]
-        found: dict[tuple[str, str], tuple[int, int]] = {}
+        """Every budget with its stored spend in its current period (micro-USD), for
+        ``/metrics``."""
         with self.database.read() as conn:
-            rows = [budget_record(r) for r in conn.execute(select(budgets))]
-            for scope, column in (("model", spend.c.model), ("key", spend.c.api_key)):
-                names = sorted({b.name for b in rows if b.scope == scope})
-                if not names:
-                    continue
-                today = func.sum(case((spend.c.hour_start >= day_start, spend.c.cost_micro_usd),
-                                      else_=0))
-                query = (select(column, today, func.sum(spend.c.cost_micro_usd))
-                         .where(spend.c.hour_start >= month_start, column.in_(names))
-                         .group_by(column))
-                for name, day, month in conn.execute(query):
-                    found[(scope, name)] = (int(day), int(month))
-        return [(b, found.get((b.scope, b.name), (0, 0))[0 if b.period == "day" else 1])
-                for b in sorted(rows, key=lambda b: (b.scope, b.name))]
+            rows = [budget_record(r) for r in conn.execute(
+                select(budgets).order_by(budgets.c.scope, budgets.c.name))]
+            spent = period_spent(conn, rows, now)
+        return [(b, spent[(b.scope, b.name)]) for b in rows]
+
+    def note_all_reached(self, now: float) -> list[tuple[BudgetRecord, str, int]]:
+        """The flush's check over every budget, in a transaction of its own (the server's
+        ticker runs it every few seconds). Why: on PostgreSQL two processes flushing at once
+        for one budget (different models of one key) each sum without the other's uncommitted
+        spend, so a crossing made by both together can be seen by neither; and a hard limit
+        that rejects leaves no later spend to look again. Idempotent (the conditional UPDATE);
+        a read only, unless an event is due."""
+        with self.database.read() as conn:
+            rows = [budget_record(row) for row in conn.execute(select(budgets))]
+            spent = period_spent(conn, rows, now) if rows else {}
+        if not any(spent[(b.scope, b.name)] >= b.limit(t)  # type: ignore[operator]
+                   for b in rows for t in _unannounced(b, now)):
+            return []
+        with self.database.transaction() as conn:
+            concerned = [budget_record(row) for row in conn.execute(select(budgets))]
+            return _note_reached(conn, concerned, now)
 
     def budget(self, scope: str, name: str) -> BudgetRecord:
         with self.database.read() as conn:
