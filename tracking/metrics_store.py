@@ -29,6 +29,7 @@ read from the next coarser tier (their old edge is rounded down to it).
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from storage.database import Database
 from storage.schema import alerts, metric_buckets, metric_series, spend, utcnow
 from tracking.aggregates import BUCKET_SECONDS, Aggregate, Key, encode_histogram, histogram_dict
 from tracking.records import AlertRecord, BucketRow
-from tracking.spend_store import add_spend, spend_rows
+from tracking.spend_store import add_spend, note_limits_reached, spend_rows
 
 RESOLUTIONS: tuple[int, ...] = (BUCKET_SECONDS, 300, 3600, 86400)
 _FINE_RETENTION_S = {BUCKET_SECONDS: 86400, 300: 7 * 86400}
@@ -149,6 +150,8 @@ class MetricsStore:
                     with self.database.transaction() as conn:
                         self._add_in(conn, keys, deltas)
                         add_spend(conn, self._insert(spend), spent)
+                        # issue 18: a limit crossed by this spend is an event of this commit
+                        note_limits_reached(conn, spent, time.time())
                         if commit_guard is not None:
                             stack.enter_context(commit_guard)
                 return
