@@ -40,9 +40,6 @@ from tracking.aggregates import Aggregate
 PENDING = {
     "deployment.experiment_store",
     "deployment.shadow_store",
-    "tracking.price_store",
-    "tracking.spend_store",
-    "webhooks.webhook_store",
 }
 
 # Public methods whose dicts are not rows, with the reason.
