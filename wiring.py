@@ -46,6 +46,7 @@ from tracking.metrics_store import MetricsStore, Retention
 from tracking.performance_tracker import PerformanceTracker
 from tracking.pricing import PriceBook
 from tracking.spend import SpendReports
+from tracking.spend_store import SpendStore
 from webhooks.sender import WebhookSender
 from webhooks.url_safety import Destinations
 from webhooks.webhook_manager import WebhookManager
@@ -156,7 +157,8 @@ class Services:
     @property
     def ops_metrics(self) -> OpsCollector:
         """Deployments, rollbacks and webhooks on /metrics, read from the database (issue 20)."""
-        return self._part("ops_metrics", lambda: OpsCollector(OpsStore(self.database)))
+        return self._part("ops_metrics", lambda: OpsCollector(OpsStore(self.database),
+                                                                SpendStore(self.database)))
 
     @property
     def alerts(self) -> AlertManager:
@@ -259,7 +261,7 @@ class Services:
         return self._part("webhooks", lambda: WebhookManager(
             self.webhook_store, Destinations(s.webhook_allowed_http_hosts,
                                              s.webhook_allow_private),
-            on_enabled=lambda sub: self.alerts.resolve(WEBHOOK_ALERT_MODEL, sub["id"],
+            on_enabled=lambda sub: self.alerts.resolve(WEBHOOK_ALERT_MODEL, sub.id,
                                                        WEBHOOK_DISABLED_RULE)))
 
     @property
@@ -267,9 +269,9 @@ class Services:
         return self._part("webhook_sender", lambda: WebhookSender(
             self.webhook_store, self.settings,
             on_disabled=lambda sub: self.alerts.record_event_alert(
-                WEBHOOK_ALERT_MODEL, sub["id"], WEBHOOK_DISABLED_RULE,
-                f"webhook {sub['id']} ({sub['url']}) {sub['disabled_reason']}", "critical",
-                {"webhook_id": sub["id"]})))
+                WEBHOOK_ALERT_MODEL, sub.id, WEBHOOK_DISABLED_RULE,
+                f"webhook {sub.id} ({sub.public_url}) {sub.disabled_reason}", "critical",
+                {"webhook_id": sub.id})))
 
     # --- cost (issue 16) ------------------------------------------------------------------------
 

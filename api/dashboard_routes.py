@@ -21,7 +21,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from api.schemas import Body, ErrorOut
 from api.services import services
 from api.spec import spec
-from deployment.deployment_store import STATES, Deployment
+from deployment.records import STATES, Deployment
 
 bp = Blueprint("dashboard", __name__)
 TAGS = ["dashboard"]
