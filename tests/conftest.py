@@ -49,6 +49,19 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return True if re.search(r"^pytestmark = pytest\.mark\.slow\b", source, re.M) else None
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with slow tests run first, each file's tests together and in their order. With two
+    workers taking whole files (``python tests.py``), the long end-to-end files then start at
+    once and the many short files fill the gaps, instead of one worker finishing the scale-out
+    test alone while the other idles."""
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    ordered = sorted(modules.values(),
+                     key=lambda group: not any(i.get_closest_marker("slow") for i in group))
+    items[:] = [item for group in ordered for item in group]
+
+
 def _build_urls_when_first_asked() -> None:
     """Most tests build an app (``create_app``, ~120 URL rules) and never build a URL from it,
     yet Werkzeug compiles two URL-builder functions per rule when the rule is added: 70% of
