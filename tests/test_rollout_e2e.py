@@ -127,6 +127,17 @@ class Load:
             t.join(30)
         return self.answers
 
+    def wait_answers(self, count: int = 120, timeout: float = 60.0) -> None:
+        """Until ``count`` requests sent once the router has settled (from now) are answered:
+        a traffic window then holds enough requests for its share, whether the machine serves
+        300 requests a second or 30 (a second test worker, other load), instead of a fixed
+        sleep that is long on one machine and too short on the other."""
+        since = time.time() + ROUTER_SETTLE_S
+        deadline = time.monotonic() + timeout
+        while sum(a.started >= since for a in list(self.answers)) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} answers in {timeout} s"
+            time.sleep(0.1)
+
     def _run(self) -> None:
         http = requests.Session()
         while not self._stop.is_set():
@@ -181,22 +192,23 @@ def test_blue_green_canary_steps_and_abort_under_load_fail_no_request(tmp_path: 
             bg = api.deploy("m", "1.1.0", "blue-green",
                             analysis={"min_requests": 20, "interval_s": 2, "deadline_s": 30})
             bg_done = api.wait_state(bg, "succeeded", 30)
+            load.wait_answers()                      # all on 1.1.0, enough of them to say so
             canary = api.deploy("m", "1.2.0", "canary",
                                 analysis={"min_requests": 30, "interval_s": 5, "deadline_s": 60})
             canary_done = api.wait_state(canary, "succeeded", 40)
-            time.sleep(1.5)                          # 100% on 1.2.0 for a moment
+            load.wait_answers()                      # 100% on 1.2.0 for a moment
             # Never passes on its own (too few requests): steered by hand, then aborted.
             doomed = api.deploy("m", "1.3.0", "canary",
                                 analysis={"min_requests": 10**6, "interval_s": 1,
                                           "deadline_s": 120})
             api.wait(doomed, lambda d: d["step"] == 0, 20, "the 10% step")
-            time.sleep(4)
+            load.wait_answers(800)                   # a share within 5 points: ~3 sigma
             api.post(f"/api/deployments/{doomed}/promote")
-            time.sleep(4)
+            load.wait_answers(800)                   # a share within 5 points: ~3 sigma
             aborted = api.post(f"/api/deployments/{doomed}/abort", {"reason": "e2e"})
             assert aborted["deployment"]["state"] == "aborted"
             assert api.traffic("m")["weights"] == {"1.2.0": 100}
-            time.sleep(1.5)
+            load.wait_answers()
         finally:
             answers = load.stop()
         end = time.time()
