@@ -37,7 +37,8 @@ def iso(value: datetime | None) -> str | None:
     """ISO 8601 UTC with a Z, as every API answer shows times."""
     if value is None:
         return None
-    # SQLite hands back naive datetimes; they were stored as UTC
+    if value.tzinfo is None:   # SQLite hands back naive datetimes; they were stored as UTC
+        return value.isoformat() + "Z"   # the same text, a third of the cost (issue 14)
     return as_utc(value).isoformat().replace("+00:00", "Z")
 
 
