@@ -315,7 +315,9 @@ class ModelRegistry:
 
     def aliases(self, name: str) -> list[dict[str, Any]]:
         """Every alias of a model: [{alias, version, number}]."""
-        return [a.as_dict() for a in self.store.model_aliases(name)]
+        aliases = self.store.cache.get(name, ("aliases",),
+                                       lambda: tuple(self.store.model_aliases(name)))
+        return [a.as_dict() for a in aliases]
 
     def delete_alias(self, name: str, alias: str, *, actor: str = "system") -> None:
         self.store.delete_alias(name, alias, actor)
