@@ -155,6 +155,31 @@ def _newest_first(table: Any, after: tuple[datetime, str] | None) -> Any:
                and_(table.c.created_at == created, table.c.id < last_id))
 
 
+def newest_first_page(database: Database, table: Any, where: list[Any], limit: int,
+                      page_token: str | None) -> list[Any]:
+    """Up to ``limit + 1`` rows of ``table`` matching ``where``, newest first, after the
+    page token's (created_at, id): one keyset page (the extra row says there is more). The
+    shadow and experiment stores page with it, and ``deployment.listing`` merges their pages
+    with this store's into one list."""
+    stmt = (select(table).where(*where)
+            .order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit + 1))
+    after = _newest_first(table, _page_after(page_token))
+    if after is not None:
+        stmt = stmt.where(after)
+    with database.read() as conn:
+        return conn.execute(stmt).all()
+
+
+def filters(table: Any, **equal: Any) -> list[Any]:
+    """``column == value`` for each given value that is not None (a list's filters)."""
+    return [table.c[name] == value for name, value in equal.items() if value is not None]
+
+
+def page_token_of(created_at: datetime, row_id: str) -> str:
+    """The token of the page after the row (``created_at``, ``row_id``)."""
+    return _token(created_at, row_id)
+
+
 class DeploymentStore:
     def __init__(self, database: Database) -> None:
         self.db = database
@@ -191,22 +216,14 @@ class DeploymentStore:
         return [_deployment(r) for r in rows]
 
     def list(self, model: str | None, state: str | None, limit: int,
-             page_token: str | None) -> tuple[list[Deployment], str | None]:
+             page_token: str | None, strategy: str | None = None
+             ) -> tuple[list[Deployment], str | None]:
         """Newest first; ``limit`` rows and the token of the next page (or None)."""
         if state is not None and state not in STATES:
             raise InvalidArgument(f"unknown state {state!r}: expected one of {', '.join(STATES)}")
-        stmt = (select(deployments)
-                .order_by(deployments.c.created_at.desc(), deployments.c.id.desc())
-                .limit(limit + 1))
-        if model is not None:
-            stmt = stmt.where(deployments.c.model == model)
-        if state is not None:
-            stmt = stmt.where(deployments.c.state == state)
-        after = _newest_first(deployments, _page_after(page_token))
-        if after is not None:
-            stmt = stmt.where(after)
-        with self.db.read() as conn:
-            rows = [_deployment(r) for r in conn.execute(stmt).all()]
+        where = filters(deployments, model=model, state=state, strategy=strategy)
+        rows = [_deployment(r) for r in newest_first_page(self.db, deployments, where, limit,
+                                                          page_token)]
         more = len(rows) > limit
         rows = rows[:limit]
         return rows, (_token(rows[-1].created_at, rows[-1].id) if more else None)
