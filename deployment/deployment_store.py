@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +34,7 @@ ACTIVE_STATES: tuple[str, ...] = ("pending", "health_check", "progressing", "pau
 FINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "aborted", "superseded", "rolled_back")
 STATES: tuple[str, ...] = ACTIVE_STATES + FINAL_STATES
 TRIGGERS: tuple[str, ...] = ("manual", "automatic", "snapshot")
+T = TypeVar("T")
 
 
 class Lost(Exception):
@@ -155,19 +156,22 @@ def _newest_first(table: Any, after: tuple[datetime, str] | None) -> Any:
                and_(table.c.created_at == created, table.c.id < last_id))
 
 
-def newest_first_page(database: Database, table: Any, where: list[Any], limit: int,
-                      page_token: str | None) -> list[Any]:
-    """Up to ``limit + 1`` rows of ``table`` matching ``where``, newest first, after the
-    page token's (created_at, id): one keyset page (the extra row says there is more). The
-    shadow and experiment stores page with it, and ``deployment.listing`` merges their pages
-    with this store's into one list."""
+def keyset_page(database: Database, table: Any, where: list[Any], limit: int,
+                page_token: str | None, record: Callable[[Any], T]) -> tuple[list[T], str | None]:
+    """One page of ``table`` matching ``where``, newest first (created_at, id), after the page
+    token's row: ``limit`` records and the next page's token (None on the last page). The
+    deployment, shadow and experiment stores page with it, all with the same kind of token,
+    so ``deployment.listing`` can merge their pages into one list."""
     stmt = (select(table).where(*where)
             .order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit + 1))
     after = _newest_first(table, _page_after(page_token))
     if after is not None:
         stmt = stmt.where(after)
     with database.read() as conn:
-        return conn.execute(stmt).all()
+        rows = conn.execute(stmt).all()
+    page = [record(r) for r in rows[:limit]]
+    return page, (page_token_of(aware(rows[limit - 1].created_at), rows[limit - 1].id)
+                  if len(rows) > limit else None)
 
 
 def filters(table: Any, **equal: Any) -> list[Any]:
@@ -222,11 +226,7 @@ class DeploymentStore:
         if state is not None and state not in STATES:
             raise InvalidArgument(f"unknown state {state!r}: expected one of {', '.join(STATES)}")
         where = filters(deployments, model=model, state=state, strategy=strategy)
-        rows = [_deployment(r) for r in newest_first_page(self.db, deployments, where, limit,
-                                                          page_token)]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, (_token(rows[-1].created_at, rows[-1].id) if more else None)
+        return keyset_page(self.db, deployments, where, limit, page_token, _deployment)
 
     # -- writing (in the caller's transaction) ------------------------------------------------
     def insert(self, conn: Connection, dep: Deployment) -> None:

@@ -7,8 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from deployment.deployment_store import (aware, filters, new_id, newest_first_page,
-                                         page_token_of)
+from deployment.deployment_store import aware, filters, keyset_page, new_id
 from deployment.records import ExperimentRecord
 from storage.database import Database
 from storage.events import record_event
@@ -59,11 +58,8 @@ class ExperimentStore:
     def list(self, model: str | None, state: str | None, limit: int,
              page_token: str | None) -> tuple[list[ExperimentRecord], str | None]:
         """Newest first, keyset-paged as the deployments are (``deployment.listing``)."""
-        rows = newest_first_page(self.db, experiments, filters(experiments, model=model, state=state),
-                                 limit, page_token)
-        page = [experiment_record(r) for r in rows[:limit]]
-        return page, (page_token_of(page[-1].created_at, page[-1].id)
-                      if len(rows) > limit else None)
+        return keyset_page(self.db, experiments, filters(experiments, model=model, state=state), limit,
+                           page_token, experiment_record)
 
     def running(self) -> list[ExperimentRecord]:
         """Every running experiment (the ticker checks which are due)."""

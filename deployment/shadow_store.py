@@ -7,8 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from deployment.deployment_store import (aware, filters, new_id, newest_first_page,
-                                         page_token_of)
+from deployment.deployment_store import aware, filters, keyset_page, new_id
 from deployment.records import ShadowPair, ShadowRecord
 from storage.database import Database
 from storage.events import record_event
@@ -68,11 +67,8 @@ class ShadowStore:
     def list(self, model: str | None, state: str | None, limit: int,
              page_token: str | None) -> tuple[list[ShadowRecord], str | None]:
         """Newest first, keyset-paged as the deployments are (``deployment.listing``)."""
-        rows = newest_first_page(self.db, shadows, filters(shadows, model=model, state=state),
-                                 limit, page_token)
-        page = [shadow_record(r) for r in rows[:limit]]
-        return page, (page_token_of(page[-1].created_at, page[-1].id)
-                      if len(rows) > limit else None)
+        return keyset_page(self.db, shadows, filters(shadows, model=model, state=state), limit,
+                           page_token, shadow_record)
 
     def running(self) -> list[ShadowRecord]:
         with self.db.read() as conn:
