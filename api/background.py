@@ -4,8 +4,8 @@ Every beat (~0.5 s) rollouts advance (``deployments.tick``); every 2 s the live 
 judged for automatic rollback; every 5 s the alert rules and budgets are evaluated; every hour
 old metrics are pruned; every beat, due webhook deliveries are leased and handed to the sender's
 workers; every second this process's shadow pairs are stored and due shadows end; every 2 s
-due A/B experiments end with their verdict. Each duty is safe when several processes (gunicorn workers, several servers) run it at
-once, and one duty failing does not stop the others.
+due A/B experiments end with their verdict. Each duty is safe when several processes (gunicorn
+workers, several servers) run it at once, and one duty failing does not stop the others.
 """
 from __future__ import annotations
 

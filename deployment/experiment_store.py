@@ -58,8 +58,8 @@ class ExperimentStore:
     def list(self, model: str | None, state: str | None, limit: int,
              page_token: str | None) -> tuple[list[ExperimentRecord], str | None]:
         """Newest first, keyset-paged as the deployments are (``deployment.listing``)."""
-        return keyset_page(self.db, experiments, filters(experiments, model=model, state=state), limit,
-                           page_token, experiment_record)
+        where = filters(experiments, model=model, state=state)
+        return keyset_page(self.db, experiments, where, limit, page_token, experiment_record)
 
     def running(self) -> list[ExperimentRecord]:
         """Every running experiment (the ticker checks which are due)."""

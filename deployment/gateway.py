@@ -320,9 +320,9 @@ class ChatStream:
         self._started = started
         self._slot = slot
         self._finished = first is None
-        self._shadow: ShadowRecord | None = None   # issue 19: the shadow this answer is mirrored to
-        self._shadow_call: tuple[Callable[[ModelProvider], Prediction],
-                                 Callable[[], Any]] | None = None
+        # issue 19: (shadow, the call to mirror, its input) when this answer is mirrored
+        self._mirror: tuple[ShadowRecord, Callable[[ModelProvider], Prediction],
+                            Callable[[], Any]] | None = None
         self._text: list[str] = []
 
         if first is None:
@@ -333,7 +333,7 @@ class ChatStream:
         """Mirror this answer to ``shadow`` when it ends complete: its text is kept until then,
         and the candidate is asked the same conversation (unstreamed) afterwards."""
         if not self._finished:
-            self._shadow, self._shadow_call = shadow, (invoke, example)
+            self._mirror = (shadow, invoke, example)
 
     def __iter__(self) -> "ChatStream":
         return self
@@ -354,7 +354,7 @@ class ChatStream:
                 raise
         self.usage = piece.usage or self.usage
         self.finish_reason = piece.finish_reason or self.finish_reason
-        if self._shadow is not None:
+        if self._mirror is not None:
             self._text.append(piece.text)
         return piece
 
@@ -378,11 +378,10 @@ class ChatStream:
         if outcome is None:
             self.cost = gateway._record_success(self.model, self.route, version, latency,
                                                 self.usage, self.api_key)
-            if self._shadow is not None and gateway.mirror is not None:
-                invoke, example = self._shadow_call  # type: ignore[misc]
-                gateway.mirror.submit(Mirror(self._shadow, invoke, version,
-                                             "".join(self._text), latency, self.usage,
-                                             example))
+            if self._mirror is not None and gateway.mirror is not None:
+                shadow, invoke, example = self._mirror
+                gateway.mirror.submit(Mirror(shadow, invoke, version, "".join(self._text),
+                                             latency, self.usage, example))
         elif isinstance(outcome, VERSION_FAILURES):
             gateway.collector.record(tracked, version, latency, False, outcome.code,
                                      api_key=self.api_key)

@@ -9,8 +9,9 @@ requests to mirror (``sample_percent``) and when it ends (``duration_s`` and/or
   there, after the primary answered (a stream: after its last piece), the gateway hands the
   same provider call to the mirror: :meth:`ShadowMirror.pick` (a coin flip) and
   :meth:`ShadowMirror.submit` (a ``put_nowait`` on a bounded queue), nothing else. A full
-  queue drops the mirror and counts it (``dropped``); a fixed pool of ``SHADOW_CONCURRENCY`` worker threads per process calls
-  the candidate, so a slow candidate can hold neither request threads nor unbounded memory.
+  queue drops the mirror and counts it (``dropped``); a fixed pool of ``SHADOW_CONCURRENCY``
+  worker threads per process calls the candidate, so a slow candidate can hold neither
+  request threads nor unbounded memory.
 * **Kept apart.** The candidate's calls go straight to the loaded provider, never through
   the metrics collector: shadow latency and errors feed no canary gate, no live watcher, no
   alert. Each mirrored pair's comparison is one row of ``shadow_pairs``, written in batches
