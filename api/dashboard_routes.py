@@ -21,8 +21,8 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from api.schemas import Body, ErrorOut
 from api.services import services
 from api.spec import spec
-from deployment.deployment_store import Deployment
 from deployment.listing import ALL_STATES
+from deployment.records import Deployment
 
 bp = Blueprint("dashboard", __name__)
 TAGS = ["dashboard"]

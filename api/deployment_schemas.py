@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from api.schemas import Body
 from deployment.deployment_strategy import STRATEGIES, AnalysisSettings
-from deployment.deployment_store import STATES
+from deployment.records import STATES
 from deployment.listing import ALL_STATES, ALL_STRATEGIES
 from shared.pagination import MAX_PAGE_SIZE
 

@@ -16,23 +16,22 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from deployment.records import (STATES, Deployment, DeploymentEvent, HealthCheckRecord,
+                                RollbackRecord)
 from errors import FailedPrecondition, InvalidArgument, NotFound
 from storage.events import record_event
 from shared.pagination import decode_token, encode_token
 from storage.database import Database
 from storage.schema import as_utc, deployments, events, health_checks, iso, rollbacks
 
-ACTIVE_STATES: tuple[str, ...] = ("pending", "health_check", "progressing", "paused")
-FINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "aborted", "superseded", "rolled_back")
-STATES: tuple[str, ...] = ACTIVE_STATES + FINAL_STATES
 TRIGGERS: tuple[str, ...] = ("manual", "automatic", "snapshot")
 T = TypeVar("T")
 
@@ -59,54 +58,6 @@ def _utc(value: datetime) -> datetime:
     return as_utc(value)
 
 
-@dataclass(frozen=True)
-class Deployment:
-    """One deployment row. ``revision`` is the optimistic-concurrency token."""
-
-    id: str
-    model: str
-    version: str
-    previous_version: str | None
-    strategy: str
-    state: str
-    step: int | None
-    steps: list[int]
-    traffic: dict[str, int]
-    analysis: dict[str, Any] | None
-    verdicts: list[dict[str, Any]]
-    reason: str
-    actor: str
-    revision: int
-    step_started_at: datetime | None
-    next_check_at: datetime | None
-    deadline_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-    events: list[dict[str, Any]] | None = field(default=None, compare=False)
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
-
-    def as_dict(self) -> dict[str, Any]:
-        """The API object (DESIGN §4), plus who started it, the step deadline, the verdicts
-        and, when read with them, the events."""
-        out: dict[str, Any] = {
-            "id": self.id, "model": self.model, "version": self.version,
-            "previous_version": self.previous_version, "strategy": self.strategy,
-            "state": self.state, "step": self.step, "steps": list(self.steps),
-            "traffic": dict(self.traffic), "analysis": self.analysis, "reason": self.reason,
-            "actor": self.actor, "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at), "finished_at": iso(self.finished_at),
-            "deadline_at": iso(self.deadline_at) if self.active else None,
-            "verdicts": list(self.verdicts),
-        }
-        if self.events is not None:
-            out["events"] = self.events
-        return out
-
-
 def _deployment(row: Any) -> Deployment:
     return Deployment(
         id=row.id, model=row.model, version=row.version, previous_version=row.previous_version,
@@ -118,17 +69,16 @@ def _deployment(row: Any) -> Deployment:
         updated_at=aware(row.updated_at), finished_at=aware(row.finished_at))
 
 
-def _event(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "at": iso(row.at), "kind": row.kind, "actor": row.actor,
-            "version": row.version, "reason": row.reason, "detail": row.detail}
+def _event(row: Any) -> DeploymentEvent:
+    return DeploymentEvent(id=row.id, at=aware(row.at), kind=row.kind, actor=row.actor,
+                           version=row.version, reason=row.reason, detail=row.detail)
 
 
-def rollback_dict(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The API object of a rollback (DESIGN §4), plus who did it and for which deployment."""
-    return {"id": row["id"], "model": row["model"], "from_version": row["from_version"],
-            "to_version": row["to_version"], "trigger": row["trigger"], "reason": row["reason"],
-            "evidence": row["evidence"], "actor": row["actor"],
-            "deployment_id": row["deployment_id"], "created_at": iso(row["created_at"])}
+def _rollback(row: Any) -> RollbackRecord:
+    return RollbackRecord(id=row.id, model=row.model, from_version=row.from_version,
+                          to_version=row.to_version, trigger=row.trigger, reason=row.reason,
+                          evidence=row.evidence, actor=row.actor,
+                          deployment_id=row.deployment_id, created_at=aware(row.created_at))
 
 
 def _page_after(page_token: str | None) -> tuple[datetime, str] | None:
@@ -201,7 +151,7 @@ class DeploymentStore:
         if with_events:
             rows = conn.execute(select(events).where(events.c.deployment_id == deployment_id)
                                 .order_by(events.c.id)).all()
-            dep = replace(dep, events=[_event(r) for r in rows])
+            dep = replace(dep, events=tuple(_event(r) for r in rows))
         return dep
 
     def active_for_model(self, model: str, conn: Connection | None = None) -> Deployment | None:
@@ -278,21 +228,21 @@ class DeploymentStore:
     def insert_rollback(self, conn: Connection, *, model: str, from_version: str | None,
                         to_version: str | None, trigger: str, reason: str,
                         evidence: dict[str, Any] | None, actor: str,
-                        deployment_id: str | None, now: datetime) -> dict[str, Any]:
+                        deployment_id: str | None, now: datetime) -> RollbackRecord:
         """One row of the rollback history (written by the controller and the rollback
         manager alike)."""
         if trigger not in TRIGGERS:
             raise InvalidArgument(f"rollback trigger must be one of {TRIGGERS}, got {trigger!r}")
-        values = dict(id=new_id("rb"), model=model, from_version=from_version,
-                      to_version=to_version, trigger=trigger, reason=reason,
-                      evidence=evidence or {}, actor=actor, deployment_id=deployment_id,
-                      created_at=now)
-        conn.execute(insert(rollbacks).values(**values))
+        record = RollbackRecord(id=new_id("rb"), model=model, from_version=from_version,
+                                to_version=to_version, trigger=trigger, reason=reason,
+                                evidence=evidence or {}, actor=actor,
+                                deployment_id=deployment_id, created_at=now)
+        conn.execute(insert(rollbacks).values(**vars(record)))
         record_event(conn, "rollback.recorded", actor=actor, model=model, version=to_version,
                      deployment_id=deployment_id, reason=reason,
-                     detail={"rollback_id": values["id"], "trigger": trigger,
+                     detail={"rollback_id": record.id, "trigger": trigger,
                              "from_version": from_version, "to_version": to_version})
-        return rollback_dict(values)
+        return record
 
     def record_health(self, conn: Connection, *, model: str, version: str,
                       deployment_id: str | None, ok: bool, message: str,
@@ -304,7 +254,7 @@ class DeploymentStore:
     # -- reading rollbacks and health checks ---------------------------------------------------
     def list_rollbacks(self, model: str | None = None, limit: int = 50,
                        page_token: str | None = None
-                       ) -> tuple[list[dict[str, Any]], str | None]:
+                       ) -> tuple[list[RollbackRecord], str | None]:
         stmt = (select(rollbacks).order_by(rollbacks.c.created_at.desc(), rollbacks.c.id.desc())
                 .limit(limit + 1))
         if model is not None:
@@ -316,23 +266,24 @@ class DeploymentStore:
             rows = conn.execute(stmt).all()
         page = rows[:limit]
         token = _token(aware(page[-1].created_at), page[-1].id) if len(rows) > limit else None
-        return [rollback_dict(r._mapping) for r in page], token
+        return [_rollback(r) for r in page], token
 
-    def get_rollback(self, rollback_id: str) -> dict[str, Any]:
+    def get_rollback(self, rollback_id: str) -> RollbackRecord:
         with self.db.read() as conn:
             row = conn.execute(select(rollbacks).where(rollbacks.c.id == rollback_id)).first()
         if row is None:
             raise NotFound(f"rollback '{rollback_id}' does not exist")
-        return rollback_dict(row._mapping)
+        return _rollback(row)
 
     def health_checks(self, model: str, version: str | None = None,
-                      limit: int = 20) -> list[dict[str, Any]]:
+                      limit: int = 20) -> list[HealthCheckRecord]:
         stmt = (select(health_checks).where(health_checks.c.model == model)
                 .order_by(health_checks.c.id.desc()).limit(limit))
         if version is not None:
             stmt = stmt.where(health_checks.c.version == version)
         with self.db.read() as conn:
             rows = conn.execute(stmt).all()
-        return [{"model": r.model, "version": r.version, "deployment_id": r.deployment_id,
-                 "ok": r.ok, "message": r.message, "probes": r.probes,
-                 "checked_at": iso(r.checked_at)} for r in rows]
+        return [HealthCheckRecord(model=r.model, version=r.version,
+                                  deployment_id=r.deployment_id, ok=r.ok, message=r.message,
+                                  probes=r.probes, checked_at=aware(r.checked_at))
+                for r in rows]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from deployment.deployment_store import STATES, DeploymentStore, page_token_of
+from deployment.deployment_store import DeploymentStore, page_token_of
 from deployment.deployment_strategy import STRATEGIES
 from deployment.experiment_store import ExperimentStore
-from deployment.records import TRIAL_STATES
+from deployment.records import STATES, TRIAL_STATES
 from deployment.shadow_store import ShadowStore
 from errors import InvalidArgument
 from shared.pagination import check_limit

@@ -1,17 +1,162 @@
-"""What the shadow and experiment stores return: frozen, typed records (issue 19, the store
-convention of issue 13; see ``registry/records.py``).
+"""What the deployment-layer stores return: frozen, typed records (the house convention, see
+``registry/records.py`` and the README's "What stores return").
 
-A store returns these, never SQLAlchemy rows and never the wire shape; the public API (the
-managers' methods, the REST views) turns them into dicts with ``as_dict()`` at its edge, so the
-shape clients see is written once, here.
+``DeploymentStore`` returns ``Deployment`` (with its ``DeploymentEvent``s when asked),
+``RollbackRecord`` and ``HealthCheckRecord``; ``TrafficStore`` returns ``TrafficTable`` and,
+for its history, ``TrafficChange``; ``ShadowStore`` returns ``ShadowRecord`` and ``ShadowPair``,
+``ExperimentStore`` ``ExperimentRecord`` (issue 19). Each has one ``as_dict()``: the wire shape, written once,
+which the public API (the managers, the REST views) calls at its edge.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from storage.schema import iso
+
+ACTIVE_STATES: tuple[str, ...] = ("pending", "health_check", "progressing", "paused")
+FINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "aborted", "superseded", "rolled_back")
+STATES: tuple[str, ...] = ACTIVE_STATES + FINAL_STATES
+
+
+@dataclass(frozen=True)
+class DeploymentEvent:
+    """One row of a deployment's event history."""
+
+    id: int
+    at: datetime
+    kind: str
+    actor: str
+    version: str | None
+    reason: str | None
+    detail: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "at": iso(self.at), "kind": self.kind, "actor": self.actor,
+                "version": self.version, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One deployment row. ``revision`` is the optimistic-concurrency token."""
+
+    id: str
+    model: str
+    version: str
+    previous_version: str | None
+    strategy: str
+    state: str
+    step: int | None
+    steps: list[int]
+    traffic: dict[str, int]
+    analysis: dict[str, Any] | None
+    verdicts: list[dict[str, Any]]
+    reason: str
+    actor: str
+    revision: int
+    step_started_at: datetime | None
+    next_check_at: datetime | None
+    deadline_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    events: tuple[DeploymentEvent, ...] | None = field(default=None, compare=False)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    def as_dict(self) -> dict[str, Any]:
+        """The API object (DESIGN §4), plus who started it, the step deadline, the verdicts
+        and, when read with them, the events."""
+        out: dict[str, Any] = {
+            "id": self.id, "model": self.model, "version": self.version,
+            "previous_version": self.previous_version, "strategy": self.strategy,
+            "state": self.state, "step": self.step, "steps": list(self.steps),
+            "traffic": dict(self.traffic), "analysis": self.analysis, "reason": self.reason,
+            "actor": self.actor, "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at), "finished_at": iso(self.finished_at),
+            "deadline_at": iso(self.deadline_at) if self.active else None,
+            "verdicts": list(self.verdicts),
+        }
+        if self.events is not None:
+            out["events"] = [event.as_dict() for event in self.events]
+        return out
+
+
+@dataclass(frozen=True)
+class RollbackRecord:
+    """One row of the rollback history (manual, automatic or snapshot)."""
+
+    id: str
+    model: str
+    from_version: str | None
+    to_version: str | None
+    trigger: str
+    reason: str
+    evidence: dict[str, Any]
+    actor: str
+    deployment_id: str | None
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        """The API object of a rollback (DESIGN §4), plus who did it and for which
+        deployment."""
+        return {"id": self.id, "model": self.model, "from_version": self.from_version,
+                "to_version": self.to_version, "trigger": self.trigger, "reason": self.reason,
+                "evidence": self.evidence, "actor": self.actor,
+                "deployment_id": self.deployment_id, "created_at": iso(self.created_at)}
+
+
+@dataclass(frozen=True)
+class HealthCheckRecord:
+    """One stored health check of a version, with its probes as evidence."""
+
+    model: str
+    version: str
+    deployment_id: str | None
+    ok: bool
+    message: str
+    probes: list[dict[str, Any]]
+    checked_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version,
+                "deployment_id": self.deployment_id, "ok": self.ok, "message": self.message,
+                "probes": self.probes, "checked_at": iso(self.checked_at)}
+
+
+@dataclass(frozen=True)
+class TrafficTable:
+    """The live {version: percent} of one model; ``revision`` bumps on every change."""
+
+    model: str
+    revision: int
+    weights: dict[str, int]
+    stable_version: str | None
+    deployment_id: str | None
+    updated_at: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "revision": self.revision, "weights": dict(self.weights),
+                "stable_version": self.stable_version, "deployment_id": self.deployment_id,
+                "updated_at": self.updated_at}
+
+
+@dataclass(frozen=True)
+class TrafficChange(TrafficTable):
+    """One row of a model's traffic history: the table it set (``updated_at``: when), who set
+    it and why."""
+
+    actor: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "actor": self.actor, "reason": self.reason}
+
+
+# -- issue 19: shadows and A/B experiments (ShadowStore, ExperimentStore) ---------------------
 
 TRIAL_STATES: tuple[str, ...] = ("running", "finished", "promoted")
 

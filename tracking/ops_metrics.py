@@ -40,26 +40,26 @@ class OpsCollector(Collector):
         deps = CounterMetricFamily("registry_deployments", "Deployments by final or current "
                                    "state (cluster-wide, from the database).",
                                    labels=["model", "strategy", "state"])
-        for model, strategy, state, n in counts["deployments"]:
+        for model, strategy, state, n in counts.deployments:
             deps.add_metric([model, strategy, state], n)
         yield deps
         rbs = CounterMetricFamily("registry_rollbacks", "Rollbacks by trigger (manual, "
                                   "automatic, snapshot; cluster-wide).",
                                   labels=["model", "trigger"])
-        for model, trigger, n in counts["rollbacks"]:
+        for model, trigger, n in counts.rollbacks:
             rbs.add_metric([model, trigger], n)
         yield rbs
         deliveries = GaugeMetricFamily("registry_webhook_deliveries",
                                        "Webhook deliveries by state (pending, succeeded, failed).",
                                        labels=["state"])
         for state in ("pending", "succeeded", "failed"):
-            deliveries.add_metric([state], dict(counts["deliveries"]).get(state, 0))
+            deliveries.add_metric([state], dict(counts.deliveries).get(state, 0))
         yield deliveries
         attempts = CounterMetricFamily("registry_webhook_attempts",
                                        "Webhook delivery attempts by outcome "
                                        "(succeeded, retry, failed).", labels=["outcome"])
         for outcome in ("succeeded", "retry", "failed"):
-            attempts.add_metric([outcome], dict(counts["attempts"]).get(outcome, 0))
+            attempts.add_metric([outcome], dict(counts.attempts).get(outcome, 0))
         yield attempts
         took = GaugeMetricFamily("registry_ops_scrape_seconds",
                                  "Time spent reading these counts from the database.")
