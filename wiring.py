@@ -196,7 +196,7 @@ class Services:
         return self._part("shadow_mirror", lambda: ShadowMirror(
             self.shadow_store, self.loader, queue_size=s.shadow_queue_size,
             concurrency=s.shadow_concurrency, store_inputs=s.shadow_store_inputs,
-            start_threads=False, start_on_shadow=True))
+            start_threads=False, start_on_shadow=True, prices=self.prices))
 
     @property
     def shadows(self) -> ShadowManager:

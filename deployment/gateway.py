@@ -16,6 +16,7 @@ import observability
 from deployment.records import ShadowRecord
 from deployment.router import Route, Router
 from deployment.shadow import Mirror, ShadowMirror
+from deployment.usage_cost import usage_cost
 from errors import (DataCorrupted, FailedPrecondition, ProviderError, ProviderTimeout,
                     RateLimited, RegistryError, Unavailable)
 from models.base_model import ChatRequest, Delta, ModelProvider, Prediction, Usage
@@ -140,7 +141,8 @@ class Gateway:
         shadow = self._shadow_of(model, served.version, route)
         if shadow is not None and self.mirror is not None:
             self.mirror.submit(Mirror(shadow, invoke, served.version, served.prediction.output,
-                                      served.latency, served.prediction.usage, example))
+                                      served.latency, served.prediction.usage, example,
+                                      served.cost))
         return served
 
     def _shadow_of(self, model: str, version: str, route: Route) -> ShadowRecord | None:
@@ -214,9 +216,7 @@ class Gateway:
         if usage is None:
             self.collector.record(tracked, version, latency, True, api_key=api_key)
             return None
-        cost = None if self.prices is None else self.prices.cost(
-            model, version, usage.input_tokens, usage.output_tokens, usage.total_tokens,
-            usage.cached_tokens, usage.reasoning_tokens)
+        cost = usage_cost(self.prices, model, version, usage)
         self.collector.record(tracked, version, latency, True, None, usage.input_tokens,
                               usage.output_tokens, total_tokens=usage.total_tokens,
                               cost=cost or 0, api_key=api_key)
@@ -381,7 +381,7 @@ class ChatStream:
             if self._mirror is not None and gateway.mirror is not None:
                 shadow, invoke, example = self._mirror
                 gateway.mirror.submit(Mirror(shadow, invoke, version, "".join(self._text),
-                                             latency, self.usage, example))
+                                             latency, self.usage, example, self.cost))
         elif isinstance(outcome, VERSION_FAILURES):
             gateway.collector.record(tracked, version, latency, False, outcome.code,
                                      api_key=self.api_key)

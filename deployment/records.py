@@ -205,6 +205,8 @@ class ShadowPair:
     primary_tokens: int | None
     shadow_tokens: int | None
     example: dict[str, Any] | None
+    primary_cost_micro_usd: int | None = None
+    shadow_cost_micro_usd: int | None = None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ requests to mirror (``sample_percent``) and when it ends (``duration_s`` and/or
   (``numpy.allclose``, rtol 1e-3, atol 1e-5) and arg-max agreement along the last axis.
   Text (LLMs): exact match, and a similarity of the normalised texts (lower case, collapsed
   whitespace) by ``difflib.SequenceMatcher.ratio``; a pair agrees when exact or at least
-  ``TEXT_AGREEMENT`` similar. Plus both latencies, the candidate's errors and tokens.
+  ``TEXT_AGREEMENT`` similar. Plus both latencies, the candidate's errors, tokens and cost (both sides priced
+  as the gateway prices a call, over the pairs where both have a price).
 * **Inputs are private.** Examples (input and both outputs) are stored only when
   ``SHADOW_STORE_INPUTS`` is on; otherwise the worst disagreements show only their numbers.
 
@@ -48,11 +49,13 @@ import numpy as np
 from deployment.judge import wilson
 from deployment.records import ShadowPair, ShadowRecord
 from deployment.shadow_store import ShadowStore
+from deployment.usage_cost import usage_cost
 from errors import FailedPrecondition, InvalidArgument, NotFound
 from models.base_model import ModelProvider, Prediction, Usage
 from models.model_loader import ModelLoader
 from registry.model_registry import ModelRegistry
 from storage.schema import iso, utcnow
+from tracking.pricing import PriceBook, cost_fields
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,7 @@ class Mirror:
     latency: float
     usage: Usage | None
     example: Callable[[], Any] | None = None
+    cost: int | None = None      # the primary's micro-USD; None without a price
 
 
 class ShadowMirror:
@@ -129,9 +133,10 @@ class ShadowMirror:
     def __init__(self, store: ShadowStore, loader: ModelLoader, *, queue_size: int = 256,
                  concurrency: int = 2, store_inputs: bool = False,
                  start_threads: bool = True, start_on_shadow: bool = False,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, prices: PriceBook | None = None) -> None:
         self.store = store
         self.loader = loader
+        self.prices = prices              # prices the candidate's calls, as the gateway does
         self.store_inputs = store_inputs
         self.clock = clock
         self.queue: queue.Queue[Mirror] = queue.Queue(maxsize=max(1, queue_size))
@@ -191,7 +196,8 @@ class ShadowMirror:
         shadow = mirror.shadow
         pair: dict[str, Any] = {"shadow_id": shadow.id, "primary_version": mirror.version,
                                 "primary_latency": mirror.latency,
-                                "primary_tokens": _tokens(mirror.usage)}
+                                "primary_tokens": _tokens(mirror.usage),
+                                "primary_cost_micro_usd": mirror.cost}
         started = time.perf_counter()
         try:
             provider = self.loader.get(shadow.model, shadow.version)
@@ -203,6 +209,8 @@ class ShadowMirror:
         else:
             pair["shadow_latency"] = time.perf_counter() - started
             pair["shadow_tokens"] = _tokens(result.usage)
+            pair["shadow_cost_micro_usd"] = usage_cost(self.prices, shadow.model,
+                                                       shadow.version, result.usage)
             measures = compare(mirror.output, result.output)
             pair.update(agree=measures["agree"], argmax_agree=measures["argmax_agree"],
                         similarity=measures["similarity"],
@@ -398,9 +406,22 @@ def _quantiles(values: list[float]) -> dict[str, float | None]:
     return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(arr.mean())}
 
 
+def _cost(answered: list[ShadowPair]) -> dict[str, Any]:
+    """Both sides' cost over the pairs where both were priced (the same calls, so the ratio
+    is what the candidate would cost instead of the primary)."""
+    priced = [p for p in answered
+              if p.primary_cost_micro_usd is not None and p.shadow_cost_micro_usd is not None]
+    primary = sum(p.primary_cost_micro_usd or 0 for p in priced)
+    shadow = sum(p.shadow_cost_micro_usd or 0 for p in priced)
+    return {"priced_pairs": len(priced),
+            "primary": cost_fields(primary if priced else None),
+            "shadow": cost_fields(shadow if priced else None),
+            "ratio": shadow / primary if primary else None}
+
+
 def summarize(pairs: list[ShadowPair], dropped: int) -> dict[str, Any]:
     """The report of a shadow's stored pairs: agreement with Wilson intervals, latency,
-    errors, tokens and the worst disagreements."""
+    errors, tokens, cost and the worst disagreements."""
     answered = [p for p in pairs if p.shadow_error is None]
     argmax = [p for p in answered if p.argmax_agree is not None]
     errors: dict[str, int] = {}
@@ -421,6 +442,7 @@ def summarize(pairs: list[ShadowPair], dropped: int) -> dict[str, Any]:
                     "shadow": _quantiles([p.shadow_latency for p in answered])},
         "tokens": {"primary": sum(p.primary_tokens or 0 for p in pairs),
                    "shadow": sum(p.shadow_tokens or 0 for p in answered)},
+        "cost": _cost(answered),
         "worst_disagreements": [
             {"at": iso(p.at), "agree": bool(p.agree),
              "similarity": p.similarity, "max_abs_diff": p.max_abs_diff,

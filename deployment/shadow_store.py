@@ -17,7 +17,7 @@ RUNNING = "running"
 _PAIR_DEFAULTS: dict[str, Any] = {
     "shadow_latency": None, "shadow_error": None, "agree": None, "argmax_agree": None,
     "similarity": None, "max_abs_diff": None, "primary_tokens": None, "shadow_tokens": None,
-    "example": None}
+    "example": None, "primary_cost_micro_usd": None, "shadow_cost_micro_usd": None}
 
 
 def shadow_record(row: Any) -> ShadowRecord:
@@ -35,7 +35,8 @@ def _pair(row: Any) -> ShadowPair:
         shadow_error=row.shadow_error, agree=row.agree, argmax_agree=row.argmax_agree,
         similarity=row.similarity, max_abs_diff=row.max_abs_diff,
         primary_tokens=row.primary_tokens, shadow_tokens=row.shadow_tokens,
-        example=row.example)
+        example=row.example, primary_cost_micro_usd=row.primary_cost_micro_usd,
+        shadow_cost_micro_usd=row.shadow_cost_micro_usd)
 
 
 class ShadowStore:

@@ -504,6 +504,8 @@ shadow_pairs = Table(
     Column("primary_tokens", Integer),
     Column("shadow_tokens", Integer),
     Column("example", JSON),                                    # input + outputs, if allowed
+    Column("primary_cost_micro_usd", BigInteger),               # None: no price
+    Column("shadow_cost_micro_usd", BigInteger),
     Index("ix_shadow_pairs_shadow", "shadow_id", "id"),
 )
 

@@ -16,6 +16,7 @@ from errors import FailedPrecondition, InvalidArgument
 from models import onnx_examples
 from models.base_model import ChatRequest, Message, Prediction
 from storage.schema import events
+from tracking.pricing import PriceBook
 from tests.test_api_deployments import add_version
 from tests.test_deployment_manager import Env, env  # noqa: F401  (the fixture)
 
@@ -238,6 +239,39 @@ def test_chat_calls_and_streams_are_mirrored_and_their_texts_compared(llm: Env):
     assert worst["example"] == {"input": [{"role": "user", "text": "tell me a long story please"}],
                                 "primary_output": "echo: tell me a long story please",
                                 "shadow_output": "echo: tell me"}
+
+
+def test_both_sides_of_a_mirrored_call_are_priced(llm: Env, gemini):
+    """Each pair is priced as the gateway prices a call: the primary's cost is the answered
+    call's, the candidate's its own usage at its own version's price."""
+    prices = PriceBook(llm.db, llm.registry)
+    prices.set_price("llm", {"input_per_1m": 1.0, "output_per_1m": 10.0}, version="1.0.0")
+    prices.set_price("llm", {"input_per_1m": 2.0, "output_per_1m": 20.0}, version="1.1.0")
+    gemini.set_usage("gem-primary", prompt=1000, candidates=200)     # 1000 + 2000 µUSD
+    gemini.set_usage("gem-candidate", prompt=1000, candidates=100)   # 2000 + 2000 µUSD
+    llm.gateway.prices = prices
+    manager = shadows(llm, start_threads=False, prices=prices)
+    shadow = manager.start("llm", "1.1.0", 100, 600, None)
+    assert llm.gateway.chat("llm", chat("hi")).cost == 3000
+    stream = llm.gateway.chat_stream("llm", chat("hello"))
+    "".join(p.text for p in stream)
+    stream.close()
+    run_queued(manager.mirror)
+    cost = manager.report(shadow["id"])["cost"]
+    assert cost["priced_pairs"] == 2
+    assert cost["primary"] == {"cost_micro_usd": 6000, "cost_usd": 0.006}
+    assert cost["shadow"] == {"cost_micro_usd": 8000, "cost_usd": 0.008}
+    assert cost["ratio"] == pytest.approx(8000 / 6000)
+
+
+def test_an_unpriced_shadow_reports_no_cost(live: Env):
+    manager = shadows(live, start_threads=False)
+    shadow = manager.start("m", "1.1.0", 100, 600, None)
+    live.gateway.predict("m", [[1.0, 2.0]])
+    run_queued(manager.mirror)
+    cost = manager.report(shadow["id"])["cost"]
+    assert cost == {"priced_pairs": 0, "primary": {"cost_micro_usd": None, "cost_usd": None},
+                    "shadow": {"cost_micro_usd": None, "cost_usd": None}, "ratio": None}
 
 
 def test_no_protocol_waits_for_a_slow_candidate(llm: Env, gemini):
