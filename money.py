@@ -50,6 +50,14 @@ def micro_to_usd(micro: int | None) -> float | None:
     return None if micro is None else micro / MICRO
 
 
+def micro_to_text(micro: int) -> str:
+    """Exact decimal USD text of integer micro-USD (``1234`` → ``"0.001234"``): what the
+    ``X-Cost-USD`` response header carries, with no float in between."""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), MICRO)
+    return f"{sign}{whole}.{frac:06d}"
+
+
 @dataclass(frozen=True)
 class Price:
     """Rates in micro-USD per 1M tokens (= USD per 1M tokens × 1e6)."""

@@ -238,14 +238,15 @@ def _register_cli(app: Flask) -> None:
     def create_key(name: str, role: str) -> None:
         """Create a key; its token is printed once."""
         key, token = app.extensions[EXTENSION_KEY].keys.create(name, role, actor="cli")
-        click.echo(f"created key {key['id']} '{name}' ({role}); token, shown once:\n{token}")
+        click.echo(f"created key {key.id} '{name}' ({role}); token, shown once:\n{token}")
 
     @keys.command("list")
     def list_keys() -> None:
         """List keys (never their tokens)."""
         for key in app.extensions[EXTENSION_KEY].keys.list():
-            state = "active" if key["active"] else f"revoked {key['revoked_at']}"
-            click.echo(f"{key['id']:>4}  {key['name']:<24} {key['role']:<6} {state}")
+            shown = key.as_dict()
+            state = "active" if key.active else f"revoked {shown['revoked_at']}"
+            click.echo(f"{key.id:>4}  {key.name:<24} {key.role:<6} {state}")
 
     @keys.command("revoke")
     @click.argument("key_id", type=int)

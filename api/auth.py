@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 from flask import Flask, g, request
 
 from errors import PermissionDenied, Unauthenticated
-from storage.key_store import KeyStore, Principal
+from storage.key_store import KeyStore
+from storage.records import Principal
 
 CACHE_TTL_S = 5.0
 PUBLIC_ENDPOINTS = {"health.healthz", "health.readyz", "openapi_json", "static",

@@ -4,8 +4,8 @@ from __future__ import annotations
 from flask import Blueprint
 from spectree import Response
 
-from api.cost_schemas import (BudgetBody, BudgetEnvelope, BudgetList, PriceBody, PricesEnvelope,
-                              PricesQuery, SpendEnvelope, SpendQuery)
+from api.cost_schemas import (BudgetBody, BudgetEnvelope, BudgetList, BudgetsQuery, PriceBody,
+                              PricesEnvelope, PricesQuery, SpendEnvelope, SpendQuery)
 from api.deployments_routes import parse_time
 from api.schemas import ErrorOut
 from api.services import actor, services
@@ -29,8 +29,8 @@ def _prices(name: str, version: str | None) -> dict:
     for v in versions:
         quote = book.quote(name, v)
         current[v] = None if quote is None else quote.as_dict()
-    return {"model": name, "current": current, "history": book.history(name, versions[0]
-                                                                       if version else None)}
+    history = book.history(name, versions[0] if version else None)
+    return {"model": name, "current": current, "history": [h.as_dict() for h in history]}
 
 
 @bp.put("/api/models/<name>/prices")
@@ -91,10 +91,14 @@ def put_budget(scope: str, name: str, json: BudgetBody):
 
 
 @bp.get("/api/budgets")
-@spec.validate(resp=Response(HTTP_200=BudgetList), tags=TAGS)
-def list_budgets():
-    """Every budget with its spend in the current period and when that resets."""
-    return {"budgets": services().budgets.list()}
+@spec.validate(query=BudgetsQuery, resp=Response(HTTP_200=BudgetList, HTTP_400=ErrorOut),
+               tags=TAGS)
+def list_budgets(query: BudgetsQuery):
+    """Budgets by scope and name, each with its spend in the current period and when that
+    resets; keyset pagination (`limit`, `page_token` from the previous answer's
+    `next_page_token`)."""
+    budgets, token = services().budgets.list_page(query.limit, query.page_token)
+    return {"budgets": budgets, "next_page_token": token}
 
 
 @bp.get("/api/budgets/<scope>/<name>")

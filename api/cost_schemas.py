@@ -6,6 +6,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas import Body
+from shared.pagination import MAX_PAGE_SIZE
 
 Usd = Optional[float]
 
@@ -88,5 +89,11 @@ class BudgetEnvelope(BaseModel):
     budget: BudgetOut
 
 
+class BudgetsQuery(Body):
+    limit: int = Field(100, ge=1, le=MAX_PAGE_SIZE)
+    page_token: Optional[str] = Field(None, max_length=2048)
+
+
 class BudgetList(BaseModel):
     budgets: list[BudgetOut]
+    next_page_token: Optional[str]

@@ -15,12 +15,14 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import protocol_errors
+from api.cost_header import set_cost
 from api.services import api_key_name, services
 from api.spec import EXTRA_OPERATIONS, json_content, schema_ref
 from deployment.gateway import ChatStream
 from deployment.model_ref import parse_model_ref
 from errors import InvalidArgument
-from models.base_model import ChatRequest, Message, Usage
+from models.base_model import ChatRequest, Delta, Message, Usage
+from money import micro_to_usd
 
 bp = Blueprint("gemini", __name__, url_prefix="/gemini")
 protocol_errors.install(bp, protocol_errors.google_body)
@@ -60,7 +62,9 @@ class GenerateContentBody(_Camel):
 
 class GenerateContentResponse(BaseModel):
     candidates: list[dict[str, Any]]
-    usageMetadata: Optional[dict[str, int]]
+    usageMetadata: Optional[dict[str, Optional[float]]] = Field(
+        description="Gemini's token counts, plus the answer's cost: `costMicroUsd` (exact "
+                    "integer micro-USD) and `costUsd`, null when the version has no price")
     modelVersion: str = Field(description="`name@version` of the version that answered")
 
 
@@ -91,23 +95,27 @@ def chat_request(body: GenerateContentBody) -> ChatRequest:
     return ChatRequest(tuple(messages), {_PARAMS[k]: v for k, v in config.items()})
 
 
-def usage_json(usage: Usage | None) -> dict[str, int] | None:
+def usage_json(usage: Usage | None, cost: int | None) -> dict[str, Any] | None:
+    """Gemini's ``usageMetadata`` plus the gateway's cost (``costMicroUsd``, ``costUsd``).
+    google-genai drops fields it does not know, so its users read ``X-Cost-USD`` from
+    ``response.sdk_http_response.headers`` instead; raw HTTP clients see both."""
     if usage is None:
         return None
     return {"promptTokenCount": usage.input_tokens,
             "candidatesTokenCount": usage.output_tokens - usage.reasoning_tokens,
-            "thoughtsTokenCount": usage.reasoning_tokens, "totalTokenCount": usage.total_tokens}
+            "thoughtsTokenCount": usage.reasoning_tokens, "totalTokenCount": usage.total_tokens,
+            "costMicroUsd": cost, "costUsd": micro_to_usd(cost)}
 
 
-def _response(text: str, finish: str | None, usage: Usage | None, model_version: str
-              ) -> dict[str, Any]:
+def _response(text: str, finish: str | None, usage: Usage | None, model_version: str,
+              cost: int | None = None) -> dict[str, Any]:
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]},
                                  "index": 0}
     if finish is not None:
         candidate["finishReason"] = _FINISH.get(finish, "OTHER")
     body: dict[str, Any] = {"candidates": [candidate], "modelVersion": model_version}
     if usage is not None:
-        body["usageMetadata"] = usage_json(usage)
+        body["usageMetadata"] = usage_json(usage, cost)
     return body
 
 
@@ -133,7 +141,9 @@ def generate(api_version: str, model_action: str):  # type: ignore[no-untyped-de
                               api_key=api_key_name())
         response = jsonify(_response(str(served.prediction.output),
                                      served.prediction.finish_reason or "stop",
-                                     served.prediction.usage, f"{ref.name}@{served.version}"))
+                                     served.prediction.usage, f"{ref.name}@{served.version}",
+                                     served.cost))
+        set_cost(response, served.cost)
         version = served.version
     response.headers["x-model-version"] = version
     return response
@@ -141,12 +151,25 @@ def generate(api_version: str, model_action: str):  # type: ignore[no-untyped-de
 
 def _events(stream: ChatStream) -> Iterator[str]:
     """One ``GenerateContentResponse`` per piece, as Gemini's ``alt=sse`` stream; the last
-    carries ``finishReason`` and ``usageMetadata``. A failure mid-stream: an ``error`` event."""
+    carries ``finishReason`` and ``usageMetadata`` with the cost. A piece carrying usage is
+    held back until the stream has ended (the gateway prices it then), so no text waits;
+    the held piece is only ever the last one. A failure mid-stream: an ``error`` event."""
     model_version = f"{stream.model}@{stream.version}"
+
+    def event(piece: Delta, cost: int | None = None) -> str:
+        body = _response(piece.text, piece.finish_reason, piece.usage, model_version, cost)
+        return f"data: {json.dumps(body)}\r\n\r\n"
+
     try:
+        held: Delta | None = None
         for piece in stream:
-            body = _response(piece.text, piece.finish_reason, piece.usage, model_version)
-            yield f"data: {json.dumps(body)}\r\n\r\n"
+            if held is not None:
+                yield event(held)
+            held = piece if piece.usage is not None else None
+            if held is None:
+                yield event(piece)
+        if held is not None:
+            yield event(held, stream.cost)
     except Exception as exc:  # noqa: BLE001 - told to the client in-band, then ended
         status, code, message, param = protocol_errors.error_parts(exc)
         body = protocol_errors.google_body(status, code, message, param)
@@ -167,7 +190,9 @@ EXTRA_OPERATIONS["/gemini/{api_version}/models/{model}:generateContent"] = {"pos
                    "http_options={'base_url': '<server>/gemini'})`, `model='name'` or "
                    "`'name@ref'`. `api_version` is `v1` or `v1beta`; the key is read from "
                    "`x-goog-api-key` (or `Authorization: Bearer`). The version that answered "
-                   "is in `modelVersion` and the `x-model-version` header. "
+                   "is in `modelVersion` and the `x-model-version` header; the cost of a priced "
+                   "answer in `usageMetadata.costMicroUsd`/`costUsd` and the `X-Cost-USD` "
+                   "header (streams: in the last event's `usageMetadata` only). "
                    "`:streamGenerateContent?alt=sse` streams the same objects as "
                    "Server-Sent Events.",
     "operationId": "gemini_generate_content",

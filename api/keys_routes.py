@@ -19,14 +19,14 @@ def create_key(json: CreateKeyBody):
     """Create a key; the response carries the token, which is never shown again."""
     key, token = services().keys.create(json.name, json.role, actor=actor())
     authenticator().invalidate()
-    return {"key": key, "token": token}, 201
+    return {"key": key.as_dict(), "token": token}, 201
 
 
 @bp.get("")
 @spec.validate(resp=Response(HTTP_200=KeyList), tags=TAGS)
 def list_keys():
     """Every key, without tokens."""
-    return {"keys": services().keys.list()}
+    return {"keys": [key.as_dict() for key in services().keys.list()]}
 
 
 @bp.delete("/<int:key_id>")
@@ -38,4 +38,4 @@ def revoke_key(key_id: int):
     turns authentication off."""
     key = services().keys.revoke(key_id, actor=actor())
     authenticator().invalidate()
-    return {"key": key}
+    return {"key": key.as_dict()}

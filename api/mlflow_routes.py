@@ -512,9 +512,9 @@ def _files(v: dict[str, Any]) -> dict[str, int | None]:
 
 
 def _mlmodel(v: dict[str, Any]) -> str:
-    path = services().artifacts.path_for(v["artifact"]["digest"], verify=False)
-    return mlmodel_descriptor(path, model_name=v["model"], number=v["number"],
-                              created_at=v["created_at"])
+    with services().artifacts.hold(v["artifact"]["digest"], verify=False) as path:
+        return mlmodel_descriptor(path, model_name=v["model"], number=v["number"],
+                                  created_at=v["created_at"])
 
 
 @artifacts_bp.get("")

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import protocol_errors
+from api.cost_header import set_cost
 from api.services import api_key_name, services
 from api.spec import EXTRA_OPERATIONS, schema_ref
 from deployment.model_ref import parse_model_ref
@@ -134,11 +135,11 @@ def infer(name: str, version: str | None = None):  # type: ignore[no-untyped-def
     served = services().gateway.serve(
         ref.name, lambda provider: Prediction(provider.infer(tensors)),
         version=version or ref.ref, key=request.headers.get("X-Routing-Key") or None,
-        api_key=api_key_name())
+        api_key=api_key_name(), example=lambda: tensors)
     response = _outputs(header, served.prediction.output,
                         {"model_name": ref.name, "model_version": served.version})
     response.headers["x-model-version"] = served.version
-    return response
+    return set_cost(response, served.cost)   # no usage object in OIP: the header only
 
 
 def _split_body(raw: bytes) -> tuple[InferRequest, bytes]:

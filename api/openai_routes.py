@@ -16,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from api import protocol_errors
+from api.cost_header import set_cost
 from api.openai_schemas import (ChatCompletion, ChatCompletionBody, OpenAIError, OpenAIModel,
                                 OpenAIModelList)
 from api.services import api_key_name, services
@@ -24,6 +25,7 @@ from deployment.gateway import ChatStream
 from deployment.model_ref import parse_model_ref
 from errors import NotFound
 from models.base_model import ChatRequest, Message, Usage
+from tracking.pricing import cost_fields
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 protocol_errors.install(bp, protocol_errors.openai_body)
@@ -43,12 +45,16 @@ def chat_request(body: ChatCompletionBody) -> ChatRequest:
     return ChatRequest(messages, {k: v for k, v in params.items() if v is not None})
 
 
-def usage_json(usage: Usage | None) -> dict[str, Any] | None:
+def usage_json(usage: Usage | None, cost: int | None) -> dict[str, Any] | None:
+    """OpenAI's usage object plus the gateway's cost of the answer (``cost_micro_usd``,
+    exact, and ``cost_usd``; null when the version has no price): the SDK keeps extra fields
+    (``completion.usage.cost_usd``)."""
     if usage is None:
         return None
     return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
             "total_tokens": usage.total_tokens,
-            "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens}}
+            "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+            **cost_fields(cost)}
 
 
 @bp.post("/chat/completions")
@@ -76,7 +82,8 @@ def chat_completions():  # type: ignore[no-untyped-def]
                                      "content": str(served.prediction.output)},
                          "finish_reason": _FINISH.get(served.prediction.finish_reason or "",
                                                       "stop")}],
-            "usage": usage_json(served.prediction.usage)})
+            "usage": usage_json(served.prediction.usage, served.cost)})
+        set_cost(response, served.cost)
         version = served.version
     response.headers["x-model-version"] = version
     return response
@@ -87,7 +94,8 @@ def _completion_id() -> str:
 
 
 def _events(stream: ChatStream, include_usage: bool) -> Iterator[str]:
-    """``chat.completion.chunk`` events, then the usage chunk when asked, then ``[DONE]``.
+    """``chat.completion.chunk`` events, then the usage chunk (with the cost) when asked, then
+    ``[DONE]``.
     A failure after the first piece can only be told in-band: an ``error`` event, as
     OpenAI does (the SDK raises it). Closing this generator closes the stream."""
     head = {"id": _completion_id(), "object": "chat.completion.chunk",
@@ -107,7 +115,7 @@ def _events(stream: ChatStream, include_usage: bool) -> Iterator[str]:
                 yield chunk({"content": piece.text})
         yield chunk({}, _FINISH.get(stream.finish_reason or "", "stop"))
         if include_usage:
-            usage = usage_json(stream.usage or Usage())
+            usage = usage_json(stream.usage or Usage(), stream.cost)  # cost: known at the end
             yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage})}\n\n"
         yield "data: [DONE]\n\n"
     except Exception as exc:  # noqa: BLE001 - told to the client in-band, then ended
@@ -163,7 +171,10 @@ EXTRA_OPERATIONS["/v1/chat/completions"] = {"post": {
                    "`X-Routing-Key`) or `name@ref`. With `stream: true` the answer is "
                    "Server-Sent Events of `chat.completion.chunk`, ending in `data: [DONE]`; "
                    "`stream_options.include_usage` adds the usage chunk. The version that "
-                   "answered is in `model` and the `x-model-version` header.",
+                   "answered is in `model` and the `x-model-version` header. The cost of the "
+                   "answer is in `usage.cost_micro_usd` (exact) and `usage.cost_usd` (null "
+                   "when the version has no price), and, unless streamed, in the `X-Cost-USD` "
+                   "header.",
     "operationId": "openai_chat_completions",
     "requestBody": {"required": True, "content": {
         "application/json": {"schema": schema_ref(ChatCompletionBody)}}},

@@ -97,6 +97,9 @@ class ChatUsage(BaseModel):
     completion_tokens: int = Field(description="includes the reasoning (thinking) tokens")
     total_tokens: int
     completion_tokens_details: CompletionTokensDetails
+    cost_micro_usd: Optional[int] = Field(None, description="the answer's cost in micro-USD "
+                                          "(exact); null when the version has no price")
+    cost_usd: Optional[float] = Field(None, description="the same in USD, for display")
 
 
 class ChatCompletion(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 from spectree import Response
 
+from api.cost_header import set_cost
 from api.schemas import ErrorOut, PredictBody, PredictionOut
 from api.services import api_key_name, services
 from api.spec import spec
@@ -22,7 +23,10 @@ def predict(name: str, json: PredictBody):
     """Predict with the version the traffic table picks (or the pinned `version`).
 
     A `key` (or the `X-Routing-Key` header) makes routing sticky: the same key reaches the same
-    version while the weights allow it."""
+    version while the weights allow it. A priced answer also carries its cost in the
+    `X-Cost-USD` header (exact decimal USD), as every protocol's answers do."""
     key = json.key or request.headers.get("X-Routing-Key") or None
-    return jsonify(services().gateway.predict(name, json.input, version=json.version, key=key,
-                                              params=json.params, api_key=api_key_name()))
+    answer = services().gateway.predict(name, json.input, version=json.version, key=key,
+                                        params=json.params, api_key=api_key_name())
+    usage = answer["usage"]
+    return set_cost(jsonify(answer), usage and usage.get("cost_micro_usd"))

@@ -1,5 +1,6 @@
 """Webhook subscriptions (admin role), their delivery log, tests and redeliveries (issue 18).
 
+The manager and its store return frozen records (``webhooks/records.py``), serialised here.
 Deliveries are sent by the background sender (``webhooks/sender.py``); the endpoints that send
 something (test, redeliver) queue it and answer 202 at once, so a slow receiver never holds a
 request.
@@ -26,7 +27,7 @@ E = {"HTTP_400": ErrorOut, "HTTP_404": ErrorOut}
 def create_webhook(json: CreateWebhookBody):
     """Subscribe a URL to events; the response carries the secret, which is never shown again."""
     webhook, secret = services().webhooks.create(**json.model_dump(), actor=actor())
-    return {"webhook": webhook, "secret": secret}, 201
+    return {"webhook": webhook.as_dict(), "secret": secret}, 201
 
 
 @bp.get("")
@@ -34,14 +35,14 @@ def create_webhook(json: CreateWebhookBody):
 def list_webhooks(query: Page):
     """Every subscription (without secrets), paged."""
     rows, token = services().webhooks.list(query.limit, query.page_token)
-    return {"webhooks": rows, "next_page_token": token}
+    return {"webhooks": [w.as_dict() for w in rows], "next_page_token": token}
 
 
 @bp.get("/<webhook_id>")
 @spec.validate(resp=Response(HTTP_200=WebhookEnvelope, **E), tags=TAGS)
 def get_webhook(webhook_id: str):
     """One subscription (without its secret)."""
-    return {"webhook": services().webhooks.get(webhook_id)}
+    return {"webhook": services().webhooks.get(webhook_id).as_dict()}
 
 
 @bp.patch("/<webhook_id>")
@@ -49,7 +50,7 @@ def get_webhook(webhook_id: str):
 def patch_webhook(webhook_id: str, json: PatchWebhookBody):
     """Change a subscription; `enabled: true` re-enables one disabled after failures."""
     changes = json.model_dump(exclude_unset=True)
-    return {"webhook": services().webhooks.update(webhook_id, **changes)}
+    return {"webhook": services().webhooks.update(webhook_id, **changes).as_dict()}
 
 
 @bp.delete("/<webhook_id>")
@@ -64,7 +65,7 @@ def delete_webhook(webhook_id: str):
 @spec.validate(resp=Response(HTTP_202=DeliveryEnvelope, **E), tags=TAGS)
 def test_webhook(webhook_id: str):
     """Queue a `webhook.test` delivery; follow it in the delivery log."""
-    return {"delivery": services().webhooks.test(webhook_id)}, 202
+    return {"delivery": services().webhooks.test(webhook_id).as_dict()}, 202
 
 
 @bp.get("/<webhook_id>/deliveries")
@@ -72,18 +73,18 @@ def test_webhook(webhook_id: str):
 def list_deliveries(webhook_id: str, query: DeliveriesQuery):
     """The subscription's deliveries, newest first."""
     rows, token = services().webhooks.deliveries(webhook_id, query.limit, query.page_token)
-    return {"deliveries": rows, "next_page_token": token}
+    return {"deliveries": [d.as_dict() for d in rows], "next_page_token": token}
 
 
 @bp.get("/<webhook_id>/deliveries/<delivery_id>")
 @spec.validate(resp=Response(HTTP_200=DeliveryEnvelope, **E), tags=TAGS)
 def get_delivery(webhook_id: str, delivery_id: str):
     """One delivery with its body and every attempt (time, status, latency, response)."""
-    return {"delivery": services().webhooks.delivery(webhook_id, delivery_id)}
+    return {"delivery": services().webhooks.delivery(webhook_id, delivery_id).as_dict()}
 
 
 @bp.post("/<webhook_id>/deliveries/<delivery_id>/redeliver")
 @spec.validate(resp=Response(HTTP_202=DeliveryEnvelope, **E), tags=TAGS)
 def redeliver(webhook_id: str, delivery_id: str):
     """Queue the delivery's original body again (same delivery id for the receiver)."""
-    return {"delivery": services().webhooks.redeliver(webhook_id, delivery_id)}, 202
+    return {"delivery": services().webhooks.redeliver(webhook_id, delivery_id).as_dict()}, 202

@@ -60,15 +60,15 @@ from sqlalchemy import Connection
 
 from defaults import parts_for
 from deployment.analysis import FAIL, PASS, Check, analyze
-from deployment.deployment_store import (ACTIVE_STATES, STATES, Deployment, DeploymentStore,
-                                         Lost, new_id)
+from deployment.deployment_store import DeploymentStore, Lost, new_id
 from deployment.deployment_strategy import (BLUE_GREEN, AnalysisSettings, Plan,
                                             first_deployment_plan, make_plan)
 from deployment.gateway import highest_stable
 from deployment.health_checker import HealthChecker, HealthReport
+from deployment.records import ACTIVE_STATES, STATES, Deployment, TrafficTable
 from deployment.router import Router
 from deployment.ticker import ErrorLog
-from deployment.traffic_store import TrafficStore, TrafficTable
+from deployment.traffic_store import TrafficStore
 from deployment.traffic_switch import SwitchTransaction, TrafficSwitch
 from errors import FailedPrecondition
 from models.model_loader import ModelLoader

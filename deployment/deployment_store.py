@@ -16,24 +16,24 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from deployment.records import (STATES, Deployment, DeploymentEvent, HealthCheckRecord,
+                                RollbackRecord)
 from errors import FailedPrecondition, InvalidArgument, NotFound
 from storage.events import record_event
 from shared.pagination import decode_token, encode_token
 from storage.database import Database
 from storage.schema import as_utc, deployments, events, health_checks, iso, rollbacks
 
-ACTIVE_STATES: tuple[str, ...] = ("pending", "health_check", "progressing", "paused")
-FINAL_STATES: tuple[str, ...] = ("succeeded", "failed", "aborted", "superseded", "rolled_back")
-STATES: tuple[str, ...] = ACTIVE_STATES + FINAL_STATES
 TRIGGERS: tuple[str, ...] = ("manual", "automatic", "snapshot")
+T = TypeVar("T")
 
 
 class Lost(Exception):
@@ -58,54 +58,6 @@ def _utc(value: datetime) -> datetime:
     return as_utc(value)
 
 
-@dataclass(frozen=True)
-class Deployment:
-    """One deployment row. ``revision`` is the optimistic-concurrency token."""
-
-    id: str
-    model: str
-    version: str
-    previous_version: str | None
-    strategy: str
-    state: str
-    step: int | None
-    steps: list[int]
-    traffic: dict[str, int]
-    analysis: dict[str, Any] | None
-    verdicts: list[dict[str, Any]]
-    reason: str
-    actor: str
-    revision: int
-    step_started_at: datetime | None
-    next_check_at: datetime | None
-    deadline_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-    events: list[dict[str, Any]] | None = field(default=None, compare=False)
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
-
-    def as_dict(self) -> dict[str, Any]:
-        """The API object (DESIGN §4), plus who started it, the step deadline, the verdicts
-        and, when read with them, the events."""
-        out: dict[str, Any] = {
-            "id": self.id, "model": self.model, "version": self.version,
-            "previous_version": self.previous_version, "strategy": self.strategy,
-            "state": self.state, "step": self.step, "steps": list(self.steps),
-            "traffic": dict(self.traffic), "analysis": self.analysis, "reason": self.reason,
-            "actor": self.actor, "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at), "finished_at": iso(self.finished_at),
-            "deadline_at": iso(self.deadline_at) if self.active else None,
-            "verdicts": list(self.verdicts),
-        }
-        if self.events is not None:
-            out["events"] = self.events
-        return out
-
-
 def _deployment(row: Any) -> Deployment:
     return Deployment(
         id=row.id, model=row.model, version=row.version, previous_version=row.previous_version,
@@ -117,17 +69,16 @@ def _deployment(row: Any) -> Deployment:
         updated_at=aware(row.updated_at), finished_at=aware(row.finished_at))
 
 
-def _event(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "at": iso(row.at), "kind": row.kind, "actor": row.actor,
-            "version": row.version, "reason": row.reason, "detail": row.detail}
+def _event(row: Any) -> DeploymentEvent:
+    return DeploymentEvent(id=row.id, at=aware(row.at), kind=row.kind, actor=row.actor,
+                           version=row.version, reason=row.reason, detail=row.detail)
 
 
-def rollback_dict(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The API object of a rollback (DESIGN §4), plus who did it and for which deployment."""
-    return {"id": row["id"], "model": row["model"], "from_version": row["from_version"],
-            "to_version": row["to_version"], "trigger": row["trigger"], "reason": row["reason"],
-            "evidence": row["evidence"], "actor": row["actor"],
-            "deployment_id": row["deployment_id"], "created_at": iso(row["created_at"])}
+def _rollback(row: Any) -> RollbackRecord:
+    return RollbackRecord(id=row.id, model=row.model, from_version=row.from_version,
+                          to_version=row.to_version, trigger=row.trigger, reason=row.reason,
+                          evidence=row.evidence, actor=row.actor,
+                          deployment_id=row.deployment_id, created_at=aware(row.created_at))
 
 
 def _page_after(page_token: str | None) -> tuple[datetime, str] | None:
@@ -155,6 +106,34 @@ def _newest_first(table: Any, after: tuple[datetime, str] | None) -> Any:
                and_(table.c.created_at == created, table.c.id < last_id))
 
 
+def keyset_page(database: Database, table: Any, where: list[Any], limit: int,
+                page_token: str | None, record: Callable[[Any], T]) -> tuple[list[T], str | None]:
+    """One page of ``table`` matching ``where``, newest first (created_at, id), after the page
+    token's row: ``limit`` records and the next page's token (None on the last page). The
+    deployment, shadow and experiment stores page with it, all with the same kind of token,
+    so ``deployment.listing`` can merge their pages into one list."""
+    stmt = (select(table).where(*where)
+            .order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit + 1))
+    after = _newest_first(table, _page_after(page_token))
+    if after is not None:
+        stmt = stmt.where(after)
+    with database.read() as conn:
+        rows = conn.execute(stmt).all()
+    page = [record(r) for r in rows[:limit]]
+    return page, (page_token_of(aware(rows[limit - 1].created_at), rows[limit - 1].id)
+                  if len(rows) > limit else None)
+
+
+def filters(table: Any, **equal: Any) -> list[Any]:
+    """``column == value`` for each given value that is not None (a list's filters)."""
+    return [table.c[name] == value for name, value in equal.items() if value is not None]
+
+
+def page_token_of(created_at: datetime, row_id: str) -> str:
+    """The token of the page after the row (``created_at``, ``row_id``)."""
+    return _token(created_at, row_id)
+
+
 class DeploymentStore:
     def __init__(self, database: Database) -> None:
         self.db = database
@@ -172,7 +151,7 @@ class DeploymentStore:
         if with_events:
             rows = conn.execute(select(events).where(events.c.deployment_id == deployment_id)
                                 .order_by(events.c.id)).all()
-            dep = replace(dep, events=[_event(r) for r in rows])
+            dep = replace(dep, events=tuple(_event(r) for r in rows))
         return dep
 
     def active_for_model(self, model: str, conn: Connection | None = None) -> Deployment | None:
@@ -191,25 +170,13 @@ class DeploymentStore:
         return [_deployment(r) for r in rows]
 
     def list(self, model: str | None, state: str | None, limit: int,
-             page_token: str | None) -> tuple[list[Deployment], str | None]:
+             page_token: str | None, strategy: str | None = None
+             ) -> tuple[list[Deployment], str | None]:
         """Newest first; ``limit`` rows and the token of the next page (or None)."""
         if state is not None and state not in STATES:
             raise InvalidArgument(f"unknown state {state!r}: expected one of {', '.join(STATES)}")
-        stmt = (select(deployments)
-                .order_by(deployments.c.created_at.desc(), deployments.c.id.desc())
-                .limit(limit + 1))
-        if model is not None:
-            stmt = stmt.where(deployments.c.model == model)
-        if state is not None:
-            stmt = stmt.where(deployments.c.state == state)
-        after = _newest_first(deployments, _page_after(page_token))
-        if after is not None:
-            stmt = stmt.where(after)
-        with self.db.read() as conn:
-            rows = [_deployment(r) for r in conn.execute(stmt).all()]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, (_token(rows[-1].created_at, rows[-1].id) if more else None)
+        where = filters(deployments, model=model, state=state, strategy=strategy)
+        return keyset_page(self.db, deployments, where, limit, page_token, _deployment)
 
     # -- writing (in the caller's transaction) ------------------------------------------------
     def insert(self, conn: Connection, dep: Deployment) -> None:
@@ -261,21 +228,21 @@ class DeploymentStore:
     def insert_rollback(self, conn: Connection, *, model: str, from_version: str | None,
                         to_version: str | None, trigger: str, reason: str,
                         evidence: dict[str, Any] | None, actor: str,
-                        deployment_id: str | None, now: datetime) -> dict[str, Any]:
+                        deployment_id: str | None, now: datetime) -> RollbackRecord:
         """One row of the rollback history (written by the controller and the rollback
         manager alike)."""
         if trigger not in TRIGGERS:
             raise InvalidArgument(f"rollback trigger must be one of {TRIGGERS}, got {trigger!r}")
-        values = dict(id=new_id("rb"), model=model, from_version=from_version,
-                      to_version=to_version, trigger=trigger, reason=reason,
-                      evidence=evidence or {}, actor=actor, deployment_id=deployment_id,
-                      created_at=now)
-        conn.execute(insert(rollbacks).values(**values))
+        record = RollbackRecord(id=new_id("rb"), model=model, from_version=from_version,
+                                to_version=to_version, trigger=trigger, reason=reason,
+                                evidence=evidence or {}, actor=actor,
+                                deployment_id=deployment_id, created_at=now)
+        conn.execute(insert(rollbacks).values(**vars(record)))
         record_event(conn, "rollback.recorded", actor=actor, model=model, version=to_version,
                      deployment_id=deployment_id, reason=reason,
-                     detail={"rollback_id": values["id"], "trigger": trigger,
+                     detail={"rollback_id": record.id, "trigger": trigger,
                              "from_version": from_version, "to_version": to_version})
-        return rollback_dict(values)
+        return record
 
     def record_health(self, conn: Connection, *, model: str, version: str,
                       deployment_id: str | None, ok: bool, message: str,
@@ -287,7 +254,7 @@ class DeploymentStore:
     # -- reading rollbacks and health checks ---------------------------------------------------
     def list_rollbacks(self, model: str | None = None, limit: int = 50,
                        page_token: str | None = None
-                       ) -> tuple[list[dict[str, Any]], str | None]:
+                       ) -> tuple[list[RollbackRecord], str | None]:
         stmt = (select(rollbacks).order_by(rollbacks.c.created_at.desc(), rollbacks.c.id.desc())
                 .limit(limit + 1))
         if model is not None:
@@ -299,23 +266,24 @@ class DeploymentStore:
             rows = conn.execute(stmt).all()
         page = rows[:limit]
         token = _token(aware(page[-1].created_at), page[-1].id) if len(rows) > limit else None
-        return [rollback_dict(r._mapping) for r in page], token
+        return [_rollback(r) for r in page], token
 
-    def get_rollback(self, rollback_id: str) -> dict[str, Any]:
+    def get_rollback(self, rollback_id: str) -> RollbackRecord:
         with self.db.read() as conn:
             row = conn.execute(select(rollbacks).where(rollbacks.c.id == rollback_id)).first()
         if row is None:
             raise NotFound(f"rollback '{rollback_id}' does not exist")
-        return rollback_dict(row._mapping)
+        return _rollback(row)
 
     def health_checks(self, model: str, version: str | None = None,
-                      limit: int = 20) -> list[dict[str, Any]]:
+                      limit: int = 20) -> list[HealthCheckRecord]:
         stmt = (select(health_checks).where(health_checks.c.model == model)
                 .order_by(health_checks.c.id.desc()).limit(limit))
         if version is not None:
             stmt = stmt.where(health_checks.c.version == version)
         with self.db.read() as conn:
             rows = conn.execute(stmt).all()
-        return [{"model": r.model, "version": r.version, "deployment_id": r.deployment_id,
-                 "ok": r.ok, "message": r.message, "probes": r.probes,
-                 "checked_at": iso(r.checked_at)} for r in rows]
+        return [HealthCheckRecord(model=r.model, version=r.version,
+                                  deployment_id=r.deployment_id, ok=r.ok, message=r.message,
+                                  probes=r.probes, checked_at=aware(r.checked_at))
+                for r in rows]

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from deployment.traffic_store import TrafficStore, TrafficTable
+from deployment.records import TrafficTable
+from deployment.traffic_store import TrafficStore
 
 BUCKETS = 10_000
 

@@ -5,31 +5,16 @@ traffic change commits in the same transaction as the state change that caused i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from deployment.records import TrafficChange, TrafficTable
 from errors import FailedPrecondition, InvalidArgument
 from storage.events import record_event
 from storage.database import Database
 from storage.schema import iso, traffic, traffic_history, utcnow
-
-
-@dataclass(frozen=True)
-class TrafficTable:
-    model: str
-    revision: int
-    weights: dict[str, int]
-    stable_version: str | None
-    deployment_id: str | None
-    updated_at: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "revision": self.revision, "weights": dict(self.weights),
-                "stable_version": self.stable_version, "deployment_id": self.deployment_id,
-                "updated_at": self.updated_at}
 
 
 def check_weights(weights: dict[str, int]) -> dict[str, int]:
@@ -123,9 +108,11 @@ class TrafficStore:
                                .order_by(traffic_history.c.revision.desc()).limit(1)).first()
             return _table(row) if row else None
 
-    def history(self, model: str, limit: int = 100) -> list[dict[str, Any]]:
+    def history(self, model: str, limit: int = 100) -> list[TrafficChange]:
+        """The model's traffic changes, newest first."""
         with self.db.read() as conn:
             rows = conn.execute(select(traffic_history)
                                 .where(traffic_history.c.model == model)
                                 .order_by(traffic_history.c.revision.desc()).limit(limit)).all()
-        return [{**_table(r).as_dict(), "actor": r.actor, "reason": r.reason} for r in rows]
+        return [TrafficChange(r.model, r.revision, dict(r.weights), r.stable_version,
+                              r.deployment_id, iso(r.at), r.actor, r.reason) for r in rows]

@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from deployment.deployment_store import DeploymentStore
+from deployment.records import RollbackRecord
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
 from models.model_loader import ModelLoader
@@ -55,7 +56,7 @@ class SwitchTransaction:
                expected_revision: int | None = None, roll_back: bool = False,
                rollback: dict[str, Any] | None = None, release: bool = False,
                keep: set[str] | frozenset[str] = frozenset(),
-               events: Callable[[], None] | None = None) -> dict[str, Any] | None:
+               events: Callable[[], None] | None = None) -> RollbackRecord | None:
         """Serve ``weights`` (``stable``: the fallback of failed calls) from the commit on.
 
         ``roll_back``: first mark the rollout in progress and the last succeeded deployment of

@@ -109,7 +109,7 @@ class VersionSpec:
     version: str
     provider: str
     config: dict[str, Any] = field(default_factory=dict)
-    artifact_path: Path | None = None
+    artifact_path: Path | None = None   # a local file, valid while ``load()`` runs
     artifact_digest: str | None = None
     limits: ProviderLimits = field(default_factory=ProviderLimits)
     # The settings the loader was wired with (the Gemini provider takes its endpoint and key

@@ -30,7 +30,9 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from config import Settings
@@ -240,18 +242,29 @@ class ModelLoader:
         return cls
 
     def _instantiate(self, cls: type[ModelProvider], row: dict[str, Any]) -> ModelProvider:
-        """Verify the artifact's bytes, then build and load the provider (the slow part)."""
+        """Verify the artifact's bytes, then build and load the provider (the slow part).
+
+        The artifact is held for the load only (``ArtifactStorage.hold``): a provider reads
+        its file in ``load()`` and keeps what it needs in memory, so ``spec.artifact_path``
+        need not outlive the load (with S3 it is a held link, removed afterwards)."""
         model, version = row["model"], row["version"]
         artifact = row.get("artifact")
-        path = None
-        if artifact is not None:
-            try:
-                path = self.store.path_for(artifact["digest"], verify=True)
-            except NotFound:
-                raise DataCorrupted(
-                    f"the artifact of {model}@{version} (sha256:{artifact['digest']}) is "
-                    "missing from the artifact store; re-upload it",
-                    details={"expected": artifact["digest"]}) from None
+        with ExitStack() as stack:
+            path = None
+            if artifact is not None:
+                try:
+                    path = stack.enter_context(self.store.hold(artifact["digest"], verify=True))
+                except NotFound:
+                    raise DataCorrupted(
+                        f"the artifact of {model}@{version} (sha256:{artifact['digest']}) is "
+                        "missing from the artifact store; re-upload it",
+                        details={"expected": artifact["digest"]}) from None
+            return self._build(cls, row, path)
+
+    def _build(self, cls: type[ModelProvider], row: dict[str, Any],
+               path: Path | None) -> ModelProvider:
+        model, version = row["model"], row["version"]
+        artifact = row.get("artifact")
         spec = VersionSpec(model=model, version=version, provider=row["provider"],
                            config=provider_config(row.get("config")), artifact_path=path,
                            artifact_digest=artifact["digest"] if artifact else None,

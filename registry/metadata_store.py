@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from errors import AlreadyExists, FailedPrecondition, NotFound
 from registry.read_cache import ReadCache
-from registry.records import AliasRecord, ModelRecord, VersionRecord
+from registry.records import AliasRecord, ModelRecord, ServingState, VersionRecord
 from registry.version_manager import KeyInterval
 from storage.database import Database
 from storage.events import record_event
@@ -422,7 +422,7 @@ class MetadataStore:
     def model_names(conn: Connection) -> list[str]:
         return list(conn.execute(select(models.c.name).order_by(models.c.name)).scalars())
 
-    def serving_state(self, conn: Connection, name: str) -> dict[str, Any]:
+    def serving_state(self, conn: Connection, name: str) -> ServingState:
         """Aliases and version statuses of a model, as a snapshot records them."""
         model_id = self._model_row(conn, name).id
         statuses = {r.version: r.status for r in conn.execute(
@@ -432,7 +432,7 @@ class MetadataStore:
             select(aliases.c.alias, model_versions.c.version)
             .join(model_versions, aliases.c.version_id == model_versions.c.id)
             .where(aliases.c.model_id == model_id)).all()
-        return {"statuses": statuses, "aliases": {r.alias: r.version for r in alias_rows}}
+        return ServingState(statuses, {r.alias: r.version for r in alias_rows})
 
     def restore_serving_state(self, conn: Connection, name: str, statuses: dict[str, str],
                               alias_map: dict[str, str], actor: str, reason: str) -> None:

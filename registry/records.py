@@ -1,4 +1,4 @@
-"""What the registry store returns: frozen, typed records, as the deployment store does.
+"""What the registry store returns: frozen, typed records, as every store does.
 
 The convention for every store: a store returns frozen dataclasses (one per kind of row), never
 SQLAlchemy rows and never the wire shape; the public API (``ModelRegistry``'s methods, the
@@ -77,3 +77,15 @@ class AliasRecord:
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "alias": self.alias, "version": self.version,
                 "number": self.number}
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What a snapshot records of a model's registry side: each version's status and each
+    alias's version."""
+
+    statuses: dict[str, str]
+    aliases: dict[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"statuses": dict(self.statuses), "aliases": dict(self.aliases)}

@@ -63,7 +63,10 @@ class AutoRollbackPolicy:
 
 class RollbackManager:
     """The seed's ``RollbackManager``: ``RollbackManager()`` works on the process's services;
-    what it is not given comes from the composition root (``defaults.parts_for``)."""
+    what it is not given comes from the composition root (``defaults.parts_for``).
+
+    Part of the public Python API: rollback records are answered as dicts
+    (``RollbackRecord.as_dict()``), converted here from the records the stores return."""
 
     def __init__(self, database: Database | None = None, *,
                  registry: ModelRegistry | None = None, tracker: PerformanceTracker | None = None,
@@ -153,7 +156,7 @@ class RollbackManager:
         assert record is not None
         if trigger == "automatic":
             self.alerts.record_automatic_rollback(name, current or "", reason, details=evidence)
-        return record
+        return record.as_dict()
 
     def previous_version(self, name: str, automatic: bool = False) -> str | None:
         """The version to roll back to, from the deployment history (see the module doc).
@@ -184,7 +187,7 @@ class RollbackManager:
 
     def _auto_rolled_back(self, name: str) -> set[str]:
         rows, _ = self.deployments.list_rollbacks(name, limit=500)
-        return {r["from_version"] for r in rows if r["trigger"] == "automatic"}
+        return {r.from_version for r in rows if r.trigger == "automatic"}
 
     # -- the watcher ---------------------------------------------------------------------------
     def watch(self) -> list[dict[str, Any]]:
@@ -240,7 +243,8 @@ class RollbackManager:
     # -- history -------------------------------------------------------------------------------
     def list(self, model: str | None = None, limit: int = 50,
              page_token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
-        return self.deployments.list_rollbacks(model, check_limit(limit, 50), page_token)
+        rows, token = self.deployments.list_rollbacks(model, check_limit(limit, 50), page_token)
+        return [r.as_dict() for r in rows], token
 
     def get(self, rollback_id: str) -> dict[str, Any]:
-        return self.deployments.get_rollback(rollback_id)
+        return self.deployments.get_rollback(rollback_id).as_dict()

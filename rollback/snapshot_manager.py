@@ -23,6 +23,7 @@ from sqlalchemy import Connection
 
 from deployment.deployment_store import DeploymentStore, new_id
 from deployment.health_checker import HealthChecker
+from deployment.records import RollbackRecord
 from deployment.router import Router
 from deployment.traffic_store import TrafficStore
 from deployment.traffic_switch import SwitchTransaction, TrafficSwitch
@@ -46,6 +47,10 @@ def live_version(weights: dict[str, int], stable: str | None) -> str | None:
 
 
 class SnapshotManager:
+    """Part of the public Python API: snapshots, restores and their rollback records are
+    answered as dicts (``as_dict()`` of the records), converted here from what
+    ``SnapshotStore`` and the deployment layer return."""
+
     def __init__(self, database: Database | None = None, *, health: HealthChecker | None = None,
                  router: Router | None = None, switch: TrafficSwitch | None = None,
                  retention: int = DEFAULT_RETENTION,
@@ -78,7 +83,7 @@ class SnapshotManager:
             "reason": reason, "actor": actor, "created_at": self.clock()})
         if automatic:
             self.store.prune_automatic(conn, model, self.retention)
-        return snapshot
+        return snapshot.as_dict()
 
     def before_deploy(self, conn: Connection, model: str, deployment_id: str) -> None:
         """The deployment manager's hook, inside the deploy's transaction once its refusal
@@ -89,17 +94,18 @@ class SnapshotManager:
     def _model_state(self, conn: Any, name: str) -> dict[str, Any]:
         table = self.traffic.get(name, conn)
         active = self.deployments.active_for_model(name, conn)
-        return {**self.registry_store.serving_state(conn, name),
+        return {**self.registry_store.serving_state(conn, name).as_dict(),
                 "traffic": ({"weights": table.weights, "stable_version": table.stable_version,
                              "revision": table.revision} if table else None),
                 "active_deployment": active.id if active else None}
 
     def get(self, snapshot_id: str) -> dict[str, Any]:
-        return self.store.get(snapshot_id)
+        return self.store.get(snapshot_id).as_dict()
 
     def list(self, model: str | None = None, automatic: bool | None = None, limit: int = 50,
              page_token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
-        return self.store.list(model, automatic, check_limit(limit, 50), page_token)
+        rows, token = self.store.list(model, automatic, check_limit(limit, 50), page_token)
+        return [r.as_dict() for r in rows], token
 
     def delete(self, snapshot_id: str) -> None:
         self.store.delete(snapshot_id)
@@ -110,7 +116,7 @@ class SnapshotManager:
         untouched, and the rollback records written."""
         snapshot = self.store.get(snapshot_id)
         reason = check_text(reason, "reason") or f"restore snapshot {snapshot_id}"
-        recorded: dict[str, Any] = snapshot["state"]["models"]
+        recorded: dict[str, Any] = snapshot.state["models"]
         self._check_health(recorded)
         now = self.clock()
         rollbacks = []
@@ -127,8 +133,8 @@ class SnapshotManager:
                 record = self._restore_traffic(tx, name, state["traffic"], snapshot_id,
                                                actor, reason, now)
                 if record is not None:
-                    rollbacks.append(record)
-            scope = {snapshot["model"]} if snapshot["model"] else existing
+                    rollbacks.append(record.as_dict())
+            scope = {snapshot.model} if snapshot.model else existing
             untouched = sorted(scope - set(recorded))
         for name in recorded:  # after the commit: this process reads its own restore at once
             self.registry_store.forget(name)
@@ -137,7 +143,7 @@ class SnapshotManager:
 
     def _restore_traffic(self, tx: SwitchTransaction, name: str,
                          recorded: dict[str, Any] | None, snapshot_id: str, actor: str,
-                         reason: str, now: datetime) -> dict[str, Any] | None:
+                         reason: str, now: datetime) -> RollbackRecord | None:
         current = self.traffic.get(name, tx.conn)
         if recorded is None or current is None:
             return None

@@ -1,4 +1,4 @@
-"""All SQL of snapshots."""
+"""All SQL of snapshots; returns the records of ``rollback/records.py``."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,9 +6,10 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select
 
 from errors import NotFound
+from rollback.records import SnapshotRecord, SnapshotSummary
 from shared.pagination import decode_token, encode_token
 from storage.database import Database
-from storage.schema import iso, snapshots
+from storage.schema import snapshots
 
 
 SUMMARY_MODELS = 4
@@ -23,17 +24,15 @@ def summarize(state: dict[str, Any] | None) -> dict[str, Any]:
                        for name, s in shown.items()}}
 
 
-def snapshot_dict(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "model": row.model, "automatic": row.automatic, "state": row.state,
-            "reason": row.reason, "actor": row.actor, "created_at": iso(row.created_at)}
+def _snapshot(row: Any) -> SnapshotRecord:
+    return SnapshotRecord(id=row.id, model=row.model, automatic=row.automatic, state=row.state,
+                          reason=row.reason, actor=row.actor, created_at=row.created_at)
 
 
-def summary_dict(row: Any) -> dict[str, Any]:
-    """A list item: everything but the state, which only ``GET /api/snapshots/{id}`` gives
-    (a global snapshot of many models is megabytes; issue 21)."""
-    return {"id": row.id, "model": row.model, "automatic": row.automatic,
-            "summary": row.summary or {"model_count": None, "models": {}},
-            "reason": row.reason, "actor": row.actor, "created_at": iso(row.created_at)}
+def _summary(row: Any) -> SnapshotSummary:
+    return SnapshotSummary(id=row.id, model=row.model, automatic=row.automatic,
+                           summary=row.summary or {"model_count": None, "models": {}},
+                           reason=row.reason, actor=row.actor, created_at=row.created_at)
 
 
 _SUMMARY_COLUMNS = [snapshots.c[name] for name in
@@ -44,20 +43,20 @@ class SnapshotStore:
     def __init__(self, database: Database) -> None:
         self.db = database
 
-    def insert(self, conn: Connection, values: dict[str, Any]) -> dict[str, Any]:
+    def insert(self, conn: Connection, values: dict[str, Any]) -> SnapshotRecord:
         conn.execute(insert(snapshots).values(**values, summary=summarize(values["state"])))
-        return snapshot_dict(conn.execute(select(snapshots)
-                                          .where(snapshots.c.id == values["id"])).one())
+        return _snapshot(conn.execute(select(snapshots)
+                                      .where(snapshots.c.id == values["id"])).one())
 
-    def get(self, snapshot_id: str) -> dict[str, Any]:
+    def get(self, snapshot_id: str) -> SnapshotRecord:
         with self.db.read() as conn:
             row = conn.execute(select(snapshots).where(snapshots.c.id == snapshot_id)).first()
         if row is None:
             raise NotFound(f"snapshot '{snapshot_id}' does not exist")
-        return snapshot_dict(row)
+        return _snapshot(row)
 
     def list(self, model: str | None, automatic: bool | None, limit: int,
-             page_token: str | None) -> tuple[list[dict[str, Any]], str | None]:
+             page_token: str | None) -> tuple[list[SnapshotSummary], str | None]:
         """Newest first (ids are time ordered)."""
         stmt = select(*_SUMMARY_COLUMNS).order_by(snapshots.c.id.desc()).limit(limit + 1)
         if model is not None:
@@ -69,8 +68,8 @@ class SnapshotStore:
             stmt = stmt.where(snapshots.c.id < str(after))
         with self.db.read() as conn:
             rows = conn.execute(stmt).all()
-        page = [summary_dict(r) for r in rows[:limit]]
-        return page, (encode_token(page[-1]["id"]) if len(rows) > limit else None)
+        page = [_summary(r) for r in rows[:limit]]
+        return page, (encode_token(page[-1].id) if len(rows) > limit else None)
 
     def delete(self, snapshot_id: str) -> None:
         with self.db.transaction() as conn:

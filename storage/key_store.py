@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -16,38 +15,24 @@ from sqlalchemy import func, insert, select, update
 from errors import FailedPrecondition, InvalidArgument, NotFound
 from storage.database import Database
 from storage.events import record_event
-from storage.schema import api_keys, auth_state, iso, utcnow
-
-ROLES = ("read", "write", "admin")
-_RANK = {role: i for i, role in enumerate(ROLES)}
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a key's name and role."""
-
-    name: str
-    role: str
-
-    def allows(self, needed: str) -> bool:
-        return _RANK[self.role] >= _RANK[needed]
+from storage.records import ROLES, ApiKeyRecord, Principal
+from storage.schema import api_keys, auth_state, utcnow
 
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _key_dict(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "name": row.name, "prefix": row.prefix, "role": row.role,
-            "created_at": iso(row.created_at), "revoked_at": iso(row.revoked_at),
-            "active": row.revoked_at is None}
+def _key(row: Any) -> ApiKeyRecord:
+    return ApiKeyRecord(id=row.id, name=row.name, prefix=row.prefix, role=row.role,
+                        created_at=row.created_at, revoked_at=row.revoked_at)
 
 
 class KeyStore:
     def __init__(self, database: Database) -> None:
         self.db = database
 
-    def create(self, name: str, role: str, actor: str = "system") -> tuple[dict[str, Any], str]:
+    def create(self, name: str, role: str, actor: str = "system") -> tuple[ApiKeyRecord, str]:
         """Create a key; returns (key, token). The token is shown this once and never stored."""
         if role not in ROLES:
             raise InvalidArgument(f"role must be one of {', '.join(ROLES)}")
@@ -66,13 +51,13 @@ class KeyStore:
                                                   auth_state.c.keys_required.is_(False))
                          .values(keys_required=True, since=utcnow()))
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
-        return _key_dict(row), token
+        return _key(row), token
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> list[ApiKeyRecord]:
         with self.db.read() as conn:
-            return [_key_dict(r) for r in conn.execute(select(api_keys).order_by(api_keys.c.id))]
+            return [_key(r) for r in conn.execute(select(api_keys).order_by(api_keys.c.id))]
 
-    def revoke(self, key_id: int, actor: str = "system") -> dict[str, Any]:
+    def revoke(self, key_id: int, actor: str = "system") -> ApiKeyRecord:
         if not 0 < key_id < 2**63:  # beyond any id the database can hold
             raise NotFound(f"api key {key_id} does not exist")
         with self.db.transaction() as conn:
@@ -92,7 +77,7 @@ class KeyStore:
                 conn.execute(update(api_keys).where(api_keys.c.id == key_id)
                              .values(revoked_at=utcnow()))
                 record_event(conn, "key.revoked", actor=actor, detail={"key": row.name})
-            return _key_dict(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one())
+            return _key(conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one())
 
     def active_count(self) -> int:
         with self.db.read() as conn:

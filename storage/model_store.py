@@ -14,7 +14,7 @@ Why this shape:
   whole one; a crash mid-upload leaves only a temp file.
 - Identical bytes are stored once (dedupe). A new upload of bytes whose stored copy went bad
   replaces (heals) that copy.
-- Bytes are re-hashed before they are served or loaded (``path_for``/``open`` with
+- Bytes are re-hashed before they are served or loaded (``path_for``/``hold``/``open`` with
   ``verify``): a disk that silently changed them yields ``DataCorrupted``, never wrong output.
 
 No SQL here: which version owns which digest is the registry's business.
@@ -28,6 +28,7 @@ import re
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -78,12 +79,14 @@ class ArtifactStore:
         return self._objects / digest[:2] / digest
 
     # -- writing --------------------------------------------------------------------------
-    def put_stream(self, stream: BinaryIO, max_bytes: int,
-                   chunk_size: int = 1 << 20) -> tuple[str, int]:
+    def put_stream(self, stream: BinaryIO, max_bytes: int, chunk_size: int = 1 << 20, *,
+                   link: Path | None = None) -> tuple[str, int]:
         """Store everything ``stream.read`` yields; return ``(sha256 hex digest, size)``.
 
         More than ``max_bytes`` → ``TooLarge``. Any failure (including one raised by the
-        stream itself) removes the temp file and leaves the store as it was.
+        stream itself) removes the temp file and leaves the store as it was. ``link``: also
+        hard-link the new file there before it is published, so that a cache evicting it
+        right after cannot take it from the caller (the S3 store's ``hold``).
         """
         try:
             self._tmp.mkdir(parents=True, exist_ok=True)
@@ -108,6 +111,8 @@ class ArtifactStore:
                 out.flush()
                 os.fsync(out.fileno())
             digest = h.hexdigest()
+            if link is not None:
+                os.link(tmp, link)
             self._publish(tmp, digest)
             return digest, size
         except OSError as exc:
@@ -142,6 +147,13 @@ class ArtifactStore:
         elif not path.is_file():
             raise self._missing(digest)
         return path
+
+    @contextmanager
+    def hold(self, digest: str, verify: bool = True) -> Iterator[Path]:
+        """A local file of ``digest`` that stays valid for the block (what the model loader
+        hands to a provider). Here it is the stored file itself: nothing evicts local
+        artifacts, and a heal replaces the file with the same bytes in one rename."""
+        yield self.path_for(digest, verify)
 
     def open(self, digest: str, verify: bool = True) -> BinaryIO:
         """An open binary file positioned at 0. With ``verify`` the hash is checked on the

@@ -21,13 +21,17 @@ as its cache of loaded artifacts:
   naming the bucket and what to check, never a 500 with a botocore traceback.
 
 Several servers share one bucket: every server caches what it loads, bounded by
-``cache_bytes`` (least recently used evicted first).
+``cache_bytes`` (least recently used evicted first). Eviction never pulls a file from under a
+user: readers get an open descriptor (``open``) or a held hard link (``hold``), both of which
+keep their bytes after the cache's name is gone (a held file's bytes count against the disk,
+not against ``cache_bytes``, until the block ends).
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,6 +76,7 @@ class S3ArtifactStore:
         self.presign_expiry_s = presign_expiry_s
         self.cache = ArtifactStore(cache_root)
         self.root = self.cache.root  # the local volume: readiness probes write here
+        self._held = self.root / "held"  # hard links to cached files in use (``hold``)
 
     def _key(self, digest: str) -> str:
         digest = check_digest(digest)
@@ -196,12 +201,14 @@ class S3ArtifactStore:
             return False
         return True
 
-    def _fetch(self, digest: str) -> None:
-        """Stream the object into the cache, hashing it; wrong bytes never enter the cache."""
+    def _fetch(self, digest: str, held: Path) -> None:
+        """Stream the object into the cache, hashing it, and hold it at ``held`` (linked
+        before it is published: no eviction can come in between). Wrong bytes never enter the
+        cache."""
         with self._s3("downloading the artifact", digest):
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(digest))["Body"]
             try:
-                actual, _ = self.cache.put_stream(body, _UNLIMITED)
+                actual, _ = self.cache.put_stream(body, _UNLIMITED, link=held)
             finally:
                 body.close()
         if actual != digest:
@@ -214,29 +221,56 @@ class S3ArtifactStore:
 
     def open(self, digest: str, verify: bool = True) -> BinaryIO:
         """An open local file of the artifact (fetched into the cache if needed). Bytes just
-        fetched were hashed on the way in; cached bytes are re-hashed when ``verify``."""
-        check_digest(digest)
-        for _ in range(2):  # another thread may evict between fetch and open
-            fetched = False
-            if not self.cache.exists(digest):
-                self._fetch(digest)
-                fetched = True
-            try:
-                f = self.cache.open(digest, verify=verify and not fetched)
-            except NotFound:
-                continue
-            except DataCorrupted:  # the cached copy went bad: drop it, fetch again
-                self.cache.delete(digest)
-                continue
-            self._touch(digest)
-            return f
-        raise Unavailable(f"artifact sha256:{digest} could not be kept in the local cache "
-                          f"(ARTIFACT_CACHE_BYTES={self.cache_bytes} too small?)")
+        fetched were hashed on the way in; cached bytes are re-hashed when ``verify``. The
+        descriptor keeps its bytes readable whatever is evicted until it is closed."""
+        with self.hold(digest, verify) as path:
+            return open(path, "rb")
 
-    def path_for(self, digest: str, verify: bool = True) -> Path:
-        """The cached local file of ``digest`` (what the model loader hands to providers)."""
-        self.open(digest, verify).close()
-        return self.cache._path(digest)
+    @contextmanager
+    def hold(self, digest: str, verify: bool = True) -> Iterator[Path]:
+        """A local file of ``digest`` that stays whole until the block ends, whatever evicts
+        the cache meanwhile (what the model loader hands to a provider).
+
+        The file is a hard link, under ``held/``, to the cached copy (made before a fetched
+        copy is even published into the cache): eviction, by a thread of this process or by
+        another worker sharing the cache directory, unlinks only the cache's name, so the
+        held bytes live on until the block ends and removes the link. A bare path into the
+        cache could be evicted between being returned and being opened, which is why this
+        store has no ``path_for``. The cache directory must support hard links (any local
+        POSIX filesystem does).
+        """
+        check_digest(digest)
+        self._held.mkdir(parents=True, exist_ok=True)
+        held = self._hold(digest, verify)
+        try:
+            yield held
+        finally:
+            held.unlink(missing_ok=True)
+
+    def _hold(self, digest: str, verify: bool) -> Path:
+        for _ in range(2):  # a cached copy found bad is dropped and fetched again
+            held = self._held / f"{digest}.{time.time_ns()}.{uuid.uuid4().hex[:8]}"
+            try:
+                if self.cache.exists(digest):
+                    try:
+                        os.link(self.cache._path(digest), held)
+                    except FileNotFoundError:
+                        pass  # evicted since: fetched below
+                    else:  # the hash is checked on the very inode that is held
+                        if verify and not self.cache._matches(held, digest):
+                            held.unlink(missing_ok=True)
+                            self.cache.delete(digest)
+                            continue
+                        self._touch(digest)
+                        return held
+                self._fetch(digest, held)  # hashed on the way in
+                return held
+            except BaseException:
+                held.unlink(missing_ok=True)
+                raise
+        raise DataCorrupted(f"artifact sha256:{digest}: the local cache keeps corrupting it "
+                            f"(check the disk under {self.root})",
+                            details={"expected": digest})
 
     def download_url(self, digest: str) -> str | None:
         """A presigned GET URL when downloads redirect to the bucket, else None."""
@@ -288,9 +322,25 @@ class S3ArtifactStore:
         self.cache.delete(digest)
         return existed
 
+    def _cleanup_held(self, max_age_s: float) -> int:
+        """Remove held links left by a process that died inside ``hold`` (their names carry
+        the time they were made)."""
+        cutoff = time.time_ns() - int(max_age_s * 1e9)
+        removed = 0
+        for path in self._held.glob("*.*.*"):
+            try:
+                made = int(path.name.split(".")[1])
+            except (IndexError, ValueError):
+                continue
+            if made <= cutoff:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def cleanup_temp(self, max_age_s: float = 3600.0) -> int:
-        """Abort multipart uploads and remove temp objects older than ``max_age_s``."""
-        removed = self.cache.cleanup_temp(max_age_s)
+        """Abort multipart uploads and remove temp objects older than ``max_age_s``, and
+        held links a dead process left behind."""
+        removed = self.cache.cleanup_temp(max_age_s) + self._cleanup_held(max_age_s)
         cutoff = datetime.now(timezone.utc) - timedelta(seconds=max_age_s)
         tmp = f"{self.prefix}tmp/"
         try:

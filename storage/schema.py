@@ -391,6 +391,10 @@ budgets = Table(
     Column("soft_limit_micro_usd", BigInteger),
     Column("hard_limit_micro_usd", BigInteger),
     Column("hard_action", String(8), nullable=False),          # reject | alert
+    # the start (epoch s) of the period in which the soft/hard limit was last reached and its
+    # budget.*_limit_reached event written (0015): once per budget, period and threshold
+    Column("soft_reached_period", BigInteger),
+    Column("hard_reached_period", BigInteger),
     Column("actor", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -501,6 +505,8 @@ shadow_pairs = Table(
     Column("primary_tokens", Integer),
     Column("shadow_tokens", Integer),
     Column("example", JSON),                                    # input + outputs, if allowed
+    Column("primary_cost_micro_usd", BigInteger),               # None: no price
+    Column("shadow_cost_micro_usd", BigInteger),
     Index("ix_shadow_pairs_shadow", "shadow_id", "id"),
 )
 

@@ -100,7 +100,7 @@ def test_builtin_table_config_and_overrides_in_order(database):
     book.set_price("chat", {"input_per_1m": 5, "output_per_1m": 5}, version="1.1.0")
     assert book.cost("chat", "1.1.0", 1000, 200) == 6000            # a stored version price wins
     assert book.quote("chat", "1.1.0").source == "version"
-    assert [r["version"] for r in book.history("chat")] == ["1.1.0", None]
+    assert [r.version for r in book.history("chat")] == ["1.1.0", None]
 
 
 def test_a_price_change_at_T_affects_only_calls_after_T(tracker):
@@ -127,8 +127,8 @@ def test_a_price_change_at_T_affects_only_calls_after_T(tracker):
     assert m["cost_per_request_usd"] == pytest.approx(expected / 4 / 1e6)
     assert m["cost_per_1k_requests_usd"] == pytest.approx(expected * 250 / 1e6)
     # the history is kept, newest first
-    assert [h["source"] for h in tracker.prices.history("chat")] == ["new contract",
-                                                                      "old contract"]
+    assert [h.source for h in tracker.prices.history("chat")] == ["new contract",
+                                                                   "old contract"]
 
 
 def test_compare_includes_cost(tracker):

@@ -133,7 +133,7 @@ def test_first_deployment_switches_directly_after_its_health_check(env: Env):
     health = changed["verdicts"][0]
     assert health["check"] == "health" and health["result"] == "pass"
     [check] = env.manager.store.health_checks("m", "1.0.0")
-    assert check["ok"] and check["deployment_id"] == dep and len(check["probes"]) == 2
+    assert check.ok and check.deployment_id == dep and len(check.probes) == 2
     assert env.manager.get(dep)["events"][0]["actor"] == "alice"
     assert env.tick() == []                        # idempotent: nothing left to do
 
@@ -188,7 +188,7 @@ def test_blue_green_loads_and_checks_while_the_old_version_serves_then_switches_
     assert got["state"] == "progressing" and got["step"] == 0
     assert env.table() == ({"1.1.0": 100}, "1.0.0")
     history = env.traffic.history("m")
-    assert [h["weights"] for h in history[:2]] == [{"1.1.0": 100}, {"1.0.0": 100}]
+    assert [h.weights for h in history[:2]] == [{"1.1.0": 100}, {"1.0.0": 100}]
     assert env.predict(30) == Counter({"1.1.0": 30})
     env.tick(5)
     assert env.manager.get(dep)["state"] == "progressing"       # window not over
@@ -211,7 +211,7 @@ def test_a_later_deploy_closes_a_blue_green_window_instead_of_answering_409(env:
     assert closed["verdicts"][-1]["result"] == "closed"
     got = env.manager.get(direct)
     assert got["state"] == "succeeded" and got["previous_version"] == "1.1.0"
-    history = [(h["weights"], h["stable_version"]) for h in env.traffic.history("m")[:2]]
+    history = [(h.weights, h.stable_version) for h in env.traffic.history("m")[:2]]
     assert history == [({"1.2.0": 100}, "1.2.0"), ({"1.1.0": 100}, "1.1.0")]
 
 
@@ -269,7 +269,7 @@ def test_canary_walks_10_50_100_on_passing_analysis(env: Env):
     assert got["state"] == "succeeded" and got["step"] == 2 and got["finished_at"]
     assert env.table() == ({"1.1.0": 100}, "1.1.0")
     assert env.kinds(dep).count("deployment.step") == 3
-    assert [h["weights"] for h in reversed(env.traffic.history("m"))][1:] == [
+    assert [h.weights for h in reversed(env.traffic.history("m"))][1:] == [
         {"1.1.0": 10, "1.0.0": 90}, {"1.1.0": 50, "1.0.0": 50}, {"1.1.0": 100}]
 
 
@@ -288,9 +288,9 @@ def test_failing_analysis_aborts_back_to_stable_with_a_rollback_record_and_an_al
     assert env.table() == ({"1.0.0": 100}, "1.0.0")
     assert env.predict(20) == Counter({"1.0.0": 20})
     [rollback] = env.manager.store.list_rollbacks("m")[0]
-    assert rollback["trigger"] == "automatic" and rollback["deployment_id"] == dep
-    assert (rollback["from_version"], rollback["to_version"]) == ("1.1.0", "1.0.0")
-    assert rollback["evidence"]["candidate"]["error_rate"] == pytest.approx(1 / 3)
+    assert rollback.trigger == "automatic" and rollback.deployment_id == dep
+    assert (rollback.from_version, rollback.to_version) == ("1.1.0", "1.0.0")
+    assert rollback.evidence["candidate"]["error_rate"] == pytest.approx(1 / 3)
     [alert] = env.alerts.list_alerts("m", active=True)[0]
     assert alert["rule"] == "automatic_rollback" and alert["version"] == "1.1.0"
     assert alert["severity"] == "critical" and dep in alert["message"]
@@ -298,7 +298,7 @@ def test_failing_analysis_aborts_back_to_stable_with_a_rollback_record_and_an_al
     # The traffic change, the state change and the rollback record: one transaction, in order.
     assert kinds[-3:] == ["traffic.changed", "deployment.aborted", "rollback.recorded"]
     last = env.traffic.history("m")[0]
-    assert last["deployment_id"] == dep and "failed analysis" in last["reason"]
+    assert last.deployment_id == dep and "failed analysis" in last.reason
 
 
 def test_too_little_data_by_the_deadline_pauses_then_promote_resume_pause_abort(env: Env):
@@ -323,7 +323,7 @@ def test_too_little_data_by_the_deadline_pauses_then_promote_resume_pause_abort(
     aborted = env.manager.abort(dep, "changed my mind", actor="bob")
     assert aborted["state"] == "aborted" and env.table() == ({"1.0.0": 100}, "1.0.0")
     [rollback] = env.manager.store.list_rollbacks("m")[0]
-    assert rollback["trigger"] == "manual" and rollback["reason"] == "changed my mind"
+    assert rollback.trigger == "manual" and rollback.reason == "changed my mind"
     for action in (env.manager.promote, env.manager.pause, env.manager.resume,
                    env.manager.abort):
         with pytest.raises(FailedPrecondition):
@@ -355,7 +355,7 @@ def test_one_rollout_per_model_and_force_supersedes_from_stable(env: Env):
     second = env.manager.deploy("m", "1.2.0", "canary", analysis=FAST, force=True)
     old = env.manager.get(first)
     assert old["state"] == "superseded" and second in old["reason"]
-    history = [h["weights"] for h in env.traffic.history("m")[:2]]
+    history = [h.weights for h in env.traffic.history("m")[:2]]
     assert history == [{"1.2.0": 10, "1.0.0": 90}, {"1.0.0": 100}]   # back to stable first
     assert env.table() == ({"1.2.0": 10, "1.0.0": 90}, "1.0.0")
     assert env.manager.get(second)["previous_version"] == "1.0.0"
@@ -423,7 +423,7 @@ def test_failed_health_check_fails_and_leaves_the_traffic_alone(env: Env):
     assert "traffic.changed" not in env.kinds(dep)
     [alert] = env.alerts.list_alerts("m", active=True)[0]
     assert alert["rule"] == "health_check" and alert["version"] == "1.1.0"
-    assert not env.manager.store.health_checks("m", "1.1.0")[0]["ok"]
+    assert not env.manager.store.health_checks("m", "1.1.0")[0].ok
     # The model can be deployed again at once.
     env.version("1.2.0")
     env.manager.deploy("m", "1.2.0")
@@ -502,7 +502,7 @@ def test_two_processes_ticking_at_once_apply_each_step_once(env: Env):
     kinds = Counter(e["kind"] for e in got["events"])
     assert kinds["deployment.step"] == 3 and kinds["deployment.health_check"] == 1
     assert kinds["traffic.changed"] == 3 and kinds["deployment.succeeded"] == 1
-    revisions = [h["revision"] for h in env.traffic.history("m")]
+    revisions = [h.revision for h in env.traffic.history("m")]
     assert revisions == list(range(revisions[0], 0, -1))      # no gaps, no duplicates
 
 

@@ -107,7 +107,7 @@ def test_loaded_version_needs_neither_database_nor_disk(env, monkeypatch):
         raise AssertionError("the hot path must be a dict lookup")
 
     monkeypatch.setattr(env.registry, "get_version", forbidden)
-    monkeypatch.setattr(env.store, "path_for", forbidden)
+    monkeypatch.setattr(env.store, "hold", forbidden)
     assert env.loader.get("m", "1.0.0") is instance
 
 
@@ -178,8 +178,8 @@ def test_corrupted_artifact_is_refused_and_the_failure_remembered(env, monkeypat
     path.chmod(0o644)
     path.write_bytes(b"flipped bits")
     hashed: list[str] = []
-    original = env.store.path_for
-    monkeypatch.setattr(env.store, "path_for",
+    original = env.store.hold
+    monkeypatch.setattr(env.store, "hold",
                         lambda d, verify=True: hashed.append(d) or original(d, verify))
     for _ in range(3):
         with pytest.raises(DataCorrupted, match=digest):

@@ -1,10 +1,14 @@
-"""deploy/prometheus/alerts.yml and deploy/grafana/registry.json (issue 20): they parse, and
-every metric they name is on a live server's /metrics after predictions, a deployment, a
-rollback and a failed call."""
+"""deploy/prometheus/alerts.yml and deploy/grafana/registry.json (issue 20): they parse, the
+rules pass ``promtool check rules`` and their unit tests (``promtool test rules``; skipped,
+saying so, where promtool is not installed: Debian's ``prometheus`` package has it), and every
+metric they name is on a live server's /metrics after predictions, a deployment, a rollback,
+a failed call and a budget."""
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from tests.support import ROOT, LiveServer
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "registry.json"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+RULE_TESTS = ROOT / "tests" / "fixtures" / "prometheus" / "alerts_test.yml"
 SYNTHETIC = {"up"}   # written by Prometheus itself for every scrape target
 METRIC = re.compile(r"\b(registry_[a-z0-9_]+|up)\b")
 
@@ -42,14 +47,25 @@ def test_files_parse_and_cover_what_the_issue_asks():
     names = {n for e in alerts for n in METRIC.findall(e)}
     assert {"registry_predictions_total", "registry_prediction_latency_seconds_bucket",
             "registry_rollbacks_total", "registry_webhook_attempts_total", "up",
-            "registry_database_up"} <= names
+            "registry_database_up", "registry_cost_usd_total",
+            "registry_budget_spent_ratio"} <= names
     assert yaml.safe_load(PROMETHEUS.read_text())["rule_files"] == ["alerts.yml"]
     dash = json.loads(DASHBOARD.read_text())
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
-    for word in ("traffic", "requests", "error", "p50", "p95", "p99", "tokens"):
+    for word in ("traffic", "requests", "error", "p50", "p95", "p99", "tokens",
+                 "cost per version", "cost per 1k requests", "budgets"):
         assert word in titles
     assert {a["name"] for a in dash["annotations"]["list"]} >= {"Rollouts", "Rollbacks"}
     assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool is not installed (apt-get install prometheus; .ci/run does)")
+def test_promtool_checks_the_rules_and_their_unit_tests_pass():
+    for command in (["check", "rules", str(ALERTS)], ["test", "rules", str(RULE_TESTS)]):
+        done = subprocess.run(["promtool", *command], capture_output=True, text=True,
+                              timeout=60, cwd=ROOT)
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.slow
@@ -79,7 +95,9 @@ def test_every_metric_named_exists_on_a_live_server(tmp_path: Path, gemini):
         ok("POST", "/api/models/register", json={"name": "chat"})
         ok("POST", "/api/models/chat/versions/register",
            json={"version": "1.0.0", "status": "stable", "config": {"model": "gemini-2.5-flash"}})
-        ok("POST", "/api/models/chat/predict", json={"input": "hello"})   # tokens
+        ok("PUT", "/api/budgets/model/chat", json={"period": "day", "soft_limit_usd": 1,
+                                                   "hard_limit_usd": 2})
+        ok("POST", "/api/models/chat/predict", json={"input": "hello"})   # tokens, cost
         gemini.set_behavior(error_rate=1.0, status=500)
         ok("POST", "/api/models/chat/predict", expect=(502,), json={"input": "hello"})
         exposed = set()

@@ -26,6 +26,8 @@ from tests.test_rollout_e2e import Api, serve
 pytestmark = pytest.mark.slow
 X = [[1.0, 2.0, 3.0, 4.0]]
 SYSTEM = {"role": "system", "content": "answer briefly"}
+# summarizer's price: one input token costs 1000 micro-USD, one output token 2000
+PRICES = {"input_per_1m": 1000, "output_per_1m": 2000}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,8 @@ def server(fake: FakeGemini, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         api.post("/api/models/register", {"name": "summarizer"}, 201)
         for version in ("1.2.0", "1.2.5", "2.0.0"):
             api.post("/api/models/summarizer/versions/register",
-                     {"version": version, "config": {"model": f"gemini-{version}"}}, 201)
+                     {"version": version, "config": {"model": f"gemini-{version}",
+                                                     "prices": PRICES}}, 201)
         r = api.http.put(f"{api.url}/api/models/summarizer/aliases/champion",
                          json={"version": "1.2.5"}, timeout=30)
         assert r.ok, r.text
@@ -81,6 +84,9 @@ def test_openai_plain_and_streamed_answers_with_usage_and_version(client: openai
     assert (plain.usage.prompt_tokens, plain.usage.completion_tokens,
             plain.usage.total_tokens) == (5, 4, 9)
     assert plain.usage.completion_tokens_details.reasoning_tokens == 0
+    # the cost: an extra usage field the SDK keeps, and the header (5 × 1000 + 4 × 2000)
+    assert (plain.usage.cost_micro_usd, plain.usage.cost_usd) == (13000, 0.013)
+    assert raw.headers["x-cost-usd"] == "0.013000"
 
     chunks = list(client.chat.completions.create(
         model="summarizer", messages=messages, stream=True,
@@ -89,6 +95,7 @@ def test_openai_plain_and_streamed_answers_with_usage_and_version(client: openai
     assert text == choice.message.content
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].usage.total_tokens == 9 and not chunks[-1].choices
+    assert chunks[-1].usage.cost_micro_usd == 13000
 
     cut = client.chat.completions.create(model="summarizer", messages=messages, max_tokens=2)
     assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 2
@@ -163,6 +170,9 @@ def test_google_genai_pointed_at_the_gateway(server: Api):
     assert answer.text == "echo: shorten me please"
     assert answer.model_version == "summarizer@1.2.5"
     assert answer.usage_metadata.total_token_count == 7
+    # google-genai drops unknown usageMetadata fields; the cost header reaches its users
+    # (prompt 3 words × 1000 + answer 4 words × 2000)
+    assert answer.sdk_http_response.headers["x-cost-usd"] == "0.011000"
     pieces = list(client.models.generate_content_stream(model="summarizer",
                                                         contents="shorten me please"))
     assert "".join(p.text or "" for p in pieces) == answer.text

@@ -125,5 +125,8 @@ def test_failing_live_version_is_rolled_back_automatically(gemini_server, gemini
         "automatic", "1.1.0", "1.0.0")
     metrics = rollback["evidence"]["metrics"]
     assert metrics["requests"] >= 20 and 0.3 <= metrics["error_rate"] <= 0.7
-    alerts = requests.get(f"{url}/api/alerts?model=chat&active=true").json()["alerts"]
-    assert any(a["rule"] == "automatic_rollback" and a["version"] == "1.1.0" for a in alerts)
+    # The alert is raised just after the rollback commits (documented): wait for it, as a
+    # client would, rather than race it under load.
+    wait_until(lambda: any(
+        a["rule"] == "automatic_rollback" and a["version"] == "1.1.0" for a in requests.get(
+            f"{url}/api/alerts?model=chat&active=true").json()["alerts"]), timeout=10)

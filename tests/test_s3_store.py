@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -142,8 +144,8 @@ def test_tampered_object_is_detected_and_healed_by_reupload(moto, bucket, tmp_pa
         other.open(digest)
     assert exc.value.details["expected"] == digest
     assert not other.cache.exists(digest) and list(other.cache.digests()) == []
-    with pytest.raises(DataCorrupted):
-        other.path_for(digest)
+    with pytest.raises(DataCorrupted), other.hold(digest):
+        pass
     store.put_bytes(data)  # uploading the right bytes again repairs the object
     with other.open(digest) as f:
         assert f.read() == data
@@ -152,7 +154,8 @@ def test_tampered_object_is_detected_and_healed_by_reupload(moto, bucket, tmp_pa
 def test_tampered_cache_is_refetched(moto, bucket, tmp_path):
     store = store_for(moto, bucket, tmp_path)
     digest, _ = store.put_bytes(b"x" * 5000)
-    path = store.path_for(digest)
+    store.open(digest).close()            # fetched into the cache
+    path = store.cache.path_for(digest)   # the cached copy itself
     os.chmod(path, 0o644)
     path.write_bytes(b"y" * 5000)
     with store.open(digest) as f:
@@ -195,9 +198,76 @@ def test_cache_is_bounded_lru(moto, bucket, tmp_path):
     digests = [writer.put_bytes(os.urandom(4000))[0] for _ in range(4)]
     reader = store_for(moto, bucket, tmp_path, cache="r", artifact_cache_bytes=10_000)
     for d in digests:
-        reader.path_for(d)
+        with reader.hold(d):
+            pass
     cached = set(reader.cache.digests())
     assert digests[-1] in cached and digests[-2] in cached and len(cached) == 2
+
+
+def test_a_held_artifact_survives_its_eviction_by_another_worker(moto, bucket, tmp_path):
+    """Two workers share one cache directory. While one holds an artifact (a provider is
+    loading it), the other's fetches evict it from the cache: the held file stays whole and
+    readable, and the held link is gone after the block."""
+    writer = store_for(moto, bucket, tmp_path, cache="w")
+    blobs = [os.urandom(4000) for _ in range(3)]
+    digests = [writer.put_bytes(b)[0] for b in blobs]
+    a, b = (store_for(moto, bucket, tmp_path, cache="shared", artifact_cache_bytes=5000)
+            for _ in range(2))
+    with a.hold(digests[0]) as path:
+        for d in digests[1:]:
+            with b.hold(d):
+                pass
+        assert not a.cache.exists(digests[0])      # evicted from the cache meanwhile...
+        assert path.read_bytes() == blobs[0]       # ...and still whole where it is held
+    assert not path.exists() and list((tmp_path / "shared" / "held").iterdir()) == []
+    with a.hold(digests[0]) as again:              # fetched again on the next use
+        assert again.read_bytes() == blobs[0]
+
+
+def test_concurrent_holds_never_lose_their_file(moto, bucket, tmp_path):
+    """Threads of two workers hold and read artifacts through a cache that fits one of them,
+    so every fetch evicts what another thread may be about to open: a path into the cache
+    would go missing (FileNotFoundError) now and then; a held file never does."""
+    writer = store_for(moto, bucket, tmp_path, cache="w")
+    blobs = {}
+    for _ in range(3):
+        data = os.urandom(3000)
+        blobs[writer.put_bytes(data)[0]] = data
+    workers = [store_for(moto, bucket, tmp_path, cache="shared", artifact_cache_bytes=3000)
+               for _ in range(2)]
+    order = list(blobs)
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def use(i: int) -> None:
+        store = workers[i % 2]
+        start.wait()
+        try:
+            for n in range(12):
+                digest = order[(i + n) % len(order)]
+                with store.hold(digest) as path:
+                    time.sleep(0.001)              # a provider between open calls
+                    assert path.read_bytes() == blobs[digest]
+        except BaseException as exc:               # reported below, with the thread's name
+            errors.append(exc)
+
+    threads = [threading.Thread(target=use, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and not any(t.is_alive() for t in threads)
+    assert list((tmp_path / "shared" / "held").iterdir()) == []
+
+
+def test_cleanup_removes_held_links_a_dead_process_left(moto, bucket, tmp_path):
+    store = store_for(moto, bucket, tmp_path)
+    digest, _ = store.put_bytes(b"held" * 1000)
+    with store.hold(digest) as path:
+        stale = path.with_name(f"{digest}.{time.time_ns() - 7200 * 10**9}.deadbeef")
+        os.link(path, stale)                       # what a crash inside hold() leaves
+        assert store.cleanup_temp(3600) >= 1
+        assert path.exists() and not stale.exists()   # the live hold is kept
 
 
 def test_presigned_download_url(moto, bucket, tmp_path):

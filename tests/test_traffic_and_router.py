@@ -29,8 +29,8 @@ def test_set_get_history_and_events(database):
     assert table.weights == {"1.1.0": 10, "1.0.0": 90} and table.stable_version == "1.0.0"
     assert table.deployment_id == "dep_x" and store.revision("m") == 2
     history = store.history("m")
-    assert [h["revision"] for h in history] == [2, 1]
-    assert history[0]["actor"] == "test" and history[0]["reason"] == "because"
+    assert [h.revision for h in history] == [2, 1]
+    assert history[0].actor == "test" and history[0].reason == "because"
 
 
 @pytest.mark.parametrize("weights", [{}, {"1.0.0": 90}, {"1.0.0": 50.5, "1.1.0": 49.5},
@@ -53,7 +53,7 @@ def test_expected_revision_makes_a_write_optimistic(database):
     with pytest.raises(FailedPrecondition, match="changed meanwhile"):
         set_table(store, {"1.2.0": 100}, "1.2.0", expected_revision=seen)  # stale: loses
     assert store.get("m").weights == {"1.1.0": 100}
-    assert [h["revision"] for h in store.history("m")] == [2, 1]   # nothing half-written
+    assert [h.revision for h in store.history("m")] == [2, 1]   # nothing half-written
 
 
 def test_a_failed_transaction_leaves_no_trace(database):

@@ -55,7 +55,7 @@ def test_a_switch_commits_table_and_rollback_record_then_tells_router_and_loader
     assert loader.retained == [("m", {"1.0.0", "1.1.0"})]
     assert TrafficStore(database).get("m").weights == {"1.1.0": 100}
     [stored], _ = DeploymentStore(database).list_rollbacks("m")
-    assert stored["id"] == record["id"] and stored["evidence"] == {"why": "test"}
+    assert stored.id == record.id and stored.evidence == {"why": "test"}
 
 
 def test_a_failed_transaction_changes_nothing_and_tells_nobody(parts, database):

@@ -15,6 +15,7 @@ import pytest
 from api.app import create_app
 from storage.schema import utcnow
 from tests.conftest import BACKENDS
+from tests.test_api_deployments import add_version
 from tests.test_readme_python import readme_block
 from tests.webhook_receiver import Receiver
 from webhooks.payloads import dedup_key
@@ -384,6 +385,23 @@ def test_a_change_that_rolls_back_queues_nothing(wclient, svc, receiver):
     assert len(deliveries(wclient, hook["id"])) == 1
 
 
+def test_a_forced_deploy_delivers_the_superseded_rollout(wclient, svc, receiver):
+    subscribe(wclient, receiver.url + "/deploys", events=["deployment.*"])
+    register(wclient, "m")
+    for ref in ("1.0.0", "1.1.0", "1.2.0"):
+        add_version(wclient, ref)
+    assert wclient.post("/api/models/m/deploy", json={"version": "1.0.0"}).status_code == 201
+    first = wclient.post("/api/models/m/deploy", json={"version": "1.1.0", "strategy": "canary"}
+                         ).json["deployment"]["id"]
+    assert wclient.post("/api/models/m/deploy", json={
+        "version": "1.2.0", "strategy": "canary", "force": True}).status_code == 202
+    deliver_all(svc)
+    superseded = [r.json() for r in receiver.at("/deploys")
+                  if r.json()["event"] == "deployment.superseded"]
+    assert [s["data"]["deployment_id"] for s in superseded] == [first]
+    assert superseded[0]["data"]["detail"]["from_state"] == "progressing"
+
+
 def test_model_filter_and_patterns_select_events(wclient, svc, receiver):
     only_m1, _ = subscribe(wclient, receiver.url + "/m1", model="m1")
     aliases, _ = subscribe(wclient, receiver.url + "/alias", events=["alias.*"])
@@ -563,7 +581,8 @@ def test_public_event_names_cover_the_issue():
         "model.created", "model.updated", "model.deleted", "version.created",
         "version.updated", "alias.set", "alias.deleted", "deployment.started",
         "deployment.step", "deployment.succeeded", "deployment.aborted", "deployment.failed",
-        "rollback.performed", "alert.raised", "alert.resolved"}
+        "rollback.performed", "alert.raised", "alert.resolved", "deployment.superseded",
+        "budget.soft_limit_reached", "budget.hard_limit_reached"}
     assert Counter(PUBLIC_EVENTS).most_common(1)[0][1] == 1
 
 

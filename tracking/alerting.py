@@ -123,7 +123,10 @@ def _check(rule: AlertRule, model: str, version: str, m: Mapping[str, Any],
 
 
 class AlertManager:
-    """Evaluates alert rules and keeps the alert list."""
+    """Evaluates alert rules and keeps the alert list.
+
+    Part of the public Python API: its methods answer alerts as dicts (the wire shape,
+    ``AlertRecord.as_dict()``), converted here from the records ``AlertStore`` returns."""
 
     def __init__(self, database: Database | None = None, *,
                  rules: Sequence[AlertRule] = DEFAULT_RULES,
@@ -195,7 +198,8 @@ class AlertManager:
         return self.store.upsert_active(
             model=model, version=version or "", rule=rule, severity=severity, message=message,
             value=None if value is None else float(value),
-            threshold=None if threshold is None else float(threshold), details=details or {})
+            threshold=None if threshold is None else float(threshold),
+            details=details or {}).as_dict()
 
     def record_event_alert(self, model: str, version: str | None, rule: str, message: str,
                            severity: str = "warning",
@@ -219,15 +223,16 @@ class AlertManager:
 
     def resolve(self, model: str, version: str | None, rule: str) -> dict[str, Any] | None:
         """Resolve the active alert of (model, version, rule); None when none is active."""
-        return self.store.resolve(model=model, version=version or "", rule=rule)
+        resolved = self.store.resolve(model=model, version=version or "", rule=rule)
+        return None if resolved is None else resolved.as_dict()
 
     def resolve_alert(self, alert_id: int | str) -> dict[str, Any]:
-        return self.store.resolve_id(_alert_id(alert_id))
+        return self.store.resolve_id(_alert_id(alert_id)).as_dict()
 
     # --- reading ------------------------------------------------------------------------------
 
     def get_alert(self, alert_id: int | str) -> dict[str, Any]:
-        return self.store.get(_alert_id(alert_id))
+        return self.store.get(_alert_id(alert_id)).as_dict()
 
     def list_alerts(self, model: str | None = None, active: bool | None = None,
                     limit: int = 50, page_token: str | None = None
@@ -238,7 +243,7 @@ class AlertManager:
         before = None if page_token in (None, "") else _alert_id(page_token, "page_token")
         found = self.store.list(model=model, active=active, limit=limit + 1, before_id=before)
         page = found[:limit]
-        return page, (str(page[-1]["id"]) if len(found) > limit else None)
+        return [a.as_dict() for a in page], (str(page[-1].id) if len(found) > limit else None)
 
 
 def _alert_id(value: int | str, what: str = "alert id") -> int:

@@ -26,20 +26,20 @@ re-read it. ``tests/test_cost.py`` checks the in-process part with concurrent re
 """
 from __future__ import annotations
 
-import calendar
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
-from errors import BudgetExceeded, InvalidArgument, NotFound
+from errors import BudgetExceeded, InvalidArgument
 from money import micro_to_usd, usd_to_micro
+from shared.pagination import check_limit, decode_token, encode_token
 from storage.database import Database
 from tracking.aggregates import Aggregate, Key
 from tracking.metrics_collector import MetricsCollector
-from tracking.spend_store import SpendStore, spend_model
+from tracking.records import BudgetRecord
+from tracking.spend_store import SpendStore, period_bounds, spend_model, utc_text
 
 log = logging.getLogger(__name__)
 SCOPES = ("key", "model")
@@ -50,19 +50,7 @@ SOFT_RULE = "budget_soft"
 HARD_RULE = "budget_hard"
 
 
-def period_bounds(period: str, now: float) -> tuple[int, int]:
-    """[start, end) of the UTC day or month holding ``now`` (epoch seconds)."""
-    t = datetime.fromtimestamp(now, tz=timezone.utc)
-    if period == "day":
-        start = datetime(t.year, t.month, t.day, tzinfo=timezone.utc)
-        return int(start.timestamp()), int(start.timestamp()) + 86400
-    start = datetime(t.year, t.month, 1, tzinfo=timezone.utc)
-    days = calendar.monthrange(t.year, t.month)[1]
-    return int(start.timestamp()), int(start.timestamp()) + days * 86400
-
-
-def _utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+__all__ = ["Budgets", "alert_target", "period_bounds"]
 
 
 def alert_target(scope: str, name: str) -> str:
@@ -74,7 +62,7 @@ def alert_target(scope: str, name: str) -> str:
 class _Live:
     """One budget as this process enforces it."""
 
-    budget: dict[str, Any]
+    budget: BudgetRecord
     start: int
     end: int
     spent: int = 0        # micro-USD at the last sync (database + this process's memory)
@@ -125,11 +113,25 @@ class Budgets:
         now = time.time()
         return [self._with_status(b, now) for b in self.store.budgets()]
 
+    def list_page(self, limit: int | None = 100, page_token: str | None = None
+                  ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of ``list()`` ordered by (scope, name), and the next page's token (None
+        on the last page)."""
+        limit = check_limit(limit)
+        after = decode_token(page_token)
+        if after is not None and not (isinstance(after, list) and len(after) == 2
+                                      and all(isinstance(part, str) for part in after)):
+            raise InvalidArgument("page_token is not a token this server issued")
+        rows = self.store.budgets(limit=limit + 1,
+                                  after=None if after is None else (after[0], after[1]))
+        now = time.time()
+        page = [self._with_status(b, now) for b in rows[:limit]]
+        token = encode_token([rows[limit - 1].scope, rows[limit - 1].name]) \
+            if len(rows) > limit else None
+        return page, token
+
     def get(self, scope: str, name: str) -> dict[str, Any]:
-        for budget in self.list():
-            if budget["scope"] == scope and budget["name"] == name:
-                return budget
-        raise NotFound(f"no budget for {scope} '{name}'")
+        return self._with_status(self.store.budget(scope, name), time.time())
 
     def delete(self, scope: str, name: str) -> None:
         self.store.delete_budget(scope, name)
@@ -155,8 +157,8 @@ class Budgets:
                       None if api_key is None else live.get(("key", api_key))):
             if found is None:
                 continue
-            hard = found.budget["hard_limit_micro_usd"]
-            if (hard is not None and found.budget["hard_action"] == "reject"
+            hard = found.budget.hard_limit_micro_usd
+            if (hard is not None and found.budget.hard_action == "reject"
                     and found.spent + found.local >= hard):
                 raise self._exceeded(found)
 
@@ -174,8 +176,10 @@ class Budgets:
     # --- alerts (the server's background ticker) --------------------------------------------
 
     def evaluate(self) -> list[dict[str, Any]]:
-        """Raise soft/hard alerts for budgets reached, resolve them when a new period
-        starts; returns the alerts changed."""
+        """Write any ``budget.*_limit_reached`` event a metrics flush could not see
+        (``SpendStore.note_all_reached``), raise soft/hard alerts for budgets reached, resolve
+        them when a new period starts; returns the alerts changed."""
+        self.store.note_all_reached(time.time())
         if self.alerts is None:
             return []
         changed = []
@@ -221,13 +225,13 @@ class Budgets:
         fresh: dict[tuple[str, str], _Live] = {}
         before: dict[tuple[str, str], int] = {}
         for budget in self.store.budgets():
-            start, end = period_bounds(budget["period"], now)
-            k = (budget["scope"], budget["name"])
+            start, end = period_bounds(budget.period, now)
+            k = (budget.scope, budget.name)
             old = self._live.get(k)
             if old is not None and old.start == start:
                 before[k] = old.local
             fresh[k] = _Live(budget, start, end,
-                             self.period_spend(budget["scope"], budget["name"], start, end))
+                             self.period_spend(budget.scope, budget.name, start, end))
         with self._lock:   # ``spent`` holds it too: no cost lands between the two tables
             for k, n in before.items():
                 # Costs counted locally since ``before`` was read are either in the fresh
@@ -239,24 +243,24 @@ class Budgets:
     def _exceeded(self, live: _Live) -> BudgetExceeded:
         b = live.budget
         spent = live.spent + live.local
+        hard = b.hard_limit_micro_usd or 0
         return BudgetExceeded(
-            f"the {ADJECTIVE[b['period']]} budget of {b['scope']} '{b['name']}' is spent "
-            f"(${spent / 1e6:.6f} of ${b['hard_limit_micro_usd'] / 1e6:.6f}); it resets at "
-            f"{_utc(live.end)}",
-            details={"budget": {k: b[k] for k in ("scope", "name", "period",
-                                                  "hard_limit_micro_usd")},
-                     "hard_limit_usd": micro_to_usd(b["hard_limit_micro_usd"]),
+            f"the {ADJECTIVE[b.period]} budget of {b.scope} '{b.name}' is spent "
+            f"(${spent / 1e6:.6f} of ${hard / 1e6:.6f}); it resets at {utc_text(live.end)}",
+            details={"budget": {"scope": b.scope, "name": b.name, "period": b.period,
+                                "hard_limit_micro_usd": b.hard_limit_micro_usd},
+                     "hard_limit_usd": micro_to_usd(b.hard_limit_micro_usd),
                      "spent_micro_usd": spent, "spent_usd": micro_to_usd(spent),
-                     "resets_at": _utc(live.end)})
+                     "resets_at": utc_text(live.end)})
 
-    def _with_status(self, budget: dict[str, Any], now: float) -> dict[str, Any]:
-        start, end = period_bounds(budget["period"], now)
-        spent = self.period_spend(budget["scope"], budget["name"], start, end)
-        hard, soft = budget["hard_limit_micro_usd"], budget["soft_limit_micro_usd"]
-        return {**budget, "soft_limit_usd": micro_to_usd(soft),
-                "hard_limit_usd": micro_to_usd(hard), "spent_micro_usd": spent,
-                "spent_usd": micro_to_usd(spent), "period_start": _utc(start),
-                "resets_at": _utc(end),
+    def _with_status(self, budget: BudgetRecord, now: float) -> dict[str, Any]:
+        """The record as the API shows it, with this period's spend."""
+        start, end = period_bounds(budget.period, now)
+        spent = self.period_spend(budget.scope, budget.name, start, end)
+        hard, soft = budget.hard_limit_micro_usd, budget.soft_limit_micro_usd
+        return {**budget.as_dict(), "spent_micro_usd": spent,
+                "spent_usd": micro_to_usd(spent), "period_start": utc_text(start),
+                "resets_at": utc_text(end),
                 "soft_reached": soft is not None and spent >= soft,
                 "hard_reached": hard is not None and spent >= hard}
 

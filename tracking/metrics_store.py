@@ -1,4 +1,5 @@
-"""All SQL of performance tracking: aggregated metric buckets and alerts.
+"""All SQL of performance tracking: aggregated metric buckets and alerts (their records are in
+``tracking/records.py``).
 
 Metric buckets
 --------------
@@ -28,10 +29,11 @@ read from the next coarser tier (their old edge is rounded down to it).
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import (Connection, and_, bindparam, case, delete, select, tuple_, union_all,
                         update)
@@ -42,9 +44,10 @@ from config import get_settings
 from errors import NotFound
 from storage.events import record_event
 from storage.database import Database
-from storage.schema import alerts, iso, metric_buckets, metric_series, spend, utcnow
+from storage.schema import alerts, metric_buckets, metric_series, spend, utcnow
 from tracking.aggregates import BUCKET_SECONDS, Aggregate, Key, encode_histogram, histogram_dict
-from tracking.spend_store import add_spend, spend_rows
+from tracking.records import AlertRecord, BucketRow
+from tracking.spend_store import add_spend, note_limits_reached, spend_rows
 
 RESOLUTIONS: tuple[int, ...] = (BUCKET_SECONDS, 300, 3600, 86400)
 _FINE_RETENTION_S = {BUCKET_SECONDS: 86400, 300: 7 * 86400}
@@ -88,24 +91,6 @@ def cover(lo: int, hi: int, resolutions: Sequence[int] = RESOLUTIONS) -> list[tu
             + cover(last, hi, resolutions[:-1]))
 
 
-class BucketRow(NamedTuple):
-    model: str
-    version: str
-    resolution: int
-    bucket_start: int
-    requests: int
-    successes: int
-    latency_sum: float
-    latency_min: float | None
-    latency_max: float | None
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
-    cost_micro_usd: int
-    errors: dict[str, int]
-    latency_hist: bytes
-
-
 _ROW_COLUMNS = [getattr(metric_buckets.c, name) for name in BucketRow._fields]
 _VALUE_COLUMNS = ("requests", "successes", "failures", "latency_sum", "latency_min", "latency_max",
                   "input_tokens", "output_tokens", "total_tokens", "cost_micro_usd", "errors",
@@ -137,7 +122,7 @@ class MetricsStore:
     # --- writing ------------------------------------------------------------------------------
 
     @staticmethod
-    def expand(batch: Mapping[Key, Aggregate]) -> dict[TierKey, Aggregate]:
+    def _expand(batch: Mapping[Key, Aggregate]) -> dict[TierKey, Aggregate]:
         """10 s aggregates → their contribution to every tier (new objects; inputs untouched)."""
         out: dict[TierKey, Aggregate] = {}
         for (model, version, start), agg in batch.items():
@@ -154,7 +139,7 @@ class MetricsStore:
         ``commit_guard`` is entered just before COMMIT and left just after it (see
         ``MetricsCollector``: that is what makes read-your-writes exact).
         """
-        deltas = self.expand(batch)
+        deltas = self._expand(batch)
         if not deltas:
             return
         keys = sorted(deltas)
@@ -165,6 +150,8 @@ class MetricsStore:
                     with self.database.transaction() as conn:
                         self._add_in(conn, keys, deltas)
                         add_spend(conn, self._insert(spend), spent)
+                        # issue 18: a limit crossed by this spend is an event of this commit
+                        note_limits_reached(conn, spent, time.time())
                         if commit_guard is not None:
                             stack.enter_context(commit_guard)
                 return
@@ -297,24 +284,21 @@ class MetricsStore:
 
 # --- alerts ---------------------------------------------------------------------------------
 
-def alert_dict(row: Any) -> dict[str, Any]:
-    """An alert row as the JSON-ready object the API returns."""
-    return {
-        "id": row.id, "model": row.model, "version": row.version, "rule": row.rule,
-        "severity": row.severity, "message": row.message, "value": row.value,
-        "threshold": row.threshold, "details": row.details or {}, "active": bool(row.active),
-        "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
-        "resolved_at": iso(row.resolved_at),
-    }
+def _alert(row: Any) -> AlertRecord:
+    return AlertRecord(
+        id=row.id, model=row.model, version=row.version, rule=row.rule, severity=row.severity,
+        message=row.message, value=row.value, threshold=row.threshold,
+        details=row.details or {}, active=bool(row.active), created_at=row.created_at,
+        updated_at=row.updated_at, resolved_at=row.resolved_at)
 
 
 _ACTIVE = alerts.c.resolved_at.is_(None)
 
 
-def _alert_event(conn: Connection, kind: str, alert: dict[str, Any]) -> None:
+def _alert_event(conn: Connection, kind: str, alert: AlertRecord) -> None:
     """Opening and resolving an alert are events (and so webhooks), in the same transaction."""
-    record_event(conn, kind, model=alert["model"], version=alert["version"] or None,
-                 reason=alert["message"], detail=alert)
+    record_event(conn, kind, model=alert.model, version=alert.version or None,
+                 reason=alert.message, detail=alert.as_dict())
 
 
 class AlertStore:
@@ -326,7 +310,7 @@ class AlertStore:
 
     def upsert_active(self, *, model: str, version: str, rule: str, severity: str, message: str,
                       value: float | None, threshold: float | None,
-                      details: Mapping[str, Any]) -> dict[str, Any]:
+                      details: Mapping[str, Any]) -> AlertRecord:
         """Open the alert, or refresh the one already active; returns it."""
         now = utcnow()
         dialect = sqlite if self.database.is_sqlite else postgresql
@@ -341,22 +325,22 @@ class AlertStore:
                                    index_where=_ACTIVE, set_=dict(updated_at=now, **fields))
             .returning(*alerts.c))
         with self.database.transaction() as conn:
-            alert = alert_dict(conn.execute(statement).one())
-            if alert["created_at"] == alert["updated_at"]:     # opened now, not refreshed
+            alert = _alert(conn.execute(statement).one())
+            if alert.created_at == alert.updated_at:     # opened now, not refreshed
                 _alert_event(conn, "alert.raised", alert)
             return alert
 
-    def resolve(self, *, model: str, version: str, rule: str) -> dict[str, Any] | None:
+    def resolve(self, *, model: str, version: str, rule: str) -> AlertRecord | None:
         """Resolve the active alert of (model, version, rule); None when there is none."""
         where = and_(alerts.c.model == model, alerts.c.version == version,
                      alerts.c.rule == rule, _ACTIVE)
         return self._resolve_where(where)
 
-    def resolve_id(self, alert_id: int) -> dict[str, Any]:
+    def resolve_id(self, alert_id: int) -> AlertRecord:
         resolved = self._resolve_where(and_(alerts.c.id == alert_id, _ACTIVE))
         return resolved if resolved is not None else self.get(alert_id)
 
-    def _resolve_where(self, where: Any) -> dict[str, Any] | None:
+    def _resolve_where(self, where: Any) -> AlertRecord | None:
         now = utcnow()
         statement = (update(alerts).where(where)
                      .values(active=False, resolved_at=now, updated_at=now)
@@ -365,19 +349,19 @@ class AlertStore:
             row = conn.execute(statement).first()
             if row is None:
                 return None
-            alert = alert_dict(row)
+            alert = _alert(row)
             _alert_event(conn, "alert.resolved", alert)
         return alert
 
-    def get(self, alert_id: int) -> dict[str, Any]:
+    def get(self, alert_id: int) -> AlertRecord:
         with self.database.read() as conn:
             row = conn.execute(select(alerts).where(alerts.c.id == alert_id)).first()
         if row is None:
             raise NotFound(f"alert {alert_id} does not exist")
-        return alert_dict(row)
+        return _alert(row)
 
     def list(self, *, model: str | None, active: bool | None, limit: int,
-             before_id: int | None) -> list[dict[str, Any]]:
+             before_id: int | None) -> list[AlertRecord]:
         """Newest first (by id); ``before_id`` is the keyset cursor."""
         query = select(alerts).order_by(alerts.c.id.desc()).limit(limit)
         if model is not None:
@@ -387,8 +371,7 @@ class AlertStore:
         if before_id is not None:
             query = query.where(alerts.c.id < before_id)
         with self.database.read() as conn:
-            return [alert_dict(row) for row in conn.execute(query)]
+            return [_alert(row) for row in conn.execute(query)]
 
 
-__all__ = ["AlertStore", "BucketRow", "MetricsStore", "RESOLUTIONS", "Retention", "alert_dict",
-           "cover"]
+__all__ = ["AlertStore", "BucketRow", "MetricsStore", "RESOLUTIONS", "Retention", "cover"]

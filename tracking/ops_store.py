@@ -7,23 +7,22 @@ alert rules take ``max`` over instances).
 """
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from errors import Unavailable
 from storage.database import Database
 from storage.schema import deployments, rollbacks, webhook_attempts, webhook_deliveries
+from tracking.records import OpsCounts
 
 
 class OpsStore:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    def counts(self) -> dict[str, list[tuple[Any, ...]]]:
-        """``{"deployments": [(model, strategy, state, n)], "rollbacks": [(model, trigger, n)],
-        "deliveries": [(state, n)], "attempts": [(outcome, n)]}`` in one read transaction."""
+    def counts(self) -> OpsCounts:
+        """Deployments by (model, strategy, state), rollbacks by (model, trigger), webhook
+        deliveries by state and attempts by outcome, in one read transaction."""
         queries = {
             "deployments": select(deployments.c.model, deployments.c.strategy,
                                   deployments.c.state, func.count()).group_by(
@@ -37,7 +36,7 @@ class OpsStore:
         }
         try:
             with self.database.read() as conn:
-                return {name: [tuple(row) for row in conn.execute(q)]
-                        for name, q in queries.items()}
+                return OpsCounts(**{name: tuple(tuple(row) for row in conn.execute(q))
+                                    for name, q in queries.items()})
         except SQLAlchemyError as exc:
             raise Unavailable(f"the database did not answer: {exc.__class__.__name__}") from None

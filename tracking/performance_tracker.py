@@ -41,8 +41,9 @@ from storage.schema import iso
 from tracking.aggregates import (BUCKET_SECONDS, Aggregate, Key, decode_histogram,
                                  index_values, quantiles)
 from tracking.metrics_collector import MetricsCollector
-from tracking.metrics_store import RESOLUTIONS, BucketRow, MetricsStore, cover
+from tracking.metrics_store import RESOLUTIONS, MetricsStore, cover
 from tracking.pricing import PriceBook
+from tracking.records import BucketRow
 
 Window = str | int | float | timedelta | None
 

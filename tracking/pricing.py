@@ -36,7 +36,8 @@ from errors import InvalidArgument, NotFound
 from money import Price, micro_to_usd, parse_price
 from registry.model_registry import ModelRegistry
 from storage.database import Database
-from tracking.price_store import PriceStore, price_of, price_row_dict
+from tracking.price_store import PriceStore
+from tracking.records import PriceRecord
 
 BUILTIN_PATH = Path(__file__).resolve().parent / "prices.json"
 _NEVER = -math.inf
@@ -146,7 +147,7 @@ class PriceBook:
 
     def set_price(self, model: str, price: Price | dict[str, Any], *,
                   version: str | None = None, effective_from: datetime | None = None,
-                  source: str = "", actor: str = "system") -> dict[str, Any]:
+                  source: str = "", actor: str = "system") -> PriceRecord:
         """Store a price of a model (or of one exact version) from ``effective_from``
         (default now). Earlier prices stay in the history and keep pricing earlier calls."""
         self.registry.get_model(model)
@@ -163,12 +164,12 @@ class PriceBook:
         self.invalidate()
         return row
 
-    def history(self, model: str, version: str | None = None) -> list[dict[str, Any]]:
+    def history(self, model: str, version: str | None = None) -> list[PriceRecord]:
         """Stored prices of a model, newest first (one version's and the model-wide ones
         when ``version`` is given)."""
         self.registry.get_model(model)
         rows = self.store.rows(model, version)
-        return [price_row_dict(row) for row in reversed(rows)]
+        return list(reversed(rows))
 
     def invalidate(self) -> None:
         with self._lock:
@@ -193,10 +194,10 @@ class PriceBook:
 
     def _load(self, model: str, version: str) -> list[_Schedule]:
         stored = self.store.rows(model, version)
-        mine = [Quote(price_of(r), "version", r.source, _aware(r.effective_from))
+        mine = [Quote(r.price, "version", r.source, _aware(r.effective_from))
                 for r in stored if r.version == version]
-        wide = [Quote(price_of(r), "model", r.source, _aware(r.effective_from))
-                for r in stored if r.version == ""]
+        wide = [Quote(r.price, "model", r.source, _aware(r.effective_from))
+                for r in stored if r.version is None]
         sources = [_Schedule(mine)]
         try:
             row = self.registry.get_version(model, version)

@@ -76,7 +76,7 @@ class SpendReports:
             lambda: self.store.totals(groups, lo, hi, model=model, api_key=api_key), wanted)
         sums: dict[tuple[Any, ...], list[int]] = {}
         for row in stored:
-            sums[tuple(row[g] for g in groups)] = [int(row[f]) for f in SPEND_FIELDS]
+            sums[row.group] = row.values()
         for (m, v, k, hour), values in spend_rows(memory).items():
             if api_key is not None and k != api_key:
                 continue

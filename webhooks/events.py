@@ -24,9 +24,14 @@ PUBLIC_NAMES: dict[str, str] = {
     "deployment.succeeded": "deployment.succeeded",
     "deployment.aborted": "deployment.aborted",
     "deployment.failed": "deployment.failed",
+    "deployment.superseded": "deployment.superseded",   # a forced deploy replaced a rollout
     "rollback.recorded": "rollback.performed",
     "alert.raised": "alert.raised",
     "alert.resolved": "alert.resolved",
+    # issue 16's budgets: once per budget, UTC period and threshold, written by the metrics
+    # flush that stored the spend crossing the limit (tracking.spend_store)
+    "budget.soft_limit_reached": "budget.soft_limit_reached",
+    "budget.hard_limit_reached": "budget.hard_limit_reached",
 }
 PUBLIC_EVENTS: tuple[str, ...] = tuple(dict.fromkeys(PUBLIC_NAMES.values()))
 TEST_EVENT = "webhook.test"

@@ -36,7 +36,8 @@ from config import Settings
 from storage.schema import utcnow
 from webhooks.payloads import prepare
 from webhooks.url_safety import Destinations, RefusedDestination, guarded_adapter
-from webhooks.webhook_store import Claimed, WebhookStore
+from webhooks.records import Claimed, Subscription
+from webhooks.webhook_store import WebhookStore
 
 log = logging.getLogger(__name__)
 EXCERPT_BYTES = 1024
@@ -46,7 +47,7 @@ _DRAIN_BUDGET = 100   # deliveries one worker sends for a subscription before yi
 
 class WebhookSender:
     def __init__(self, store: WebhookStore, settings: Settings, *,
-                 on_disabled: Callable[[dict[str, Any]], Any] | None = None,
+                 on_disabled: Callable[[Subscription], Any] | None = None,
                  clock: Callable[[], datetime] = utcnow,
                  jitter: Callable[[], float] = random.random) -> None:
         self.store = store
@@ -173,7 +174,7 @@ class WebhookSender:
         log.info("webhook delivery %s (%s) to %s: attempt %d %s%s", item.id, item.event, host,
                  item.attempts + 1, outcome, f" ({error})" if error else "")
         if disabled is not None:
-            log.warning("webhook %s disabled: %s", disabled["id"], disabled["disabled_reason"])
+            log.warning("webhook %s disabled: %s", disabled.id, disabled.disabled_reason)
             if self.on_disabled is not None:
                 self.on_disabled(disabled)
         return outcome

@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from errors import NotFound
 from storage.database import Database
-from storage.schema import (iso, utcnow, webhook_attempts, webhook_deliveries,
+from storage.schema import (utcnow, webhook_attempts, webhook_deliveries,
                             webhook_subscriptions as subs)
 from webhooks import events as public
 from webhooks.payloads import render
+from webhooks.records import Attempt, Claimed, Delivery, Subscription
 
-_DELIVERY_FIELDS = ("id", "message_id", "subscription_id", "event", "event_id", "model", "state",
-                    "attempts", "last_status", "last_error", "redelivery_of")
 _CLAIM_SCAN = 1000   # pending rows read per claim round (the heads of their subscriptions)
 
 
@@ -75,52 +72,24 @@ def _delivery_row(*, id: str, message_id: str, subscription_id: str, event: str,
                 finished_at=None)
 
 
-@dataclass(frozen=True)
-class Claimed:
-    """A delivery this process holds the lease of, with what it needs to send it."""
-
-    id: str
-    message_id: str
-    subscription_id: str
-    event: str
-    body: str
-    attempts: int
-    url: str
-    kind: str
-    secret: str
-    owner: str
+def subscription_record(row: Any) -> Subscription:
+    """A subscription row without its secret (``secret_of`` reads that)."""
+    return Subscription(row.id, row.url, row.kind, tuple(row.events), row.model,
+                        row.description, bool(row.enabled), row.consecutive_failures,
+                        row.disabled_reason, row.actor, row.created_at, row.updated_at)
 
 
-def shown_url(kind: str, url: str) -> str:
-    """A Slack incoming-webhook URL is itself the credential: only its host and last
-    characters are shown."""
-    if kind != "slack":
-        return url
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/…{parts.path[-4:]}"
+def delivery_record(row: Any, *, body: str | None = None,
+                    attempt_log: tuple[Attempt, ...] | None = None) -> Delivery:
+    return Delivery(row.id, row.message_id, row.subscription_id, row.event, row.event_id,
+                    row.model, row.state, row.attempts, row.last_status, row.last_error,
+                    row.redelivery_of, row.seq, row.created_at, row.finished_at,
+                    row.next_attempt_at, body, attempt_log)
 
 
-def subscription_dict(row: Any) -> dict[str, Any]:
-    """The public view: never the secret."""
-    return {"id": row.id, "url": shown_url(row.kind, row.url), "kind": row.kind,
-            "events": list(row.events),
-            "model": row.model, "description": row.description, "enabled": bool(row.enabled),
-            "consecutive_failures": row.consecutive_failures,
-            "disabled_reason": row.disabled_reason, "actor": row.actor,
-            "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
-
-
-def delivery_dict(row: Any) -> dict[str, Any]:
-    out = {name: getattr(row, name) for name in _DELIVERY_FIELDS}
-    out.update(created_at=iso(row.created_at), finished_at=iso(row.finished_at),
-               next_attempt_at=iso(row.next_attempt_at))
-    return out
-
-
-def attempt_dict(row: Any) -> dict[str, Any]:
-    return {"number": row.number, "at": iso(row.at), "status_code": row.status_code,
-            "latency_ms": round(row.latency_ms, 3), "outcome": row.outcome, "error": row.error,
-            "response_excerpt": row.response_excerpt}
+def attempt_record(row: Any) -> Attempt:
+    return Attempt(row.number, row.at, row.status_code, row.latency_ms, row.outcome, row.error,
+                   row.response_excerpt)
 
 
 class WebhookStore:
@@ -129,7 +98,7 @@ class WebhookStore:
 
     # -- subscriptions ---------------------------------------------------------------------
     def create(self, *, url: str, kind: str, events: list[str], model: str | None,
-               description: str, secret: str, enabled: bool, actor: str) -> dict[str, Any]:
+               description: str, secret: str, enabled: bool, actor: str) -> Subscription:
         now = utcnow()
         values = dict(id=new_subscription_id(), url=url, kind=kind, events=events, model=model,
                       description=description, secret=secret, enabled=enabled,
@@ -137,24 +106,24 @@ class WebhookStore:
                       updated_at=now)
         with self.db.transaction() as conn:
             conn.execute(insert(subs).values(**values))
-            return subscription_dict(self._row(conn, values["id"]))
+            return subscription_record(self._row(conn, values["id"]))
 
-    def get(self, subscription_id: str) -> dict[str, Any]:
+    def get(self, subscription_id: str) -> Subscription:
         with self.db.read() as conn:
-            return subscription_dict(self._row(conn, subscription_id))
+            return subscription_record(self._row(conn, subscription_id))
 
     def secret_of(self, subscription_id: str) -> str:
         with self.db.read() as conn:
             return self._row(conn, subscription_id).secret
 
-    def list(self, *, limit: int, after: str | None) -> list[dict[str, Any]]:
+    def list(self, *, limit: int, after: str | None) -> list[Subscription]:
         query = select(subs).order_by(subs.c.id).limit(limit)
         if after is not None:
             query = query.where(subs.c.id > after)
         with self.db.read() as conn:
-            return [subscription_dict(r) for r in conn.execute(query)]
+            return [subscription_record(r) for r in conn.execute(query)]
 
-    def update(self, subscription_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    def update(self, subscription_id: str, changes: dict[str, Any]) -> Subscription:
         """Apply ``changes``; enabling a subscription clears its failure count and reason."""
         values = dict(changes, updated_at=utcnow())
         if changes.get("enabled") is True:
@@ -162,7 +131,7 @@ class WebhookStore:
         with self.db.transaction() as conn:
             self._row(conn, subscription_id)
             conn.execute(update(subs).where(subs.c.id == subscription_id).values(**values))
-            return subscription_dict(self._row(conn, subscription_id))
+            return subscription_record(self._row(conn, subscription_id))
 
     def delete(self, subscription_id: str) -> None:
         """The subscription, its queued deliveries and its log."""
@@ -184,7 +153,7 @@ class WebhookStore:
 
     # -- deliveries ------------------------------------------------------------------------
     def enqueue(self, subscription_id: str, *, event: str, body: str, message_id: str,
-                model: str | None = None, redelivery_of: str | None = None) -> dict[str, Any]:
+                model: str | None = None, redelivery_of: str | None = None) -> Delivery:
         """Queue one delivery outside any event (a test, a redelivery)."""
         delivery_id = new_delivery_id()
         with self.db.transaction() as conn:
@@ -196,8 +165,8 @@ class WebhookStore:
             return self._delivery(conn, subscription_id, delivery_id)
 
     def deliveries(self, subscription_id: str, *, limit: int,
-                   before_seq: int | None) -> list[tuple[int, dict[str, Any]]]:
-        """Newest first, as (seq, delivery) for the keyset cursor."""
+                   before_seq: int | None) -> list[Delivery]:
+        """Newest first (``seq`` is the keyset cursor); without bodies and attempts."""
         query = (select(webhook_deliveries)
                  .where(webhook_deliveries.c.subscription_id == subscription_id)
                  .order_by(webhook_deliveries.c.seq.desc()).limit(limit))
@@ -205,28 +174,25 @@ class WebhookStore:
             query = query.where(webhook_deliveries.c.seq < before_seq)
         with self.db.read() as conn:
             self._row(conn, subscription_id)
-            return [(r.seq, delivery_dict(r)) for r in conn.execute(query)]
+            return [delivery_record(r) for r in conn.execute(query)]
 
     def delivery(self, subscription_id: str, delivery_id: str, *,
-                 with_body: bool = True) -> dict[str, Any]:
+                 with_body: bool = True) -> Delivery:
         with self.db.read() as conn:
             return self._delivery(conn, subscription_id, delivery_id, with_body=with_body)
 
     def _delivery(self, conn: Connection, subscription_id: str, delivery_id: str, *,
-                  with_body: bool = True) -> dict[str, Any]:
+                  with_body: bool = True) -> Delivery:
         row = conn.execute(select(webhook_deliveries).where(
             webhook_deliveries.c.id == delivery_id,
             webhook_deliveries.c.subscription_id == subscription_id)).first()
         if row is None:
             raise NotFound(f"delivery '{delivery_id}' of webhook '{subscription_id}' does not "
                            "exist")
-        out = delivery_dict(row)
-        if with_body:
-            out["body"] = row.body
-        out["attempt_log"] = [attempt_dict(a) for a in conn.execute(
+        log = tuple(attempt_record(a) for a in conn.execute(
             select(webhook_attempts).where(webhook_attempts.c.delivery_id == delivery_id)
-            .order_by(webhook_attempts.c.number, webhook_attempts.c.id))]
-        return out
+            .order_by(webhook_attempts.c.number, webhook_attempts.c.id)))
+        return delivery_record(row, body=row.body if with_body else None, attempt_log=log)
 
     def claim(self, *, owner: str, now: datetime, lease_s: float, limit: int,
               busy: set[str], subscription_id: str | None = None) -> list[Claimed]:
@@ -277,7 +243,7 @@ class WebhookStore:
     def finish_attempt(self, claimed: Claimed, *, now: datetime, outcome: str,
                        status_code: int | None, latency_ms: float, error: str, excerpt: str,
                        next_attempt_at: datetime | None,
-                       disable_after: int) -> dict[str, Any] | None:
+                       disable_after: int) -> Subscription | None:
         """Log one attempt and move the delivery on (``succeeded``: done; ``retry``: pending
         again at ``next_attempt_at``; ``failed``: done). A final outcome updates the
         subscription's run of consecutive failures; returns the subscription when this attempt
@@ -315,7 +281,7 @@ class WebhookStore:
                           f"deliveries (last: {error[:200] or status_code})")
                 conn.execute(update(subs).where(subs.c.id == row.id, subs.c.enabled.is_(True))
                              .values(enabled=False, disabled_reason=reason, updated_at=now))
-                return subscription_dict(self._row(conn, row.id))
+                return subscription_record(self._row(conn, row.id))
             return None
 
     def pending_count(self) -> int:
