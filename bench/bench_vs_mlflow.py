@@ -1,17 +1,20 @@
-"""This registry beside MLflow's (run by hand): ``python bench/bench_vs_mlflow.py [--rounds 2]``.
+"""This registry beside MLflow's (run by hand):
+``python bench/bench_vs_mlflow.py [--rounds 2] [--workload requests|mlflow-client]``.
 
 Installs ``mlflow==3.17.2`` once into a virtualenv of its own (``bench/.venv-mlflow``, ignored by
 git; ``MLFLOW_VENV`` to put it elsewhere) and skips, saying why, when it cannot. Starts both
 servers on loopback, one worker process each, each on a fresh SQLite file: this project under
 gunicorn (gthread, 8 threads, ``api.app:create_app()``), MLflow with ``mlflow server
---backend-store-uri sqlite:///... --workers 1``. Then 8 concurrent ``requests`` clients run the
-same workload against each, alternating: each operation runs on one server then at once on the
-other, the order swapping every round. Per round 50 models x 5 versions (100 x 5 over the two
-default rounds): create the models, create their versions (each with a tag), ask each model's
-latest version 5 times, list each model's versions 5 times. Prints ops/s per operation and
-server and the ratio (target >= 10x each), and the server CPU time per operation read from
-/proc: on a machine shared with other work, wall-clock rates move with the load, CPU per
-operation much less.
+--backend-store-uri sqlite:///... --workers 1`` (its GenAI job runner off: see ``start_mlflow``),
+and waits until both are idle. Then 8 concurrent clients run the same workload against each,
+alternating: each operation runs on one server then at once on the other, the order swapping
+every round. Per round 50 models x 5 versions (100 x 5 over the two default rounds): create the
+models, create their versions (each with a tag), ask each model's latest version 5 times, list
+each model's versions 5 times. Two workloads (issue 17): plain ``requests`` on each server's own
+API, and MLflow's own client (``MlflowClient``, ``bench/mlflow_client_workload.py``) against
+``/api/2.0/mlflow`` on both. Prints ops/s per operation and server and the ratio (target >= 10x
+each), and the server CPU time per operation read from /proc: on a machine shared with other
+work, wall-clock rates move with the load, CPU per operation much less.
 """
 from __future__ import annotations
 
