@@ -54,10 +54,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        # Straight to the driver: through exec_driver_sql, SQLAlchemy's machinery around a
-        # BEGIN cost more than a whole indexed read (issue 14).
         mode = "DEFERRED" if conn.get_execution_options().get("read_only") else "IMMEDIATE"
-        conn.connection.dbapi_connection.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
+        conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 @dataclass
