@@ -23,6 +23,7 @@ from deployment.experiment import ExperimentManager
 from deployment.experiment_store import ExperimentStore
 from deployment.gateway import Gateway, highest_stable
 from deployment.health_checker import HealthChecker
+from deployment.listing import DeploymentListing
 from deployment.router import Router
 from deployment.shadow import ShadowManager, ShadowMirror
 from deployment.shadow_store import ShadowStore
@@ -56,7 +57,7 @@ T = TypeVar("T")
 PARTS = ("database", "catalog", "registry", "artifacts", "loader", "collector", "tracker",
          "alerts", "traffic", "router", "gateway", "health", "snapshots", "deployments",
          "rollbacks", "keys", "webhooks", "webhook_sender", "prices", "budgets", "spend",
-         "shadows", "experiments", "ops_metrics")
+         "shadows", "experiments", "listing", "ops_metrics")
 # A webhook disabled after repeated failures raises this alert (model, rule; version = its id).
 WEBHOOK_ALERT_MODEL = "webhooks"
 WEBHOOK_DISABLED_RULE = "webhook_disabled"
@@ -195,7 +196,7 @@ class Services:
         return self._part("shadow_mirror", lambda: ShadowMirror(
             self.shadow_store, self.loader, queue_size=s.shadow_queue_size,
             concurrency=s.shadow_concurrency, store_inputs=s.shadow_store_inputs,
-            start_threads=False, start_on_shadow=True))
+            start_threads=False, start_on_shadow=True, prices=self.prices))
 
     @property
     def shadows(self) -> ShadowManager:
@@ -209,6 +210,12 @@ class Services:
         return self._part("experiments", lambda: ExperimentManager(
             ExperimentStore(self.database), self.registry, self.tracker, rollout_active,
             self.switch))
+
+    @property
+    def listing(self) -> DeploymentListing:
+        """``GET /api/deployments``: rollouts, shadows and experiments in one paged list."""
+        return self._part("listing", lambda: DeploymentListing(
+            self.deployments.store, self.shadow_store, self.experiments.store))
 
     def _before_deploy(self, conn: Connection, model: str, deployment_id: str) -> None:
         """No rollout while an A/B experiment holds its split (issue 19); then the snapshot."""

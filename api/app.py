@@ -12,8 +12,8 @@ if __package__ in (None, ""):  # run as `python api/app.py`: make the project im
 
 import logging
 import math
+import random
 import re
-import secrets
 from typing import Any
 
 import click
@@ -106,8 +106,12 @@ def _assign_request_id() -> None:
     every hop; anything else gets a fresh one (issue 20). Logs of the request carry it, and a
     span covers the request when tracing is on."""
     given = request.headers.get("X-Request-Id", "")
-    g.request_id = given if _CALLER_REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+    # Unique, not secret (it names log lines): no system call per request, as token_hex makes.
+    g.request_id = given if _CALLER_REQUEST_ID.fullmatch(given) else \
+        f"{random.getrandbits(64):016x}"
     observability.bind_request(g.request_id)
+    if not observability.tracing_enabled():   # nothing to build per request
+        return
     rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
     g.otel_span = observability.start_request_span(
         f"{request.method} {rule}", request.headers, **{
@@ -157,12 +161,33 @@ def _cap_response(limit: int):  # type: ignore[no-untyped-def]
     return cap
 
 
+class RegistryFlask(Flask):
+    """Flask, with ``ensure_sync`` remembered per function: Flask asks it of every hook and
+    view on every request (``inspect.iscoroutinefunction`` each time), about a tenth of the
+    framework's cost per request (issue 14). The answer for a function never changes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Any, Any] = {}
+
+    def ensure_sync(self, func: Any) -> Any:
+        try:
+            return self._sync[func]
+        except KeyError:
+            sync = super().ensure_sync(func)
+            if len(self._sync) < 10_000:   # registered functions only, in practice
+                self._sync[func] = sync
+            return sync
+        except TypeError:   # an unhashable callable: ask each time
+            return super().ensure_sync(func)
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build an app. ``test_config`` may override settings (lower-case names, e.g.
     ``{"database_url": ..., "data_dir": ...}``) and Flask config (upper-case names)."""
     test_config = test_config or {}
     settings = Settings.from_env({k: v for k, v in test_config.items() if k.islower()})
-    app = Flask(__name__)
+    app = RegistryFlask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     app.config.update({k: v for k, v in test_config.items() if k.isupper()})
 

@@ -12,6 +12,7 @@ working within ``CACHE_TTL_S``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -48,6 +49,13 @@ def is_loopback_name(host: str | None) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _local_pair(peer: str | None, host: str | None) -> bool:
+    """Whether a peer address and a ``Host`` are both loopback. Remembered per pair (bounded):
+    parsing them cost as much as the rest of the check, on every request."""
+    return is_loopback_name(peer) and is_loopback_name(host)
 
 
 def required_role(method: str, endpoint: str | None) -> str:
@@ -128,7 +136,7 @@ class Authenticator:
     @staticmethod
     def _local_only() -> None:
         """Authentication off: serve this machine only (peer and ``Host`` both loopback)."""
-        if not is_loopback_name(request.remote_addr) or not is_loopback_name(request.host):
+        if not _local_pair(request.remote_addr, request.host):
             raise PermissionDenied(
                 "authentication is off (no API key was ever created and REGISTRY_ADMIN_TOKEN "
                 "is not set): only loopback clients addressing a loopback host are served",

@@ -3,8 +3,9 @@
 Every beat (~0.5 s) rollouts advance (``deployments.tick``); every 2 s the live versions are
 judged for automatic rollback; every 5 s the alert rules and budgets are evaluated; every hour
 old metrics are pruned; every beat, due webhook deliveries are leased and handed to the sender's
-workers. Each duty is safe when several processes (gunicorn workers, several servers) run it at
-once, and one duty failing does not stop the others.
+workers; every second this process's shadow pairs are stored and due shadows end; every 2 s
+due A/B experiments end with their verdict. Each duty is safe when several processes (gunicorn
+workers, several servers) run it at once, and one duty failing does not stop the others.
 """
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ class Duties:
             ("budgets", svc.budgets.evaluate, 5.0),
             ("retention", svc.tracker.prune, 3600.0),
             ("webhooks", svc.webhook_sender.tick, 0),
+            # issue 19: store the mirrored pairs, end due shadows, see new ones; end due
+            # experiments with their verdict
+            ("shadows", svc.shadows.tick, 1.0),
+            ("experiments", svc.experiments.tick, 2.0),
         ]
         self._due = {name: 0.0 for name, _, _ in self._duties}
 

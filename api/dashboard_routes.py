@@ -21,7 +21,8 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from api.schemas import Body, ErrorOut
 from api.services import services
 from api.spec import spec
-from deployment.records import STATES, Deployment
+from deployment.listing import ALL_STATES
+from deployment.records import Deployment
 
 bp = Blueprint("dashboard", __name__)
 TAGS = ["dashboard"]
@@ -192,7 +193,7 @@ def model_page(name: str) -> FlaskResponse:
 def deployments_page() -> FlaskResponse:
     """Every deployment, newest first, with verdicts and events."""
     return _page("deployments.html", "Deployments", "dashboard.deployments_page",
-                 states=STATES)
+                 states=ALL_STATES)
 
 
 @bp.get("/ui/rollbacks")

@@ -10,13 +10,16 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, Field
 
 from api.schemas import Body
-from deployment.deployment_store import STATES
 from deployment.deployment_strategy import STRATEGIES, AnalysisSettings
+from deployment.records import STATES
+from deployment.listing import ALL_STATES, ALL_STRATEGIES
 from shared.pagination import MAX_PAGE_SIZE
 
 Strategy = Literal[STRATEGIES]  # type: ignore[valid-type]
 DeployStrategy = Literal[STRATEGIES + ("shadow", "experiment")]  # type: ignore[valid-type]  # issue 19
 State = Literal[STATES]  # type: ignore[valid-type]
+AnyState = Literal[ALL_STATES]  # type: ignore[valid-type]  # rollouts', shadows', experiments'
+AnyStrategy = Literal[ALL_STRATEGIES]  # type: ignore[valid-type]
 
 
 class DeployBody(Body):
@@ -62,7 +65,8 @@ class PromoteBody(ActionBody):
 
 class ListDeploymentsQuery(Body):
     model: Optional[str] = Field(None, max_length=128)
-    state: Optional[State] = None
+    state: Optional[AnyState] = None
+    strategy: Optional[AnyStrategy] = None
     limit: int = Field(50, ge=1, le=MAX_PAGE_SIZE)
     page_token: Optional[str] = Field(None, max_length=2048)
 
@@ -105,11 +109,6 @@ class DeploymentOut(BaseModel):
 
 class DeploymentEnvelope(BaseModel):
     deployment: DeploymentOut
-
-
-class DeploymentList(BaseModel):
-    deployments: list[DeploymentOut]
-    next_page_token: Optional[str]
 
 
 class TrafficOut(BaseModel):
@@ -159,6 +158,12 @@ class ExperimentOut(BaseModel):
     actor: str
     created_at: str
     finished_at: Optional[str]
+
+
+class DeploymentList(BaseModel):
+    """A page of rollouts, shadows and experiments (each says its ``strategy``)."""
+    deployments: list[Union[DeploymentOut, ShadowOut, ExperimentOut]]
+    next_page_token: Optional[str]
 
 
 class DeployAnswer(BaseModel):

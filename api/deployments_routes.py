@@ -63,9 +63,10 @@ def deploy(name: str, json: DeployBody):
 @spec.validate(query=ListDeploymentsQuery, resp=Response(HTTP_200=DeploymentList, **E),
                tags=TAGS)
 def list_deployments(query: ListDeploymentsQuery):
-    """Deployments newest first; filters `model` and `state`; keyset pagination."""
-    deployments, token = services().deployments.list(query.model, query.state, query.limit,
-                                                     query.page_token)
+    """Deployments newest first — rollouts, shadows and A/B experiments (each with its
+    `strategy`); filters `model`, `state` and `strategy`; keyset pagination."""
+    deployments, token = services().listing.list(query.model, query.state, query.strategy,
+                                                 query.limit, query.page_token)
     return {"deployments": deployments, "next_page_token": token}
 
 

@@ -135,7 +135,7 @@ def infer(name: str, version: str | None = None):  # type: ignore[no-untyped-def
     served = services().gateway.serve(
         ref.name, lambda provider: Prediction(provider.infer(tensors)),
         version=version or ref.ref, key=request.headers.get("X-Routing-Key") or None,
-        api_key=api_key_name())
+        api_key=api_key_name(), example=lambda: tensors)
     response = _outputs(header, served.prediction.output,
                         {"model_name": ref.name, "model_version": served.version})
     response.headers["x-model-version"] = served.version

@@ -1,17 +1,20 @@
-"""This registry beside MLflow's (run by hand): ``python bench/bench_vs_mlflow.py [--rounds 2]``.
+"""This registry beside MLflow's (run by hand):
+``python bench/bench_vs_mlflow.py [--rounds 2] [--workload requests|mlflow-client]``.
 
 Installs ``mlflow==3.17.2`` once into a virtualenv of its own (``bench/.venv-mlflow``, ignored by
 git; ``MLFLOW_VENV`` to put it elsewhere) and skips, saying why, when it cannot. Starts both
 servers on loopback, one worker process each, each on a fresh SQLite file: this project under
 gunicorn (gthread, 8 threads, ``api.app:create_app()``), MLflow with ``mlflow server
---backend-store-uri sqlite:///... --workers 1``. Then 8 concurrent ``requests`` clients run the
-same workload against each, alternating: each operation runs on one server then at once on the
-other, the order swapping every round. Per round 50 models x 5 versions (100 x 5 over the two
-default rounds): create the models, create their versions (each with a tag), ask each model's
-latest version 5 times, list each model's versions 5 times. Prints ops/s per operation and
-server and the ratio (target >= 10x each), and the server CPU time per operation read from
-/proc: on a machine shared with other work, wall-clock rates move with the load, CPU per
-operation much less.
+--backend-store-uri sqlite:///... --workers 1`` (its GenAI job runner off: see ``start_mlflow``),
+and waits until both are idle. Then 8 concurrent clients run the same workload against each,
+alternating: each operation runs on one server then at once on the other, the order swapping
+every round. Per round 50 models x 5 versions (100 x 5 over the two default rounds): create the
+models, create their versions (each with a tag), ask each model's latest version 5 times, list
+each model's versions 5 times. Two workloads (issue 17): plain ``requests`` on each server's own
+API, and MLflow's own client (``MlflowClient``, ``bench/mlflow_client_workload.py``) against
+``/api/2.0/mlflow`` on both. Prints ops/s per operation and server and the ratio (target >= 10x
+each), and the server CPU time per operation read from /proc: on a machine shared with other
+work, wall-clock rates move with the load, CPU per operation much less.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 
 from bench.report import print_rows  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from bench.mlflow_client_workload import ViaMlflowClient  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 MLFLOW = "mlflow==3.17.2"
 VENV = Path(os.environ.get("MLFLOW_VENV", ROOT / "bench" / ".venv-mlflow"))
@@ -90,11 +95,25 @@ def start_mlflow(binary: Path, data: Path) -> tuple[subprocess.Popen, str]:
          "--default-artifact-root", str(data / "mlflow-artifacts"),
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         cwd=data, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        # Job execution (GenAI jobs, nothing of the registry's) would start seven huey
+        # consumers: seconds of CPU each just after start, then polling for ever, which
+        # slowed whichever server was measured meanwhile.
         env={**os.environ, "MLFLOW_ENABLE_TELEMETRY": "false", "DO_NOT_TRACK": "true",
-             "MLFLOW_DISABLE_TELEMETRY": "true"})
+             "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/health", proc, log)
     return proc, url
+
+
+def settle(pid: int, timeout: float = 60.0) -> None:
+    """Wait until a started server's process tree is idle (under 5% of a core over a second),
+    so that nothing still starting up is measured against the other server."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        if cpu_seconds(pid) - before < 0.05:
+            return
 
 
 class Ours:
@@ -182,13 +201,65 @@ def cpu_seconds(pid: int) -> float:
     return own + sum(cpu_seconds(int(c)) for c in children)
 
 
-def main(rounds: int = 2) -> list[tuple[str, str, str]]:
+WORKLOADS = ("requests", "mlflow-client")
+
+
+def servers_for(workload: str, urls: dict[str, str]) -> dict[str, Any]:
+    """The four operations against each server, spoken by ``workload``: plain ``requests`` on
+    each server's own API, or MLflow's ``MlflowClient`` on both (``/api/2.0/mlflow``)."""
+    if workload == "requests":
+        return {"ours": Ours(urls["ours"]), "mlflow": MLflow(urls["mlflow"])}
+    return {name: ViaMlflowClient(url) for name, url in urls.items()}
+
+
+def run_workload(workload: str, urls: dict[str, str], pids: dict[str, int],
+                 rounds: int) -> dict[str, dict[str, list[float]]]:
+    """{server: {operation: [ops, wall seconds, server CPU seconds]}} over ``rounds``
+    alternating rounds of one workload."""
+    servers = servers_for(workload, urls)
+    totals = {s: {op: [0, 0.0, 0.0] for op in OPERATIONS} for s in servers}
+    for server in servers.values():  # warm up: imports, first connections
+        one_round_small(server, f"warm-{uuid.uuid4().hex[:6]}")
+    for r in range(rounds):
+        work = {name: phases(server, f"{workload}-r{r}-{name}")
+                for name, server in servers.items()}
+        for op in OPERATIONS:  # the same operation on both, back to back
+            order = list(servers) if r % 2 == 0 else list(reversed(servers))
+            for name in order:
+                # Fresh connections per phase: the other server's phase outlasts gunicorn's
+                # keep-alive, and a request racing the close of an idle one is reset.
+                sessions = [requests.Session() for _ in range(CLIENTS)]
+                cpu = cpu_seconds(pids[name])
+                secs = timed(work[name][op], sessions)
+                totals[name][op][0] += sum(map(len, work[name][op]))
+                totals[name][op][1] += secs
+                totals[name][op][2] += cpu_seconds(pids[name]) - cpu
+    return totals
+
+
+def report(workload: str, totals: dict[str, dict[str, list[float]]]) -> list[tuple[str, str, str]]:
+    rows = []
+    for op in OPERATIONS:
+        (n_ours, wall_ours, cpu_ours), (n_ml, wall_ml, cpu_ml) = totals["ours"][op], \
+            totals["mlflow"][op]
+        ours, theirs = n_ours / wall_ours, n_ml / wall_ml
+        rows.append((f"[{workload}] {op}: MLflow 3.17.2", f"{theirs:.0f}/s",
+                     f"server CPU {1000 * cpu_ml / n_ml:.1f} ms/op"))
+        rows.append((f"[{workload}] {op}: this project", f"{ours:.0f}/s",
+                     f"{ours / theirs:.1f}x MLflow (target ≥ 10x); server CPU "
+                     f"{1000 * cpu_ours / n_ours:.1f} ms/op, "
+                     f"{(cpu_ml / n_ml) / max(cpu_ours / n_ours, 1e-9):.1f}x less"))
+    return rows
+
+
+def main(rounds: int = 2, workloads: tuple[str, ...] = WORKLOADS) -> list[tuple[str, str, str]]:
     try:
         binary = mlflow_binary()
     except (OSError, subprocess.CalledProcessError) as exc:
         reason = f"skipped: cannot install {MLFLOW} into {VENV}: {exc}"
         print(reason)
         return [("registry vs MLflow", reason, "≥ 10x")]
+    load = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-mlflow-") as d:
         data = Path(d)
@@ -198,23 +269,11 @@ def main(rounds: int = 2) -> list[tuple[str, str, str]]:
             procs.append(ours_proc)
             ml_proc, ml_url = start_mlflow(binary, data)
             procs.append(ml_proc)
-            servers = {"ours": Ours(ours_url), "mlflow": MLflow(ml_url)}
+            urls = {"ours": ours_url, "mlflow": ml_url}
             pids = {"ours": ours_proc.pid, "mlflow": ml_proc.pid}
-            # {server: {operation: [ops, wall seconds, server CPU seconds]}}
-            totals = {s: {op: [0, 0.0, 0.0] for op in OPERATIONS} for s in servers}
-            for name, server in servers.items():  # warm up: imports, first connections
-                one_round_small(server, f"warm-{uuid.uuid4().hex[:6]}")
-            sessions = {name: [requests.Session() for _ in range(CLIENTS)] for name in servers}
-            for r in range(rounds):
-                work = {name: phases(server, f"r{r}-{name}") for name, server in servers.items()}
-                for op in OPERATIONS:  # the same operation on both, back to back
-                    order = list(servers) if r % 2 == 0 else list(reversed(servers))
-                    for name in order:
-                        cpu = cpu_seconds(pids[name])
-                        secs = timed(work[name][op], sessions[name])
-                        totals[name][op][0] += sum(map(len, work[name][op]))
-                        totals[name][op][1] += secs
-                        totals[name][op][2] += cpu_seconds(pids[name]) - cpu
+            for pid in pids.values():
+                settle(pid)
+            results = {w: run_workload(w, urls, pids, rounds) for w in workloads}
         finally:
             for proc in procs:
                 proc.terminate()
@@ -222,18 +281,11 @@ def main(rounds: int = 2) -> list[tuple[str, str, str]]:
                     proc.wait(20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    print(f"{CLIENTS} concurrent requests clients, {rounds} alternating rounds of "
-          f"{MODELS_PER_ROUND} models x {VERSIONS} versions; one worker process per server")
-    for op in OPERATIONS:
-        (n_ours, wall_ours, cpu_ours), (n_ml, wall_ml, cpu_ml) = totals["ours"][op], \
-            totals["mlflow"][op]
-        ours, theirs = n_ours / wall_ours, n_ml / wall_ml
-        rows.append((f"{op}: MLflow 3.17.2", f"{theirs:.0f}/s",
-                     f"server CPU {1000 * cpu_ml / n_ml:.1f} ms/op"))
-        rows.append((f"{op}: this project", f"{ours:.0f}/s",
-                     f"{ours / theirs:.1f}x MLflow (target ≥ 10x); server CPU "
-                     f"{1000 * cpu_ours / n_ours:.1f} ms/op, "
-                     f"{(cpu_ml / n_ml) / max(cpu_ours / n_ours, 1e-9):.1f}x less"))
+    print(f"{CLIENTS} concurrent clients, {rounds} alternating rounds of {MODELS_PER_ROUND} "
+          f"models x {VERSIONS} versions per workload; one worker process per server; "
+          f"load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
+    for workload, totals in results.items():
+        rows += report(workload, totals)
     return print_rows(rows)
 
 
@@ -249,4 +301,7 @@ def one_round_small(server, tag: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
-    main(parser.parse_args().rounds)
+    parser.add_argument("--workload", choices=WORKLOADS, action="append",
+                        help="run only this workload (repeatable); default: both")
+    args = parser.parse_args()
+    main(args.rounds, tuple(args.workload or WORKLOADS))

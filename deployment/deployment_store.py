@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +33,7 @@ from storage.database import Database
 from storage.schema import as_utc, deployments, events, health_checks, iso, rollbacks
 
 TRIGGERS: tuple[str, ...] = ("manual", "automatic", "snapshot")
+T = TypeVar("T")
 
 
 class Lost(Exception):
@@ -104,6 +106,34 @@ def _newest_first(table: Any, after: tuple[datetime, str] | None) -> Any:
                and_(table.c.created_at == created, table.c.id < last_id))
 
 
+def keyset_page(database: Database, table: Any, where: list[Any], limit: int,
+                page_token: str | None, record: Callable[[Any], T]) -> tuple[list[T], str | None]:
+    """One page of ``table`` matching ``where``, newest first (created_at, id), after the page
+    token's row: ``limit`` records and the next page's token (None on the last page). The
+    deployment, shadow and experiment stores page with it, all with the same kind of token,
+    so ``deployment.listing`` can merge their pages into one list."""
+    stmt = (select(table).where(*where)
+            .order_by(table.c.created_at.desc(), table.c.id.desc()).limit(limit + 1))
+    after = _newest_first(table, _page_after(page_token))
+    if after is not None:
+        stmt = stmt.where(after)
+    with database.read() as conn:
+        rows = conn.execute(stmt).all()
+    page = [record(r) for r in rows[:limit]]
+    return page, (page_token_of(aware(rows[limit - 1].created_at), rows[limit - 1].id)
+                  if len(rows) > limit else None)
+
+
+def filters(table: Any, **equal: Any) -> list[Any]:
+    """``column == value`` for each given value that is not None (a list's filters)."""
+    return [table.c[name] == value for name, value in equal.items() if value is not None]
+
+
+def page_token_of(created_at: datetime, row_id: str) -> str:
+    """The token of the page after the row (``created_at``, ``row_id``)."""
+    return _token(created_at, row_id)
+
+
 class DeploymentStore:
     def __init__(self, database: Database) -> None:
         self.db = database
@@ -140,25 +170,13 @@ class DeploymentStore:
         return [_deployment(r) for r in rows]
 
     def list(self, model: str | None, state: str | None, limit: int,
-             page_token: str | None) -> tuple[list[Deployment], str | None]:
+             page_token: str | None, strategy: str | None = None
+             ) -> tuple[list[Deployment], str | None]:
         """Newest first; ``limit`` rows and the token of the next page (or None)."""
         if state is not None and state not in STATES:
             raise InvalidArgument(f"unknown state {state!r}: expected one of {', '.join(STATES)}")
-        stmt = (select(deployments)
-                .order_by(deployments.c.created_at.desc(), deployments.c.id.desc())
-                .limit(limit + 1))
-        if model is not None:
-            stmt = stmt.where(deployments.c.model == model)
-        if state is not None:
-            stmt = stmt.where(deployments.c.state == state)
-        after = _newest_first(deployments, _page_after(page_token))
-        if after is not None:
-            stmt = stmt.where(after)
-        with self.db.read() as conn:
-            rows = [_deployment(r) for r in conn.execute(stmt).all()]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, (_token(rows[-1].created_at, rows[-1].id) if more else None)
+        where = filters(deployments, model=model, state=state, strategy=strategy)
+        return keyset_page(self.db, deployments, where, limit, page_token, _deployment)
 
     # -- writing (in the caller's transaction) ------------------------------------------------
     def insert(self, conn: Connection, dep: Deployment) -> None:

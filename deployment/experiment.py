@@ -24,9 +24,10 @@ control), a ``duration_s`` and/or a ``sample_size`` (requests per variant), and 
 
   A difference is claimed only when its p-value is below the level; otherwise the verdict is
   ``no significant difference`` — absence of evidence, never a winner by default.
-* **Ending** is checked whenever the results are read (the report endpoint, the dashboard,
-  which polls it): past ``duration_s`` or with every variant at ``sample_size`` the verdict
-  is frozen and the traffic goes back to the control. The winner is deployed only on request
+* **Ending** is a duty of the server's background ticker (:meth:`ExperimentManager.tick`,
+  every 2 s; reading the results checks too): past ``duration_s`` or with every variant at
+  ``sample_size`` the verdict is frozen with an ``experiment.finished`` event and the traffic
+  goes back to the control. The winner is deployed only on request
   (``promote``).
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ from sqlalchemy import Connection
 from scipy import stats
 
 from deployment.experiment_store import RUNNING, ExperimentStore
+from deployment.records import ExperimentRecord
 from deployment.judge import subsample
 from deployment.traffic_store import check_weights
 from deployment.traffic_switch import TrafficSwitch
@@ -122,14 +124,18 @@ def verdict(experiment: dict[str, Any], metrics: dict[str, dict[str, Any]],
 
 
 class ExperimentManager:
+    """Starts, reads, ends and promotes experiments. Public methods answer dicts (the records'
+    ``as_dict()``); ``clock`` is injectable so that tests move time instead of sleeping."""
+
     def __init__(self, store: ExperimentStore, registry: ModelRegistry,
                  tracker: PerformanceTracker, rollout_active: Callable[[str], bool],
-                 switch: TrafficSwitch) -> None:
+                 switch: TrafficSwitch, clock: Callable[[], datetime] = utcnow) -> None:
         self.switch = switch
         self.store = store
         self.registry = registry
         self.tracker = tracker
         self.rollout_active = rollout_active
+        self.clock = clock
 
     def start(self, model: str, variants: dict[str, int] | None, primary_metric: str | None,
               duration_s: float | None, sample_size: int | None, alpha: float = 0.05,
@@ -153,26 +159,28 @@ class ExperimentManager:
             raise FailedPrecondition(f"model '{model}' has a rollout in progress")
         if self.store.running_for(model) is not None:
             raise FailedPrecondition(f"model '{model}' already has a running experiment")
-        ends_at = utcnow() + timedelta(seconds=duration_s) if duration_s is not None else None
+        now = self.clock()
+        ends_at = now + timedelta(seconds=duration_s) if duration_s is not None else None
         table = self.switch.traffic.get(model)
         with self.switch.transaction() as tx:
             experiment = self.store.insert(tx.conn, model, weights, primary_metric, alpha,
                                            sample_size, ends_at,
                                            dict(table.weights) if table else None, reason,
                                            actor)
-            tx.switch(model, weights, experiment["control"], actor=actor,
-                      reason=f"experiment {experiment['id']}", now=utcnow(),
-                      deployment_id=experiment["id"])
-        return experiment
+            tx.switch(model, weights, experiment.control, actor=actor,
+                      reason=f"experiment {experiment.id}", now=now,
+                      deployment_id=experiment.id)
+        return experiment.as_dict()
 
-    def _finish(self, experiment_id: str, result: dict[str, Any], actor: str) -> bool:
+    def _finish(self, experiment_id: str, result: dict[str, Any], actor: str,
+                why: str) -> bool:
         """Freeze the verdict and put the control back on 100%, in one transaction."""
         with self.switch.transaction() as tx:
-            row = self.store.finish(tx.conn, experiment_id, result)
+            row = self.store.finish(tx.conn, experiment_id, result, actor, why)
             if row is not None:
-                tx.switch(row["model"], {row["control"]: 100}, row["control"], actor=actor,
+                tx.switch(row.model, {row.control: 100}, row.control, actor=actor,
                           reason=f"experiment {experiment_id} ended: back to its control",
-                          now=utcnow(), deployment_id=experiment_id)
+                          now=self.clock(), deployment_id=experiment_id)
         return row is not None
 
     def refuse_rollout(self, conn: Connection | None, model: str,
@@ -181,62 +189,86 @@ class ExperimentManager:
         the split holds while the experiment runs."""
         running = self.store.running_for(model, conn)
         if running is not None:
-            raise FailedPrecondition(f"model '{model}' is in experiment {running['id']}: stop "
+            raise FailedPrecondition(f"model '{model}' is in experiment {running.id}: stop "
                                      "or promote it first")
 
-    def get(self, experiment_id: str) -> dict[str, Any]:
+    def _record(self, experiment_id: str) -> ExperimentRecord:
         experiment = self.store.get(experiment_id)
         if experiment is None:
             raise NotFound(f"no experiment '{experiment_id}'")
         return experiment
 
+    def get(self, experiment_id: str) -> dict[str, Any]:
+        return self._record(experiment_id).as_dict()
+
     def results(self, experiment_id: str, now: datetime | None = None) -> dict[str, Any]:
-        """The experiment with its per-variant metrics and verdict; ends it when due."""
-        experiment = self.get(experiment_id)
-        if experiment["state"] != RUNNING:
-            return {"experiment": experiment, **(experiment["result"] or {}), "running": False}
-        now = now or utcnow()
-        since = datetime.fromisoformat(experiment["created_at"].replace("Z", "+00:00"))
-        window = max(1.0, (now - since).total_seconds())
-        variants = list(experiment["variants"])
-        found = self.tracker.get_metrics(experiment["model"], window=window)
+        """The experiment with its per-variant metrics and verdict; ends it when due (the
+        background ticker does too, see :meth:`tick`, so reading is never required)."""
+        return self._results(self._record(experiment_id), now or self.clock())
+
+    def _results(self, experiment: ExperimentRecord, now: datetime) -> dict[str, Any]:
+        if experiment.state != RUNNING:
+            return {"experiment": experiment.as_dict(), **(experiment.result or {}),
+                    "running": False}
+        window = max(1.0, (now - experiment.created_at).total_seconds())
+        variants = list(experiment.variants)
+        found = self.tracker.get_metrics(experiment.model, window=window)
         metrics = {v: found[v] for v in variants if v in found}
-        latencies = self.tracker.latency_histograms(experiment["model"], variants, window) \
-            if experiment["primary_metric"] == "latency" else {}
-        result = {"metrics": metrics, "verdict": verdict(experiment, metrics, latencies)}
-        ends_at = experiment["ends_at"]
-        due = ends_at is not None and now >= datetime.fromisoformat(ends_at.replace("Z",
-                                                                                    "+00:00"))
-        size = experiment["sample_size"]
-        if size is not None and all(metrics.get(v, {}).get("requests", 0) >= size
-                                    for v in variants):
-            due = True
-        if due and self._finish(experiment_id, result, "system"):
-            return {"experiment": self.get(experiment_id), **result, "running": False}
-        return {"experiment": experiment, **result, "running": True}
+        latencies = self.tracker.latency_histograms(experiment.model, variants, window) \
+            if experiment.primary_metric == "latency" else {}
+        result = {"metrics": metrics,
+                  "verdict": verdict(experiment.as_dict(), metrics, latencies)}
+        why = _due(experiment, metrics, now)
+        if why is not None and self._finish(experiment.id, result, "system", why):
+            return {"experiment": self.get(experiment.id), **result, "running": False}
+        return {"experiment": experiment.as_dict(), **result, "running": True}
+
+    def tick(self, now: datetime | None = None) -> list[str]:
+        """End every running experiment whose duration or sample size is reached, with its
+        verdict and event (a background duty of the server, ``api/background.py``; safe in
+        several processes: the row lock in ``finish`` lets one of them end it). Returns the
+        ids this call ended."""
+        now = now or self.clock()
+        ended = []
+        for experiment in self.store.running():
+            if not self._results(experiment, now)["running"]:
+                ended.append(experiment.id)
+        return ended
 
     def stop(self, experiment_id: str, actor: str = "system") -> dict[str, Any]:
         """End now: the verdict so far is frozen, the traffic goes back to the control."""
         current = self.results(experiment_id)
         if current["running"]:
             result = {k: current[k] for k in ("metrics", "verdict")}
-            self._finish(experiment_id, result, actor)
+            self._finish(experiment_id, result, actor, f"stopped by {actor}")
         return self.results(experiment_id)
 
     def promote(self, experiment_id: str, variant: str, deploy: Callable[..., str],
                 actor: str = "system") -> str | None:
         """Deploy ``variant`` (direct) once the experiment ended; None when it is the control,
         which already serves everything again."""
-        experiment = self.get(experiment_id)
-        if variant not in experiment["variants"]:
+        experiment = self._record(experiment_id)
+        if variant not in experiment.variants:
             raise InvalidArgument(f"'{variant}' is not a variant of experiment {experiment_id}")
-        if experiment["state"] == "promoted":
+        if experiment.state == "promoted":
             raise FailedPrecondition(f"experiment {experiment_id} was already promoted")
         self.stop(experiment_id, actor=actor)
         deployment_id = None
-        if variant != experiment["control"]:
-            deployment_id = deploy(experiment["model"], variant, "direct",
+        if variant != experiment.control:
+            deployment_id = deploy(experiment.model, variant, "direct",
                                    reason=f"promoted from experiment {experiment_id}",
                                    actor=actor)
         self.store.mark_promoted(experiment_id)
         return deployment_id
+
+
+def _due(experiment: ExperimentRecord, metrics: dict[str, dict[str, Any]],
+         now: datetime) -> str | None:
+    """Why a running experiment ends now (its duration or its sample size), or None."""
+    if experiment.ends_at is not None and now >= experiment.ends_at:
+        return "its duration is over"
+    size = experiment.sample_size
+    if size is not None and all(metrics.get(v, {}).get("requests", 0) >= size
+                                for v in experiment.variants):
+        return f"every variant served {size} requests"
+    return None

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import observability
+from deployment.records import ShadowRecord
 from deployment.router import Route, Router
+from deployment.shadow import Mirror, ShadowMirror
+from deployment.usage_cost import usage_cost
 from errors import (DataCorrupted, FailedPrecondition, ProviderError, ProviderTimeout,
                     RateLimited, RegistryError, Unavailable)
 from models.base_model import ChatRequest, Delta, ModelProvider, Prediction, Usage
@@ -98,42 +101,56 @@ class Gateway:
         self.inflight = InFlightLimit(max_inflight_per_model)
         self.prices = prices
         self.budgets = budgets
-        self.mirror: Any = None   # issue 19: a deployment.shadow.ShadowMirror, when wired
+        # issue 19: where served calls are mirrored to running shadows (wiring sets it)
+        self.mirror: ShadowMirror | None = None
 
     def predict(self, model: str, input: Any, *, version: str | None = None,
                 key: str | None = None, params: dict[str, Any] | None = None,
                 api_key: str | None = None) -> dict[str, Any]:
         """Serve one prediction. A failed call to a version other than the stable one is retried
         once on the stable version (``fallback: true``) and still counted against the first."""
-        answer = self.serve(model, lambda p: p.predict(input, params), version=version,
-                            key=key, api_key=api_key).as_dict()
-        if self.mirror is not None and version is None:
-            # the answer is computed: queue a mirror (never blocks, see deployment.shadow)
-            self.mirror.offer(model, input, params, answer)
-        return answer
+        return self.serve(model, lambda p: p.predict(input, params), version=version,
+                          key=key, api_key=api_key, example=lambda: input).as_dict()
 
     def chat(self, model: str, request: ChatRequest, *, version: str | None = None,
              key: str | None = None, api_key: str | None = None) -> Served:
         """One answer to a conversation, routed, limited, retried and tracked as predict."""
         return self.serve(model, lambda p: p.chat(request), version=version, key=key,
-                          api_key=api_key)
+                          api_key=api_key, example=lambda: _conversation(request))
 
     def serve(self, model: str, invoke: Callable[[ModelProvider], Prediction], *,
               version: str | None = None, key: str | None = None,
-              api_key: str | None = None) -> Served:
+              api_key: str | None = None, example: Callable[[], Any] | None = None) -> Served:
         """Call ``invoke`` on the provider of the version routing (or ``version``) picks.
         ``api_key`` (the caller's key name) is what spend and key budgets are counted by; a
-        spent hard budget of the key or the model refuses the call (BudgetExceeded)."""
+        spent hard budget of the key or the model refuses the call (BudgetExceeded).
+
+        Once answered, a routed (not pinned) call may be mirrored to the model's running
+        shadow: the same ``invoke`` queued for the candidate, never waited for (issue 19).
+        ``example`` gives the call's input for the shadow report (``SHADOW_STORE_INPUTS``)."""
         self._check_budget(model, api_key)
         with self.inflight.hold(model):
             route = self.route(model, version, key)
             try:
-                return self._call(model, route.version, invoke, route, False, api_key)
+                served = self._call(model, route.version, invoke, route, False, api_key)
             except VERSION_FAILURES:
                 stable = self._fallback_version(route)
                 if stable is None:
                     raise
-                return self._call(model, stable, invoke, route, True, api_key)
+                served = self._call(model, stable, invoke, route, True, api_key)
+        shadow = self._shadow_of(model, served.version, route)
+        if shadow is not None and self.mirror is not None:
+            self.mirror.submit(Mirror(shadow, invoke, served.version, served.prediction.output,
+                                      served.latency, served.prediction.usage, example,
+                                      served.cost))
+        return served
+
+    def _shadow_of(self, model: str, version: str, route: Route) -> ShadowRecord | None:
+        """The running shadow this answered call is mirrored to, if sampled (never blocks).
+        Pinned calls are never mirrored: the caller chose the version."""
+        if self.mirror is None or route.routed_by == "pin":
+            return None
+        return self.mirror.pick(model, version)
 
     def _check_budget(self, model: str, api_key: str | None) -> None:
         if self.budgets is not None:
@@ -199,9 +216,7 @@ class Gateway:
         if usage is None:
             self.collector.record(tracked, version, latency, True, api_key=api_key)
             return None
-        cost = None if self.prices is None else self.prices.cost(
-            model, version, usage.input_tokens, usage.output_tokens, usage.total_tokens,
-            usage.cached_tokens, usage.reasoning_tokens)
+        cost = usage_cost(self.prices, model, version, usage)
         self.collector.record(tracked, version, latency, True, None, usage.input_tokens,
                               usage.output_tokens, total_tokens=usage.total_tokens,
                               cost=cost or 0, api_key=api_key)
@@ -268,8 +283,18 @@ class Gateway:
                                   time.perf_counter() - started, False, exc.code,
                                   api_key=api_key)
             raise
-        return ChatStream(self, model, version, route, fallback, pieces, first, started,
-                          slot.pop_all(), api_key)
+        stream = ChatStream(self, model, version, route, fallback, pieces, first, started,
+                            slot.pop_all(), api_key)
+        shadow = self._shadow_of(model, version, route)
+        if shadow is not None:     # mirrored once the stream ended complete (see _end)
+            stream.mirror_to(shadow, lambda p: p.chat(request),
+                             lambda: _conversation(request))
+        return stream
+
+
+def _conversation(request: ChatRequest) -> list[dict[str, str]]:
+    """A chat call's input as the shadow report shows it."""
+    return [{"role": m.role, "text": m.text} for m in request.messages]
 
 
 class ChatStream:
@@ -295,9 +320,20 @@ class ChatStream:
         self._started = started
         self._slot = slot
         self._finished = first is None
+        # issue 19: (shadow, the call to mirror, its input) when this answer is mirrored
+        self._mirror: tuple[ShadowRecord, Callable[[ModelProvider], Prediction],
+                            Callable[[], Any]] | None = None
+        self._text: list[str] = []
 
         if first is None:
             self._end(None)
+
+    def mirror_to(self, shadow: ShadowRecord, invoke: Callable[[ModelProvider], Prediction],
+                  example: Callable[[], Any]) -> None:
+        """Mirror this answer to ``shadow`` when it ends complete: its text is kept until then,
+        and the candidate is asked the same conversation (unstreamed) afterwards."""
+        if not self._finished:
+            self._mirror = (shadow, invoke, example)
 
     def __iter__(self) -> "ChatStream":
         return self
@@ -318,6 +354,8 @@ class ChatStream:
                 raise
         self.usage = piece.usage or self.usage
         self.finish_reason = piece.finish_reason or self.finish_reason
+        if self._mirror is not None:
+            self._text.append(piece.text)
         return piece
 
     def close(self) -> None:
@@ -340,6 +378,10 @@ class ChatStream:
         if outcome is None:
             self.cost = gateway._record_success(self.model, self.route, version, latency,
                                                 self.usage, self.api_key)
+            if self._mirror is not None and gateway.mirror is not None:
+                shadow, invoke, example = self._mirror
+                gateway.mirror.submit(Mirror(shadow, invoke, version, "".join(self._text),
+                                             latency, self.usage, example, self.cost))
         elif isinstance(outcome, VERSION_FAILURES):
             gateway.collector.record(tracked, version, latency, False, outcome.code,
                                      api_key=self.api_key)

@@ -3,7 +3,8 @@
 
 ``DeploymentStore`` returns ``Deployment`` (with its ``DeploymentEvent``s when asked),
 ``RollbackRecord`` and ``HealthCheckRecord``; ``TrafficStore`` returns ``TrafficTable`` and,
-for its history, ``TrafficChange``. Each has one ``as_dict()``: the wire shape, written once,
+for its history, ``TrafficChange``; ``ShadowStore`` returns ``ShadowRecord`` and ``ShadowPair``,
+``ExperimentStore`` ``ExperimentRecord`` (issue 19). Each has one ``as_dict()``: the wire shape, written once,
 which the public API (the managers, the REST views) calls at its edge.
 """
 from __future__ import annotations
@@ -153,3 +154,87 @@ class TrafficChange(TrafficTable):
 
     def as_dict(self) -> dict[str, Any]:
         return {**super().as_dict(), "actor": self.actor, "reason": self.reason}
+
+
+# -- issue 19: shadows and A/B experiments (ShadowStore, ExperimentStore) ---------------------
+
+TRIAL_STATES: tuple[str, ...] = ("running", "finished", "promoted")
+
+
+@dataclass(frozen=True)
+class ShadowRecord:
+    """One shadow deployment: the candidate, its sample and when it ends."""
+
+    id: str
+    model: str
+    version: str
+    state: str
+    sample_percent: float
+    max_requests: int | None
+    ends_at: datetime | None
+    dropped: int
+    reason: str
+    actor: str
+    created_at: datetime
+    finished_at: datetime | None
+    strategy = "shadow"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "model": self.model, "version": self.version,
+                "state": self.state, "sample_percent": self.sample_percent,
+                "max_requests": self.max_requests, "ends_at": iso(self.ends_at),
+                "dropped": self.dropped, "reason": self.reason, "actor": self.actor,
+                "created_at": iso(self.created_at), "finished_at": iso(self.finished_at),
+                "strategy": self.strategy}
+
+
+@dataclass(frozen=True)
+class ShadowPair:
+    """One mirrored call compared: both latencies, the candidate's error or the measures."""
+
+    shadow_id: str
+    at: datetime | None
+    primary_version: str
+    primary_latency: float
+    shadow_latency: float | None
+    shadow_error: str | None
+    agree: int | None
+    argmax_agree: int | None
+    similarity: float | None
+    max_abs_diff: float | None
+    primary_tokens: int | None
+    shadow_tokens: int | None
+    example: dict[str, Any] | None
+    primary_cost_micro_usd: int | None = None
+    shadow_cost_micro_usd: int | None = None
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    """One A/B experiment: its fixed split, what it compares, and its frozen result."""
+
+    id: str
+    model: str
+    variants: dict[str, int]
+    control: str
+    primary_metric: str
+    alpha: float
+    sample_size: int | None
+    ends_at: datetime | None
+    state: str
+    previous: dict[str, int] | None
+    result: dict[str, Any] | None
+    reason: str
+    actor: str
+    created_at: datetime
+    finished_at: datetime | None
+    strategy = "experiment"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "model": self.model, "strategy": self.strategy,
+                "variants": dict(self.variants), "control": self.control,
+                "primary_metric": self.primary_metric, "alpha": self.alpha,
+                "sample_size": self.sample_size, "ends_at": iso(self.ends_at),
+                "state": self.state, "previous": self.previous, "result": self.result,
+                "reason": self.reason, "actor": self.actor, "created_at": iso(self.created_at),
+                "finished_at": iso(self.finished_at)}

@@ -4,21 +4,26 @@ A shadow (``"strategy": "shadow"``) names a model's candidate version, the share
 requests to mirror (``sample_percent``) and when it ends (``duration_s`` and/or
 ``max_requests``). Why it is built this way:
 
-* **The user never waits for the mirror.** The gateway hands each served answer to
-  :meth:`ShadowMirror.offer` after the primary call returned: a coin flip and a
-  ``put_nowait`` on a bounded queue, nothing else. A full queue drops the mirror and counts
-  it (``dropped``); a fixed pool of ``SHADOW_CONCURRENCY`` worker threads per process calls
-  the candidate, so a slow candidate can hold neither request threads nor unbounded memory.
+* **The user never waits for the mirror.** Every protocol (predict, OpenAI and Gemini chat,
+  streamed or not, Open Inference) passes through ``Gateway.serve`` or a ``ChatStream``;
+  there, after the primary answered (a stream: after its last piece), the gateway hands the
+  same provider call to the mirror: :meth:`ShadowMirror.pick` (a coin flip) and
+  :meth:`ShadowMirror.submit` (a ``put_nowait`` on a bounded queue), nothing else. A full
+  queue drops the mirror and counts it (``dropped``); a fixed pool of ``SHADOW_CONCURRENCY``
+  worker threads per process calls the candidate, so a slow candidate can hold neither
+  request threads nor unbounded memory.
 * **Kept apart.** The candidate's calls go straight to the loaded provider, never through
   the metrics collector: shadow latency and errors feed no canary gate, no live watcher, no
   alert. Each mirrored pair's comparison is one row of ``shadow_pairs``, written in batches
-  (one transaction a second per process, off the request path), so every server process adds
-  to one report that survives restarts.
+  (one transaction a second per process, by the background ticker, off the request path), so
+  every server process adds to one report that survives restarts. The ticker also ends the
+  shadows whose duration or request count is reached.
 * **Compared without a model call.** Numeric outputs (ONNX): agreement within a tolerance
   (``numpy.allclose``, rtol 1e-3, atol 1e-5) and arg-max agreement along the last axis.
   Text (LLMs): exact match, and a similarity of the normalised texts (lower case, collapsed
   whitespace) by ``difflib.SequenceMatcher.ratio``; a pair agrees when exact or at least
-  ``TEXT_AGREEMENT`` similar. Plus both latencies, the candidate's errors and tokens.
+  ``TEXT_AGREEMENT`` similar. Plus both latencies, the candidate's errors, tokens and cost (both sides priced
+  as the gateway prices a call, over the pairs where both have a price).
 * **Inputs are private.** Examples (input and both outputs) are stored only when
   ``SHADOW_STORE_INPUTS`` is on; otherwise the worst disagreements show only their numbers.
 
@@ -34,17 +39,23 @@ import random
 import re
 import threading
 import time
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from deployment.judge import wilson
+from deployment.records import ShadowPair, ShadowRecord
 from deployment.shadow_store import ShadowStore
+from deployment.usage_cost import usage_cost
 from errors import FailedPrecondition, InvalidArgument, NotFound
+from models.base_model import ModelProvider, Prediction, Usage
 from models.model_loader import ModelLoader
 from registry.model_registry import ModelRegistry
-from storage.schema import utcnow
+from storage.schema import iso, utcnow
+from tracking.pricing import PriceBook, cost_fields
 
 log = logging.getLogger(__name__)
 
@@ -93,99 +104,128 @@ def compare(primary: Any, shadow: Any) -> dict[str, Any]:
 
 # --- the mirror: sampling, the bounded queue, the workers -------------------------------------
 
+@dataclass(frozen=True)
+class Mirror:
+    """One mirrored call waiting for a worker: the same ``invoke`` the gateway ran on the
+    primary (``predict``, ``chat`` or ``infer``), to run on the candidate, and what the
+    primary answered. ``example`` gives the call's input for the report, only if allowed."""
+
+    shadow: ShadowRecord
+    invoke: Callable[[ModelProvider], Prediction]
+    version: str
+    output: Any
+    latency: float
+    usage: Usage | None
+    example: Callable[[], Any] | None = None
+    cost: int | None = None      # the primary's micro-USD; None without a price
+
+
 class ShadowMirror:
-    """Per process: which shadows run, the sampling, the queue and the worker pool."""
+    """Per process: which shadows run, the sampling, the queue and the worker pool.
+
+    Every protocol's call reaches it from the one place they all pass, the gateway
+    (``Gateway.serve`` and the end of a ``ChatStream``): :meth:`pick` (a dict lookup and a
+    coin flip) then :meth:`submit` (a ``put_nowait``). :meth:`refresh` (which shadows run,
+    ending those that are due, storing the compared pairs) is a duty of the server's
+    background ticker (``api/background.py``); a script calls it, or ``ShadowManager.tick``.
+    """
 
     def __init__(self, store: ShadowStore, loader: ModelLoader, *, queue_size: int = 256,
                  concurrency: int = 2, store_inputs: bool = False,
-                 refresh_s: float = 1.0, start_threads: bool = True,
-                 start_on_shadow: bool = False) -> None:
+                 start_threads: bool = True, start_on_shadow: bool = False,
+                 clock: Callable[[], datetime] = utcnow, prices: PriceBook | None = None) -> None:
         self.store = store
         self.loader = loader
+        self.prices = prices              # prices the candidate's calls, as the gateway does
         self.store_inputs = store_inputs
-        self.queue: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
-        self.refresh_s = refresh_s
-        self._active: dict[str, dict[str, Any]] = {}      # model → running shadow
+        self.clock = clock
+        self.queue: queue.Queue[Mirror] = queue.Queue(maxsize=max(1, queue_size))
+        self._active: dict[str, ShadowRecord] = {}        # model → running shadow
         self._sent: dict[str, int] = {}                    # shadow id → mirrors queued here
         self._dropped: dict[str, int] = {}                 # not yet added to the database
         self._pairs: list[dict[str, Any]] = []             # compared, not yet stored
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.concurrency = max(1, concurrency)
-        self.start_on_shadow = start_on_shadow     # start the threads when a shadow starts
+        self.start_on_shadow = start_on_shadow     # start the workers when a shadow starts
         self._threads: list[threading.Thread] = []
         if start_threads:
             self.start()
 
     def start(self) -> None:
-        """Start the workers and the refresher (once): a server does so at start-up, a shadow
-        started in this process does too."""
+        """Start the workers (once): a server does so at start-up, a shadow started in this
+        process does too."""
         with self._lock:
             if self._threads or self._stop.is_set():
                 return
             for i in range(self.concurrency):
-                self._spawn(self._work, f"shadow-worker-{i}")
-            self._spawn(self._refresher, "shadow-refresh")
+                thread = threading.Thread(target=self._work, name=f"shadow-worker-{i}",
+                                          daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
-    def _spawn(self, target: Any, name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def offer(self, model: str, input: Any, params: dict[str, Any] | None,
-              answer: dict[str, Any]) -> bool:
-        """Called by the gateway with an answer already computed: maybe queue a mirror.
-        Never blocks; True when queued."""
+    def pick(self, model: str, served_version: str) -> ShadowRecord | None:
+        """The shadow this call is mirrored to, or None: the model has a running shadow whose
+        candidate did not serve the call, and the sample's coin flip says yes. Never blocks."""
         shadow = self._active.get(model)
-        if shadow is None or answer.get("version") == shadow["version"]:
-            return False
-        if random.random() * 100.0 >= shadow["sample_percent"]:
-            return False
+        if shadow is None or served_version == shadow.version:
+            return None
+        if random.random() * 100.0 >= shadow.sample_percent:
+            return None
+        return shadow
+
+    def submit(self, mirror: Mirror) -> bool:
+        """Queue a picked call (the primary answered already). Never blocks: a full queue
+        drops it and counts it. True when queued."""
+        shadow = mirror.shadow
         with self._lock:
-            limit = shadow["max_requests"]
-            if limit is not None and self._sent.get(shadow["id"], 0) >= limit:
+            limit = shadow.max_requests
+            if limit is not None and self._sent.get(shadow.id, 0) >= limit:
                 return False
             try:
-                self.queue.put_nowait((shadow, input, params, answer))
+                self.queue.put_nowait(mirror)
             except queue.Full:
-                self._dropped[shadow["id"]] = self._dropped.get(shadow["id"], 0) + 1
+                self._dropped[shadow.id] = self._dropped.get(shadow.id, 0) + 1
                 return False
-            self._sent[shadow["id"]] = self._sent.get(shadow["id"], 0) + 1
+            self._sent[shadow.id] = self._sent.get(shadow.id, 0) + 1
         return True
 
-    def mirror_one(self, shadow: dict[str, Any], input: Any, params: dict[str, Any] | None,
-                   answer: dict[str, Any]) -> None:
-        """Call the candidate, compare, store the pair (a worker's job; public for tests)."""
-        pair: dict[str, Any] = {"primary_version": answer["version"],
-                                "primary_latency": answer["latency"],
-                                "primary_tokens": _tokens(answer.get("usage"))}
+    def mirror_one(self, mirror: Mirror) -> None:
+        """Call the candidate, compare, keep the pair for the next flush (a worker's job;
+        public for tests)."""
+        shadow = mirror.shadow
+        pair: dict[str, Any] = {"shadow_id": shadow.id, "primary_version": mirror.version,
+                                "primary_latency": mirror.latency,
+                                "primary_tokens": _tokens(mirror.usage),
+                                "primary_cost_micro_usd": mirror.cost}
         started = time.perf_counter()
         try:
-            provider = self.loader.get(shadow["model"], shadow["version"])
+            provider = self.loader.get(shadow.model, shadow.version)
             started = time.perf_counter()
-            result = provider.predict(input, params)
+            result = mirror.invoke(provider)
         except Exception as exc:  # noqa: BLE001 — any candidate failure is a shadow error
             pair.update(shadow_latency=time.perf_counter() - started,
                         shadow_error=getattr(exc, "code", type(exc).__name__)[:64])
         else:
             pair["shadow_latency"] = time.perf_counter() - started
-            usage = result.usage
-            pair["shadow_tokens"] = usage.total_tokens if usage else None
-            measures = compare(answer["output"], result.output)
+            pair["shadow_tokens"] = _tokens(result.usage)
+            pair["shadow_cost_micro_usd"] = usage_cost(self.prices, shadow.model,
+                                                       shadow.version, result.usage)
+            measures = compare(mirror.output, result.output)
             pair.update(agree=measures["agree"], argmax_agree=measures["argmax_agree"],
                         similarity=measures["similarity"],
                         max_abs_diff=measures["max_abs_diff"])
             if self.store_inputs and not measures["exact"]:
-                pair["example"] = {"input": input, "primary_output": answer["output"],
-                                   "shadow_output": result.output}
-        pair["shadow_id"] = shadow["id"]
+                pair["example"] = _jsonable({
+                    "input": mirror.example() if mirror.example is not None else None,
+                    "primary_output": mirror.output, "shadow_output": result.output})
         with self._lock:
             self._pairs.append(pair)
 
     def flush(self) -> None:
         """Store the compared pairs and add the dropped mirrors, in one transaction: the
-        refresher does it every ``refresh_s``, so a fast candidate costs one write a second,
-        not one per mirror."""
+        ticker does it every second, so a fast candidate costs one write a second, not one
+        per mirror."""
         with self._lock:
             pairs, self._pairs = self._pairs, []
             dropped, self._dropped = self._dropped, {}
@@ -206,35 +246,33 @@ class ShadowMirror:
             except queue.Empty:
                 continue
             try:
-                self.mirror_one(*item)
+                self.mirror_one(item)
             except Exception:  # noqa: BLE001 — a worker must survive a storage hiccup
                 log.exception("shadow mirror failed")
             finally:
                 self.queue.task_done()
 
-    def refresh(self) -> None:
-        """Reload the running shadows, end those past their deadline or request count, and
-        add this process's dropped mirrors to the database."""
+    def refresh(self) -> list[str]:
+        """Store this process's pairs and drops, end the shadows past their deadline or
+        request count (each with its event), and reload the running ones. Returns the ids
+        this call ended."""
         self.flush()
-        now = utcnow()
-        active: dict[str, dict[str, Any]] = {}
+        now = self.clock()
+        active: dict[str, ShadowRecord] = {}
+        ended: list[str] = []
         for shadow in self.store.running():
-            ends_at = shadow["ends_at"]
-            over = ends_at is not None and now.isoformat() >= ends_at.replace("Z", "+00:00")
-            if not over and shadow["max_requests"] is not None:
-                over = self.store.count(shadow["id"]) >= shadow["max_requests"]
-            if over:
-                self.store.finish(shadow["id"], "finished")
-            else:
-                active[shadow["model"]] = shadow
+            why = None
+            if shadow.ends_at is not None and now >= shadow.ends_at:
+                why = "its duration is over"
+            elif shadow.max_requests is not None and \
+                    self.store.count(shadow.id) >= shadow.max_requests:
+                why = f"{shadow.max_requests} requests mirrored"
+            if why is None:
+                active[shadow.model] = shadow
+            elif self.store.finish(shadow.id, "finished", reason=why):
+                ended.append(shadow.id)
         self._active = active
-
-    def _refresher(self) -> None:
-        while not self._stop.wait(self.refresh_s):
-            try:
-                self.refresh()
-            except Exception:  # noqa: BLE001
-                log.exception("shadow refresh failed")
+        return ended
 
     def drain(self, timeout: float = 30.0) -> None:
         """Wait until every queued mirror is stored (tests, shutdown)."""
@@ -253,13 +291,29 @@ class ShadowMirror:
             log.warning("shadow pairs not stored at shutdown", exc_info=True)
 
 
-def _tokens(usage: dict[str, int] | None) -> int | None:
-    return usage.get("total_tokens") if usage else None
+def _tokens(usage: Usage | None) -> int | None:
+    return usage.total_tokens if usage else None
+
+
+def _jsonable(value: Any) -> Any:
+    """Tensors (Open Inference answers numpy arrays) as lists, for the stored example."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 # --- starting, reporting, promoting -----------------------------------------------------------
 
 class ShadowManager:
+    """Starts, reads, stops and promotes shadows; public methods answer dicts (the records'
+    ``as_dict()``)."""
+
     def __init__(self, store: ShadowStore, registry: ModelRegistry, mirror: ShadowMirror,
                  traffic_of: Any) -> None:
         self.store = store
@@ -289,43 +343,55 @@ class ShadowManager:
                                      "live traffic")
         if weights == {exact: 100}:
             raise FailedPrecondition(f"version '{exact}' already serves all of '{model}'")
-        if any(s["model"] == model for s in self.store.running()):
+        if any(s.model == model for s in self.store.running()):
             raise FailedPrecondition(f"model '{model}' already has a running shadow")
-        ends_at = utcnow() + timedelta(seconds=duration_s) if duration_s is not None else None
+        now = self.mirror.clock()
+        ends_at = now + timedelta(seconds=duration_s) if duration_s is not None else None
         shadow = self.store.create(model, exact, float(sample_percent), max_requests, ends_at,
                                    reason, actor)
         if self.mirror.start_on_shadow:
             self.mirror.start()
         self.mirror.refresh()
-        return shadow
+        return shadow.as_dict()
 
-    def get(self, shadow_id: str) -> dict[str, Any]:
+    def _record(self, shadow_id: str) -> ShadowRecord:
         shadow = self.store.get(shadow_id)
         if shadow is None:
             raise NotFound(f"no shadow deployment '{shadow_id}'")
         return shadow
 
-    def stop(self, shadow_id: str) -> dict[str, Any]:
-        self.get(shadow_id)
-        self.store.finish(shadow_id, "finished")
+    def get(self, shadow_id: str) -> dict[str, Any]:
+        return self._record(shadow_id).as_dict()
+
+    def tick(self) -> list[str]:
+        """End the shadows whose duration or request count is reached (what the server's
+        background ticker does every second; a script calls it). Returns the ids ended."""
+        return self.mirror.refresh()
+
+    def stop(self, shadow_id: str, actor: str = "system") -> dict[str, Any]:
+        self._record(shadow_id)
+        self.store.finish(shadow_id, "finished", actor=actor, reason=f"stopped by {actor}")
         self.mirror.refresh()
         return self.get(shadow_id)
 
     def promote(self, shadow_id: str, deploy: Any, analysis: dict[str, Any] | None = None,
                 actor: str = "system") -> str:
         """End the shadow and start a canary of its candidate; returns the deployment id."""
-        shadow = self.get(shadow_id)
-        if shadow["state"] == "promoted":
+        shadow = self._record(shadow_id)
+        if shadow.state == "promoted":
             raise FailedPrecondition(f"shadow {shadow_id} was already promoted")
-        deployment_id = deploy(shadow["model"], shadow["version"], "canary", None, analysis,
+        deployment_id = deploy(shadow.model, shadow.version, "canary", None, analysis,
                                reason=f"promoted from shadow {shadow_id}", actor=actor)
-        self.store.finish(shadow_id, "promoted", running_only=False)
+        self.store.finish(shadow_id, "promoted", running_only=False, actor=actor,
+                          reason=f"promoted into canary {deployment_id}")
         self.mirror.refresh()
         return deployment_id
 
     def report(self, shadow_id: str) -> dict[str, Any]:
-        shadow = self.get(shadow_id)
-        return {"shadow": shadow, **summarize(self.store.pairs(shadow_id), shadow["dropped"])}
+        self.mirror.flush()      # this process's compared pairs, not yet stored
+        shadow = self._record(shadow_id)
+        return {"shadow": shadow.as_dict(),
+                **summarize(self.store.pairs(shadow_id), shadow.dropped)}
 
 
 def _rate(hits: int, n: int) -> dict[str, Any]:
@@ -340,9 +406,22 @@ def _quantiles(values: list[float]) -> dict[str, float | None]:
     return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(arr.mean())}
 
 
-def summarize(pairs: list[Any], dropped: int) -> dict[str, Any]:
+def _cost(answered: list[ShadowPair]) -> dict[str, Any]:
+    """Both sides' cost over the pairs where both were priced (the same calls, so the ratio
+    is what the candidate would cost instead of the primary)."""
+    priced = [p for p in answered
+              if p.primary_cost_micro_usd is not None and p.shadow_cost_micro_usd is not None]
+    primary = sum(p.primary_cost_micro_usd or 0 for p in priced)
+    shadow = sum(p.shadow_cost_micro_usd or 0 for p in priced)
+    return {"priced_pairs": len(priced),
+            "primary": cost_fields(primary if priced else None),
+            "shadow": cost_fields(shadow if priced else None),
+            "ratio": shadow / primary if primary else None}
+
+
+def summarize(pairs: list[ShadowPair], dropped: int) -> dict[str, Any]:
     """The report of a shadow's stored pairs: agreement with Wilson intervals, latency,
-    errors, tokens and the worst disagreements."""
+    errors, tokens, cost and the worst disagreements."""
     answered = [p for p in pairs if p.shadow_error is None]
     argmax = [p for p in answered if p.argmax_agree is not None]
     errors: dict[str, int] = {}
@@ -363,8 +442,9 @@ def summarize(pairs: list[Any], dropped: int) -> dict[str, Any]:
                     "shadow": _quantiles([p.shadow_latency for p in answered])},
         "tokens": {"primary": sum(p.primary_tokens or 0 for p in pairs),
                    "shadow": sum(p.shadow_tokens or 0 for p in answered)},
+        "cost": _cost(answered),
         "worst_disagreements": [
-            {"at": p.at.isoformat() if p.at else None, "agree": bool(p.agree),
+            {"at": iso(p.at), "agree": bool(p.agree),
              "similarity": p.similarity, "max_abs_diff": p.max_abs_diff,
              "argmax_agree": None if p.argmax_agree is None else bool(p.argmax_agree),
              "primary_latency": p.primary_latency, "shadow_latency": p.shadow_latency,

@@ -30,9 +30,17 @@ class Watchdog:
         entry_id = next(self._ids)
         with self._cond:
             self._ensure_thread()
-            heapq.heappush(self._heap, (time.monotonic() + seconds, entry_id, callback))
+            heap = self._heap
+            if len(heap) > 2 * len(self._live) + 1024:   # mostly finished entries: compact
+                heap[:] = [e for e in heap if e[1] in self._live]
+                heapq.heapify(heap)
+            heapq.heappush(heap, (time.monotonic() + seconds, entry_id, callback))
             self._live.add(entry_id)
-            self._cond.notify()
+            # Wake the watchdog only when this deadline is now its earliest: it sleeps until
+            # the earliest one anyway. Waking it for every run (a thread switch and a turn of
+            # the GIL per prediction) cost more than a small ONNX run (issue 14).
+            if heap[0][1] == entry_id:
+                self._cond.notify()
         try:
             yield
         finally:

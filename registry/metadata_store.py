@@ -48,6 +48,39 @@ class VersionKey(NamedTuple):
     text: str
 
 
+# The statements of the hot paths, built once with bound parameters (issue 14): building an
+# expression and computing its cache key anew cost more CPU than SQLite's execution of it.
+_MODEL_ID = select(models.c.id).where(models.c.name == bindparam("name")).scalar_subquery()
+_REVISION = select(models.c.revision).where(models.c.name == bindparam("name"))
+_MODEL_ROW = select(models).where(models.c.name == bindparam("name"))
+_INSERT_MODEL = insert(models)
+_INSERT_VERSION = insert(model_versions)
+_INSERT_TAGS = insert(model_tags)
+_TOUCH = (update(models).where(models.c.name == bindparam("model_name"))
+          .values(revision=models.c.revision + 1, updated_at=bindparam("now"))
+          .returning(models.c.id))
+_ALIASES_OF = (select(aliases.c.version_id, aliases.c.alias)
+               .where(aliases.c.version_id.in_(bindparam("ids", expanding=True)))
+               .order_by(aliases.c.alias))
+_TAGS_OF = select(model_tags).where(model_tags.c.model_id.in_(bindparam("ids", expanding=True)))
+
+
+def _take_number(sqlite: bool, given: bool) -> Any:
+    """UPDATE of a model that registers a version: finds the model, bumps its revision (read
+    caches) and takes the version's number, in one statement. ``given``: a number copied from
+    MLflow, which later ones count on from."""
+    following = (models.c.next_number + 1 if not given else
+                 (func.max if sqlite else func.greatest)(models.c.next_number,
+                                                         bindparam("number", type_=Integer) + 1))
+    return (update(models).where(models.c.name == bindparam("model_name"))
+            .values(revision=models.c.revision + 1, updated_at=bindparam("now"),
+                    next_number=following)
+            .returning(models.c.id, models.c.next_number))
+
+
+_TAKE_NUMBER = {(sqlite, given): _take_number(sqlite, given)
+                for sqlite in (True, False) for given in (True, False)}
+
 _caches: "weakref.WeakKeyDictionary[Database, ReadCache]" = weakref.WeakKeyDictionary()
 _caches_lock = threading.Lock()
 
@@ -84,10 +117,10 @@ class MetadataStore:
             with self._write(name) as conn:
                 # A nanosecond clock: a model registered again after a delete never shows a
                 # revision that a read cache holds for its predecessor.
-                model_id = conn.execute(insert(models).values(
-                    name=name, description=description, metadata=metadata,
-                    created_at=now, updated_at=now, revision=time.time_ns())
-                ).inserted_primary_key[0]
+                model_id = conn.execute(_INSERT_MODEL, {
+                    "name": name, "description": description, "metadata": metadata,
+                    "created_at": now, "updated_at": now, "revision": time.time_ns(),
+                }).inserted_primary_key[0]
                 self._write_tags(conn, model_id, tags)
                 record_event(conn, "model.registered", actor=actor, model=name)
             # Built from what was written rather than read back: two statements fewer.
@@ -103,7 +136,7 @@ class MetadataStore:
     def revision(self, name: str) -> int | None:
         """The model's revision (what read caches compare), or None when it does not exist."""
         with self.db.read() as conn:
-            return conn.execute(select(models.c.revision).where(models.c.name == name)).scalar()
+            return conn.execute(_REVISION, {"name": name}).scalar()
 
     def list_models(self, q: str | None, tag: tuple[str, str] | None, after: str | None,
                     limit: int) -> list[ModelRecord]:
@@ -154,22 +187,15 @@ class MetadataStore:
                 # a number is never handed out twice. A number given (copied from MLflow) makes
                 # later ones count on from it.
                 number = values.pop("number", None)
-                following = (models.c.next_number + 1 if number is None else
-                             (func.max if self.db.is_sqlite else func.greatest)(
-                                 models.c.next_number, number + 1))
-                found = conn.execute(
-                    update(models).where(models.c.name == name)
-                    .values(revision=models.c.revision + 1, updated_at=now,
-                            next_number=following)
-                    .returning(models.c.id, models.c.next_number)).first()
+                found = conn.execute(_TAKE_NUMBER[self.db.is_sqlite, number is not None],
+                                     {"model_name": name, "now": now, "number": number}).first()
                 if found is None:
                     raise NotFound(f"model '{name}' does not exist")
                 model_id = found.id
                 if number is None:
                     number = found.next_number - 1
-                conn.execute(insert(model_versions).values(
-                    model_id=model_id, number=number, created_at=now, updated_at=now,
-                    **values))
+                conn.execute(_INSERT_VERSION, {"model_id": model_id, "number": number,
+                                               "created_at": now, "updated_at": now, **values})
                 record_event(conn, "version.registered", actor=actor, model=name,
                              version=values["version"], detail={"status": values["status"]})
             # Built from what was written rather than read back: three statements in all.
@@ -435,7 +461,7 @@ class MetadataStore:
     # -- helpers --------------------------------------------------------------------------
     @staticmethod
     def _model_row(conn: Connection, name: str) -> Row:
-        row = conn.execute(select(models).where(models.c.name == name)).first()
+        row = conn.execute(_MODEL_ROW, {"name": name}).first()
         if row is None:
             raise NotFound(f"model '{name}' does not exist")
         return row
@@ -444,10 +470,7 @@ class MetadataStore:
     def _touch(conn: Connection, name: str, now: Any = None) -> int:
         """Bump the model's revision (and updated_at) inside a write; its id. The one statement
         both finds the model and tells every read cache that it changed."""
-        model_id = conn.execute(update(models).where(models.c.name == name)
-                                .values(revision=models.c.revision + 1,
-                                        updated_at=now or utcnow())
-                                .returning(models.c.id)).scalar()
+        model_id = conn.execute(_TOUCH, {"model_name": name, "now": now or utcnow()}).scalar()
         if model_id is None:
             raise NotFound(f"model '{name}' does not exist")
         return model_id
@@ -464,15 +487,15 @@ class MetadataStore:
     @staticmethod
     def _write_tags(conn: Connection, model_id: int, tags: dict[str, str]) -> None:
         if tags:
-            conn.execute(insert(model_tags), [{"model_id": model_id, "key": k, "value": v}
-                                              for k, v in tags.items()])
+            conn.execute(_INSERT_TAGS, [{"model_id": model_id, "key": k, "value": v}
+                                        for k, v in tags.items()])
 
     @staticmethod
     def _tags_for(conn: Connection, model_ids: Iterable[int]) -> dict[int, dict[str, str]]:
         out: dict[int, dict[str, str]] = {}
         ids = list(model_ids)
         if ids:
-            for r in conn.execute(select(model_tags).where(model_tags.c.model_id.in_(ids))):
+            for r in conn.execute(_TAGS_OF, {"ids": ids}):
                 out.setdefault(r.model_id, {})[r.key] = r.value
         return out
 
@@ -481,9 +504,7 @@ class MetadataStore:
         out: dict[int, list[str]] = {}
         ids = list(version_ids)
         if ids:
-            for r in conn.execute(select(aliases.c.version_id, aliases.c.alias)
-                                  .where(aliases.c.version_id.in_(ids))
-                                  .order_by(aliases.c.alias)):
+            for r in conn.execute(_ALIASES_OF, {"ids": ids}):
                 out.setdefault(r.version_id, []).append(r.alias)
         return out
 
@@ -513,7 +534,7 @@ def _versions_statement(shape: tuple) -> Any:
     bounds, name, status and limit are bound parameters, so SQLAlchemy's compiled cache serves
     every later call without rebuilding (a UNION of subqueries costs milliseconds to build)."""
     seeks, live, with_status = shape
-    model_id = select(models.c.id).where(models.c.name == bindparam("name")).scalar_subquery()
+    model_id = _MODEL_ID
     col = model_versions.c.precedence
     parts = []
     for i, (releases_only, low_in, no_low, high_in, no_high) in enumerate(seeks):

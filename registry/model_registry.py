@@ -180,17 +180,21 @@ class ModelRegistry:
         if not 0 < number < 2**31:  # beyond the column's range: no such version, not a 500
             self.store.get_model(name)
             raise NotFound(f"version {number} of model '{name}' does not exist")
-        return self.store.key_for_number(name, number)
+        return self.store.cache.get(name, ("number", number),
+                                    lambda: self.store.key_for_number(name, number))
 
     def newest_number(self, name: str) -> VersionKey | None:
-        """The version registered last (the highest number): MLflow's "latest"."""
-        return self.store.highest_number(name)
+        """The version registered last (the highest number): MLflow's "latest". Answered
+        from the read cache, as every read the MLflow client repeats is."""
+        return self.store.cache.get(name, ("newest-number",),
+                                    lambda: self.store.highest_number(name))
 
     def delete_version(self, name: str, ref: str, *, actor: str = "system") -> None:
         self.store.delete_version(name, self.resolve(name, ref), actor)
 
     def version_by_key(self, name: str, key: VersionKey) -> dict[str, Any]:
-        return self.store.get_version(name, key).as_dict()
+        return self.store.cache.get(name, ("key", key.precedence),
+                                    lambda: self.store.get_version(name, key)).as_dict()
 
     def resolve(self, name: str, ref: str) -> VersionKey:
         """Turn an exact version, ``latest``, an alias or a range into the version it names.
@@ -311,7 +315,9 @@ class ModelRegistry:
 
     def aliases(self, name: str) -> list[dict[str, Any]]:
         """Every alias of a model: [{alias, version, number}]."""
-        return [a.as_dict() for a in self.store.model_aliases(name)]
+        aliases = self.store.cache.get(name, ("aliases",),
+                                       lambda: tuple(self.store.model_aliases(name)))
+        return [a.as_dict() for a in aliases]
 
     def delete_alias(self, name: str, alias: str, *, actor: str = "system") -> None:
         self.store.delete_alias(name, alias, actor)

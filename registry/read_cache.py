@@ -67,7 +67,8 @@ def freeze(value: Any) -> Any:
     if isinstance(value, list):
         return FrozenList(freeze(v) for v in value)
     if isinstance(value, tuple):
-        return tuple(freeze(v) for v in value)
+        items = tuple(freeze(v) for v in value)
+        return type(value)(*items) if hasattr(value, "_fields") else items  # NamedTuples too
     return value
 
 

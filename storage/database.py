@@ -215,6 +215,23 @@ class Database:
         self.engine.dispose()
 
 
+# SQLite reports a bad statement as an OperationalError too; these are the ones about reaching
+# the database file. On PostgreSQL every OperationalError is about the server or the connection
+# (a bad statement is a ProgrammingError).
+_SQLITE_UNREACHABLE = ("database is locked", "database table is locked",
+                       "unable to open database file", "disk i/o error")
+
+
+def _unreachable(exc: OperationalError) -> bool:
+    """Whether the database could not be reached or was too busy (retryable), as opposed to
+    a statement the database refused."""
+    if exc.connection_invalidated:
+        return True
+    if type(exc.orig).__module__.startswith("sqlite3"):
+        return any(words in str(exc.orig).lower() for words in _SQLITE_UNREACHABLE)
+    return True
+
+
 @contextmanager
 def domain_errors() -> Iterator[None]:
     """Driver errors become domain errors here, where they arise, so that no layer above has
@@ -226,7 +243,10 @@ def domain_errors() -> Iterator[None]:
     except OperationalError as exc:
         if is_full(exc):
             raise storage_full("the database write") from exc
-        raise
+        if not _unreachable(exc):
+            raise
+        log.warning("database operation failed", exc_info=True)   # the driver's words: log only
+        raise Unavailable("the database does not answer or is busy; try again") from None
     except DataError as exc:
         if "NUL (0x00)" not in str(exc.orig):
             raise

@@ -10,6 +10,10 @@ from sqlalchemy import Connection, insert
 from storage.schema import events, utcnow
 from webhooks.webhook_store import enqueue_event
 
+# Built once, values bound per call: building ``insert(...).values(...)`` anew and computing its
+# cache key cost more CPU than SQLite's execution of it (issue 14).
+_INSERT_EVENT = insert(events)
+
 
 def record_event(conn: Connection, kind: str, *, actor: str = "system", model: str | None = None,
                  version: str | None = None, deployment_id: str | None = None,
@@ -17,9 +21,10 @@ def record_event(conn: Connection, kind: str, *, actor: str = "system", model: s
     """Append one row to the audit trail, inside the caller's transaction, and queue its
     webhook deliveries."""
     at = utcnow()
-    event_id = conn.execute(insert(events).values(
-        at=at, actor=actor, kind=kind, model=model, version=version,
-        deployment_id=deployment_id, reason=reason, detail=detail or {})).inserted_primary_key[0]
+    event_id = conn.execute(_INSERT_EVENT, {
+        "at": at, "actor": actor, "kind": kind, "model": model, "version": version,
+        "deployment_id": deployment_id, "reason": reason, "detail": detail or {},
+    }).inserted_primary_key[0]
     enqueue_event(conn, event_id=event_id, kind=kind, at=at, actor=actor, model=model,
                   version=version, deployment_id=deployment_id, reason=reason,
                   detail=detail or {})

@@ -227,12 +227,19 @@ def test_canary_moves_the_bar_live_then_roll_back(page: Page, server: LiveServer
     sync_api.expect(row.locator(".badge")).to_have_text("manual")
     page.shot("rollbacks")
 
+    # issue 19: a shadow is listed with the rollouts; its row opens its report
+    r = requests.post(f"{url}/api/models/lin/deploy", timeout=30, json={
+        "version": "1.1.0", "strategy": "shadow", "sample_percent": 10, "duration_s": 600})
+    assert r.status_code == 202, r.text
     tab.goto(PAGES["deployments"])
-    sync_api.expect(tab.locator("#deployments tr[data-deployment]")).to_have_count(2)
-    tab.locator("#deployments tr[data-deployment]").first.get_by_role(
-        "button", name="Details").click()
+    rows = tab.locator("#deployments tr[data-deployment]")
+    sync_api.expect(rows).to_have_count(3)
+    sync_api.expect(rows.first).to_contain_text("10% mirrored")
+    rows.nth(1).get_by_role("button", name="Details").click()
     sync_api.expect(tab.locator("tr.detail").first).to_contain_text("passed analysis")
     page.shot("deployments")
+    rows.first.get_by_role("link", name="Report").click()
+    sync_api.expect(tab.locator("#trial-report")).to_contain_text("Shadow of lin 1.1.0")
 
     tab.goto(PAGES["models"])
     sync_api.expect(tab.locator('tr[data-model="lin"]')).to_contain_text("1.0.0")

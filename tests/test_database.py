@@ -95,6 +95,19 @@ def test_readyz_reports_a_dead_database_without_echoing_the_driver(app, client):
     assert "s3cret" not in r.text and "127.0.0.1" not in r.text and "psycopg" not in r.text
 
 
+def test_a_request_meeting_a_dead_database_is_503_without_echoing_the_driver(app, client):
+    """Not only /readyz: any request whose database work fails to reach the database is a
+    retryable 503 with a generic message (the driver's text, naming hosts and users, is logged
+    only), never a 500."""
+    svc = app.extensions["model_registry"]
+    svc.database.engine = create_engine(DEAD_URL)
+    r = client.post("/api/models", json={"name": "m-dead-db"})
+    assert r.status_code == 503, r.text
+    assert r.json["error"]["code"] == "UNAVAILABLE"
+    assert r.json["error"]["message"] == "the database does not answer or is busy; try again"
+    assert "s3cret" not in r.text and "127.0.0.1" not in r.text and "psycopg" not in r.text
+
+
 def test_a_lone_surrogate_is_invalid_argument_at_the_storage_boundary(database):
     with pytest.raises(InvalidArgument, match="lone UTF-16 surrogate"):
         with database.transaction() as conn:

@@ -7,17 +7,21 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from sqlalchemy import select
+
 from deployment.experiment import ExperimentManager, proportion_test, verdict, welch_test
 from deployment.experiment_store import ExperimentStore
 from deployment.traffic_switch import TrafficSwitch
 from errors import FailedPrecondition, InvalidArgument
+from storage.schema import events
 from tests.test_deployment_manager import Env, env  # noqa: F401  (the fixture)
 
 
 def experiments(env: Env) -> ExperimentManager:  # noqa: F811
     manager = ExperimentManager(ExperimentStore(env.db), env.registry, env.tracker,
                                 lambda m: env.manager.store.active_for_model(m) is not None,
-                                TrafficSwitch(env.db, traffic=env.traffic, router=env.router))
+                                TrafficSwitch(env.db, traffic=env.traffic, router=env.router),
+                                clock=env.clock)
     env.manager.before_deploy = manager.refuse_rollout
     return manager
 
@@ -52,6 +56,8 @@ def test_a_planted_error_difference_gets_the_right_verdict(variants: Env, gemini
     with pytest.raises(FailedPrecondition, match="experiment"):
         variants.manager.deploy("m", "1.1.0")                       # the split holds
     run(variants, 400)
+    assert manager.tick() == [exp["id"]]       # the ticker ends it: nobody read it
+    assert variants.table() == ({"1.0.0": 100}, "1.0.0")
     results = manager.results(exp["id"])
     assert not results["running"] and results["experiment"]["state"] == "finished"
     assert variants.table() == ({"1.0.0": 100}, "1.0.0")            # back on the control
@@ -79,6 +85,26 @@ def test_no_difference_claims_nothing(variants: Env, gemini):
     assert stopped["experiment"]["state"] == "finished" and stopped["verdict"]["winner"] is None
     dep = manager.promote(exp["id"], "1.1.0", variants.manager.deploy)   # a human's choice
     assert variants.manager.get(dep)["version"] == "1.1.0"
+
+
+def test_the_ticker_ends_an_experiment_when_its_duration_is_over(variants: Env):
+    """With the injected clock: not due, nothing happens; due, the ticker freezes the verdict,
+    records the event and puts the control back, without anyone reading the results."""
+    manager = experiments(variants)
+    exp = manager.start("m", {"1.0.0": 50, "1.1.0": 50}, "error_rate", 60, None)
+    run(variants, 20)
+    assert manager.tick() == []
+    variants.clock.advance(61)
+    assert manager.tick() == [exp["id"]]
+    assert manager.tick() == []                 # once
+    stored = manager.store.get(exp["id"])
+    assert stored.state == "finished" and stored.finished_at is not None
+    assert stored.result["verdict"]["summary"] == "no significant difference: no claim"
+    assert variants.table() == ({"1.0.0": 100}, "1.0.0")
+    with variants.db.read() as conn:
+        kinds = [r.kind for r in conn.execute(select(events.c.kind, events.c.reason).where(
+            events.c.deployment_id == exp["id"]).order_by(events.c.id))]
+    assert kinds[0] == "experiment.started" and "experiment.finished" in kinds
 
 
 def test_sticky_keys_keep_their_variant(variants: Env):

@@ -48,6 +48,22 @@ def test_the_watchdog_fires_late_blocks_only():
         assert fired.wait(2)
 
 
+def test_the_watchdog_wakes_for_an_earlier_deadline_and_stays_small():
+    """Arming wakes the watchdog only for a new earliest deadline (issue 14): one armed after
+    a long one must still fire on time, and finished entries do not pile up."""
+    dog, fired, never = Watchdog(), threading.Event(), threading.Event()
+    with dog.armed(60, never.set):
+        time.sleep(0.05)                # the watchdog now sleeps until the 60 s deadline
+        started = time.monotonic()
+        with dog.armed(0.05, fired.set):
+            assert fired.wait(2)
+        assert time.monotonic() - started < 1.0
+    for _ in range(5000):
+        with dog.armed(60, never.set):
+            pass
+    assert len(dog._heap) <= 1024 + 2 + 1 and not never.is_set()
+
+
 def test_the_worker_waits_for_the_whole_small_request():
     head = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"
     assert _needed(bytearray(b"POST /x HTTP/1.1\r\n"), 0) is None

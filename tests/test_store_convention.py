@@ -13,9 +13,6 @@ hide a dict):
 3. every project class it names is a frozen dataclass from its package's ``records`` module
    (``NOT_DATACLASSES`` lists the exceptions, each with its reason).
 
-``PENDING`` names the stores other helpers are converting in parallel. It is meant to be
-emptied: a store listed there that already passes fails ``test_pending_is_still_needed``,
-which says which entry to remove.
 """
 from __future__ import annotations
 
@@ -34,13 +31,6 @@ import pytest
 from deployment.records import Deployment
 from tests.support import ROOT
 from tracking.aggregates import Aggregate
-
-# Converted by other helpers in parallel (cost: price/spend; webhooks; shadow/experiment).
-# The lead removes each entry once that work is merged.
-PENDING = {
-    "deployment.experiment_store",
-    "deployment.shadow_store",
-}
 
 # Public methods whose dicts are not rows, with the reason.
 NOT_ROWS = {
@@ -151,7 +141,6 @@ def test_the_stores_were_found():
                      "tracking.metrics_store", "tracking.ops_store"):
         assert expected in modules
     assert all(store_classes(m) for m in modules), "a *_store.py module without a *Store class"
-    assert PENDING <= set(modules), "PENDING names a module that does not exist"
     for dotted in [*NOT_ROWS, *NOT_DATACLASSES]:   # every exception still names something
         assert _resolve(dotted) is not None, dotted
 
@@ -170,16 +159,9 @@ def _resolve(dotted: str) -> Any:
     return None
 
 
-@pytest.mark.parametrize("module", [m for m in store_modules() if m not in PENDING])
+@pytest.mark.parametrize("module", store_modules())
 def test_stores_return_frozen_records(module: str):
     assert module_problems(module) == []
-
-
-@pytest.mark.parametrize("module", sorted(PENDING))
-def test_pending_is_still_needed(module: str):
-    assert module_problems(module), (
-        f"{module} follows the convention now: remove it from PENDING in "
-        f"{Path(__file__).name}")
 
 
 def test_the_readme_example_runs_as_written():

@@ -33,6 +33,13 @@ def new_subscription_id() -> str:
     return f"wh_{secrets.token_hex(8)}"
 
 
+# Built once (every recorded event runs them): building a statement and its cache key anew costs
+# more CPU than SQLite's execution of it (issue 14, as in storage/events.py).
+_ENABLED_SUBSCRIPTIONS = select(subs.c.id, subs.c.kind, subs.c.events, subs.c.model) \
+    .where(subs.c.enabled.is_(True))
+_INSERT_DELIVERY = insert(webhook_deliveries)
+
+
 def enqueue_event(conn: Connection, *, event_id: int | None, kind: str, at: datetime,
                   actor: str, model: str | None, version: str | None,
                   deployment_id: str | None, reason: str, detail: dict[str, Any]) -> int:
@@ -41,8 +48,7 @@ def enqueue_event(conn: Connection, *, event_id: int | None, kind: str, at: date
     event = public.public_name(kind)
     if event is None:
         return 0
-    rows = conn.execute(select(subs.c.id, subs.c.kind, subs.c.events, subs.c.model)
-                        .where(subs.c.enabled.is_(True))).all()
+    rows = conn.execute(_ENABLED_SUBSCRIPTIONS).all()
     data = {"model": model, "version": version, "deployment_id": deployment_id, "actor": actor,
             "reason": reason, "detail": detail}
     queued: list[dict[str, Any]] = []
@@ -58,7 +64,7 @@ def enqueue_event(conn: Connection, *, event_id: int | None, kind: str, at: date
                                         subscription_id=row.id, event=event,
                                         event_id=event_id, model=model, body=body, now=at))
     if queued:      # one executemany: an event costs one statement, however many subscribers
-        conn.execute(insert(webhook_deliveries), queued)
+        conn.execute(_INSERT_DELIVERY, queued)
     return len(queued)
 
 

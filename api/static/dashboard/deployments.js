@@ -4,7 +4,8 @@
 
 (() => {
   const {h, $, api, query, clear} = Dash;
-  const ACTIVE = ["pending", "health_check", "progressing", "paused"];
+  const ACTIVE = ["pending", "health_check", "progressing", "paused", "running"];
+  const TRIALS = ["shadow", "experiment"];   // issue 19: listed too; their report is the panel
   const filters = {model: Dash.param("model"), state: Dash.param("state")};
   const expanded = new Set();
   const details = new Map();   // "id@updated_at" → the detail row, reused while unchanged
@@ -54,6 +55,19 @@
       }})}, label + "…");
   }
 
+  function trialRow(d) {
+    const colorOf = Dash.palette();
+    const shadow = d.strategy === "shadow";
+    return h("tr", {"data-deployment": d.id},
+      Dash.timeCell(d.created_at), h("td", {}, Dash.modelLink(d.model)),
+      h("td", {class: "mono"}, shadow ? d.version : Object.keys(d.variants).join(" vs ")),
+      h("td", {class: "mono"}, "—"), h("td", {}, d.strategy), h("td", {}, Dash.stateBadge(d.state)),
+      h("td", {}, shadow ? `${d.sample_percent}% mirrored` : d.primary_metric),
+      h("td", {}, shadow ? "serves nobody" : Dash.trafficBar(d.variants, colorOf)),
+      h("td", {class: "reason"}, d.reason),
+      h("td", {class: "buttons"}, h("a", {href: "?trial=" + encodeURIComponent(d.id)}, "Report")));
+  }
+
   async function render(list) {
     const body = clear($("deployments"));
     const none = $("deployments-empty");
@@ -64,6 +78,7 @@
                       "Deploy a version from its model's page, or with POST /api/models/{name}/deploy.");
     }
     for (const d of list) {
+      if (TRIALS.includes(d.strategy)) { body.append(trialRow(d)); continue; }
       const colorOf = Dash.palette();
       if (d.previous_version) colorOf(d.previous_version);
       const open = expanded.has(d.id);

@@ -192,8 +192,10 @@
     view.traffic = t;
     renderTraffic(t);
     if (revisionChanged) renderVersions();
-    renderHistory(list.deployments);
-    const latest = list.deployments[0] || null;
+    // shadows and experiments are listed too (issue 19); this page follows rollouts
+    const rollouts = list.deployments.filter((d) => !["shadow", "experiment"].includes(d.strategy));
+    renderHistory(rollouts);
+    const latest = rollouts[0] || null;
     const key = latest ? `${latest.id}@${latest.updated_at}` : "none";
     if (key !== view.depKey) {
       const detail = latest ? (await api("GET", "/api/deployments/" + encodeURIComponent(latest.id))).deployment : null;
