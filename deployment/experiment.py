@@ -37,7 +37,6 @@ from typing import Any, Callable
 
 import numpy as np
 from sqlalchemy import Connection
-from scipy import stats
 
 from deployment.experiment_store import RUNNING, ExperimentStore
 from deployment.records import ExperimentRecord
@@ -46,6 +45,7 @@ from deployment.traffic_store import check_weights
 from deployment.traffic_switch import TrafficSwitch
 from errors import FailedPrecondition, InvalidArgument, NotFound
 from registry.model_registry import ModelRegistry
+from shared.stats import stats
 from storage.schema import utcnow
 from tracking.performance_tracker import PerformanceTracker
 
@@ -62,8 +62,8 @@ def proportion_test(c_fail: int, c_n: int, t_fail: int, t_n: int,
     if (table.sum(axis=0) == 0).any():          # no failures (or no successes) anywhere
         p = 1.0
     else:
-        p = float(stats.chi2_contingency(table, correction=False).pvalue)
-    z = float(stats.norm.ppf(1 - alpha / 2))
+        p = float(stats().chi2_contingency(table, correction=False).pvalue)
+    z = float(stats().norm.ppf(1 - alpha / 2))
     se = float(np.sqrt(pt * (1 - pt) / t_n + pc * (1 - pc) / c_n))
     diff = pt - pc
     return {"test": "two-proportion z-test", "p_value": p, "control": pc, "treatment": pt,
@@ -73,7 +73,7 @@ def proportion_test(c_fail: int, c_n: int, t_fail: int, t_n: int,
 
 def welch_test(control: np.ndarray, treatment: np.ndarray, alpha: float) -> dict[str, Any]:
     """Welch's t-test of treatment vs control mean latency (two-sided)."""
-    result = stats.ttest_ind(treatment, control, equal_var=False)
+    result = stats().ttest_ind(treatment, control, equal_var=False)
     ci = result.confidence_interval(1 - alpha)
     return {"test": "welch t-test", "p_value": float(result.pvalue),
             "control": float(control.mean()), "treatment": float(treatment.mean()),
