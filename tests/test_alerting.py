@@ -64,6 +64,22 @@ def test_latency_and_success_rules_compare_with_the_busiest_version(tracker):
     assert found[("1.1.0", "slow")]["details"]["reference_version"] == "1.0.0"
 
 
+def test_a_latency_ratio_needs_a_real_difference_too(tracker):
+    """2 ms against 0.5 ms is 4x but 1.5 ms of noise: no regression by default; a rule with
+    no minimum difference raises it."""
+    model = _name()
+    default = AlertRule("slow", "p95_latency_ratio", 1.5, min_requests=10)
+    strict = AlertRule("slow-strict", "p95_latency_ratio", 1.5, min_requests=10,
+                       min_latency_delta_s=0.0)
+    alerts = AlertManager(tracker.database, rules=[default, strict], tracker=tracker)
+    _track(tracker, model, "1.0.0", 50, latency=0.0005)
+    _track(tracker, model, "1.1.0", 20, latency=0.002)
+    raised = [(a["version"], a["rule"]) for a in alerts.evaluate(model)]
+    assert raised == [("1.1.0", "slow-strict")]
+    with pytest.raises(InvalidArgument):
+        AlertRule("bad", "p95_latency_ratio", 1.5, min_latency_delta_s=-1.0)
+
+
 def test_an_explicit_reference_version_is_used(tracker):
     model = _name()
     rule = AlertRule("slow", "p95_latency_ratio", 1.5, min_requests=10)

@@ -58,6 +58,9 @@ class AlertRule:
     window: Window = "5m"
     min_requests: int = 50
     severity: str = "warning"
+    # p95_latency_ratio only: a ratio over the threshold counts only when the p95s also differ
+    # by more than this (seconds), so 2 ms against 1 ms (2x, noise) is not a regression.
+    min_latency_delta_s: float = 0.005
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -68,6 +71,8 @@ class AlertRule:
             raise InvalidArgument("rule name must be 1-64 characters")
         if self.min_requests < 1:
             raise InvalidArgument("min_requests must be at least 1")
+        if not self.min_latency_delta_s >= 0:
+            raise InvalidArgument("min_latency_delta_s must be 0 or more")
         parse_window(self.window)
 
 
@@ -109,8 +114,10 @@ def _check(rule: AlertRule, model: str, version: str, m: Mapping[str, Any],
         if not ref["p95_latency"]:
             return None
         value = m["p95_latency"] / ref["p95_latency"]
-        details.update(p95_latency=m["p95_latency"], reference_p95_latency=ref["p95_latency"])
-        return _Finding(value, value > rule.threshold,
+        details.update(p95_latency=m["p95_latency"], reference_p95_latency=ref["p95_latency"],
+                       min_latency_delta_s=rule.min_latency_delta_s)
+        slower_by = m["p95_latency"] - ref["p95_latency"]
+        return _Finding(value, value > rule.threshold and slower_by > rule.min_latency_delta_s,
                         f"{where}: p95 latency {m['p95_latency']:.3f}s is {value:.2f}x "
                         f"{ref_version}'s {ref['p95_latency']:.3f}s (limit "
                         f"{rule.threshold:g}x)", details)
