@@ -216,20 +216,23 @@ class Database:
 
 
 # SQLite reports a bad statement as an OperationalError too; these are the ones about reaching
-# the database file. On PostgreSQL every OperationalError is about the server or the connection
-# (a bad statement is a ProgrammingError).
+# the database file. PostgreSQL's OperationalErrors about reaching the server carry no SQLSTATE
+# (the connection failed) or one of class 08 (connection exception) or 57P (shutdown, cannot
+# connect now); the others, such as a deadlock (40P01) or a serialization failure (40001), pass
+# through unchanged, because callers retry them (``MetricsStore.add``).
 _SQLITE_UNREACHABLE = ("database is locked", "database table is locked",
                        "unable to open database file", "disk i/o error")
 
 
 def _unreachable(exc: OperationalError) -> bool:
-    """Whether the database could not be reached or was too busy (retryable), as opposed to
-    a statement the database refused."""
+    """Whether the database could not be reached or was too busy (retryable by the client),
+    as opposed to a statement the database refused or a conflict the caller retries."""
     if exc.connection_invalidated:
         return True
     if type(exc.orig).__module__.startswith("sqlite3"):
         return any(words in str(exc.orig).lower() for words in _SQLITE_UNREACHABLE)
-    return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(("08", "57P"))
 
 
 @contextmanager

@@ -5,11 +5,11 @@ import threading
 
 import pytest
 from sqlalchemy import create_engine, insert, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from api.services import AUTH_KEY
 from errors import InvalidArgument, Unavailable
-from storage.database import Database
+from storage.database import Database, domain_errors
 from storage.schema import events, utcnow
 
 
@@ -106,6 +106,29 @@ def test_a_request_meeting_a_dead_database_is_503_without_echoing_the_driver(app
     assert r.json["error"]["code"] == "UNAVAILABLE"
     assert r.json["error"]["message"] == "the database does not answer or is busy; try again"
     assert "s3cret" not in r.text and "127.0.0.1" not in r.text and "psycopg" not in r.text
+
+
+class _DriverError(Exception):
+    """A driver exception as psycopg raises them: its SQLSTATE as an attribute."""
+
+    def __init__(self, sqlstate: str | None) -> None:
+        super().__init__(f"sqlstate {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize("sqlstate", [None, "08006", "57P01"])
+def test_an_unreachable_server_is_unavailable(sqlstate):
+    with pytest.raises(Unavailable):
+        with domain_errors():
+            raise OperationalError("SELECT 1", {}, _DriverError(sqlstate))
+
+
+@pytest.mark.parametrize("sqlstate", ["40P01", "40001"])
+def test_deadlocks_and_serialization_failures_pass_through_for_the_callers_retry(sqlstate):
+    """``MetricsStore.add`` retries these: they must reach it as driver errors."""
+    with pytest.raises(OperationalError):
+        with domain_errors():
+            raise OperationalError("UPDATE t", {}, _DriverError(sqlstate))
 
 
 def test_a_lone_surrogate_is_invalid_argument_at_the_storage_boundary(database):
