@@ -82,3 +82,51 @@ def test_a_failed_commit_fails_every_writer_of_its_group(sqlite_db):
     assert registry.list_versions("m") == []
     registry.register_version("m", "1.0.0")  # the next group works
     assert [v["version"] for v in registry.list_versions("m")] == ["1.0.0"]
+
+
+def _statements(db: Database) -> list[str]:
+    seen: list[str] = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: seen.append(statement.split()[0].upper()))
+    return seen
+
+
+def test_a_lone_writer_runs_without_a_savepoint_and_fails_alone(sqlite_db):
+    """The first writer of a group has the transaction to itself: no SAVEPOINT/RELEASE round
+    trips. When it fails, its whole transaction is rolled back (only its own work) and the
+    next write gets a fresh one."""
+    registry = ModelRegistry(sqlite_db)
+    registry.register_model("m")
+    seen = _statements(sqlite_db)
+    registry.register_version("m", "1.0.0")
+    assert "SAVEPOINT" not in seen and "RELEASE" not in seen
+    assert seen.count("INSERT") == 2          # the version and its event, nothing else
+    with pytest.raises(AlreadyExists):
+        registry.register_version("m", "1.0.0")
+    registry.register_version("m", "1.0.1")
+    assert [v["version"] for v in registry.list_versions("m")] == ["1.0.1", "1.0.0"]
+    with sqlite_db.read() as conn:   # the failed write's event was rolled back with it
+        kinds = conn.execute(text("SELECT count(*) FROM events WHERE kind = "
+                                  "'version.registered'")).scalar()
+    assert kinds == 2
+
+
+def test_an_event_asks_for_subscriptions_only_when_one_is_enabled(sqlite_db):
+    """The event's INSERT also counts the enabled subscriptions (RETURNING): with none, no
+    SELECT of webhook_subscriptions is sent; with one, its delivery is queued as before."""
+    from webhooks.webhook_store import WebhookStore
+
+    registry = ModelRegistry(sqlite_db)
+    seen: list[str] = []
+    event.listen(sqlite_db.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: seen.append(statement))
+    registry.register_model("a")
+    assert not [s for s in seen if s.lstrip().upper().startswith("SELECT")
+                and "webhook_subscriptions" in s]
+    WebhookStore(sqlite_db).create(url="http://127.0.0.1:9/hook", kind="generic",
+                                   events=["model.*"], model=None, description="",
+                                   secret="s" * 32, enabled=True, actor="test")
+    registry.register_model("b")
+    with sqlite_db.read() as conn:
+        queued = conn.execute(text("SELECT model FROM webhook_deliveries")).scalars().all()
+    assert queued == ["b"]
