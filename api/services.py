@@ -21,9 +21,9 @@ def authenticator() -> Authenticator:
 
 def api_key_name() -> str | None:
     """The calling API key's name (None while auth is off): what spend is counted by."""
-    return getattr(g, "api_key", None)
+    return g.get("api_key")   # not getattr: a missing name raises (and catches) twice
 
 
 def actor() -> str:
     """Who is acting, for the audit trail: the API key's name once auth is on."""
-    return getattr(g, "actor", None) or f"api:{request.remote_addr or 'local'}"
+    return g.get("actor") or f"api:{request.remote_addr or 'local'}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,19 +50,33 @@ class InFlightLimit:
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    @contextmanager
-    def hold(self, model: str) -> Iterator[None]:
-        with self._lock:
-            count = self._counts.get(model, 0)
-            if count >= self.limit:
+    def hold(self, model: str) -> "_Slot":
+        """A slot for one prediction of ``model``, held for the ``with`` block."""
+        return _Slot(self, model)
+
+
+class _Slot:
+    """One in-flight slot: a plain context manager, not a generator (once per prediction)."""
+
+    __slots__ = ("_limit", "_model")
+
+    def __init__(self, limit: InFlightLimit, model: str) -> None:
+        self._limit = limit
+        self._model = model
+
+    def __enter__(self) -> None:
+        limit, model = self._limit, self._model
+        with limit._lock:
+            count = limit._counts.get(model, 0)
+            if count >= limit.limit:
                 raise RateLimited(f"model '{model}' already has {count} predictions in flight "
-                                  f"(MAX_INFLIGHT_PER_MODEL={self.limit}); retry shortly")
-            self._counts[model] = count + 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._counts[model] -= 1
+                                  f"(MAX_INFLIGHT_PER_MODEL={limit.limit}); retry shortly")
+            limit._counts[model] = count + 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        limit = self._limit
+        with limit._lock:
+            limit._counts[self._model] -= 1
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 
 class Watchdog:
@@ -24,28 +23,9 @@ class Watchdog:
         self._cond = threading.Condition()
         self._pid = -1
 
-    @contextmanager
-    def armed(self, seconds: float, callback: Callable[[], None]) -> Iterator[None]:
+    def armed(self, seconds: float, callback: Callable[[], None]) -> "_Armed":
         """Call ``callback`` if the block is still running after ``seconds``."""
-        entry_id = next(self._ids)
-        with self._cond:
-            self._ensure_thread()
-            heap = self._heap
-            if len(heap) > 2 * len(self._live) + 1024:   # mostly finished entries: compact
-                heap[:] = [e for e in heap if e[1] in self._live]
-                heapq.heapify(heap)
-            heapq.heappush(heap, (time.monotonic() + seconds, entry_id, callback))
-            self._live.add(entry_id)
-            # Wake the watchdog only when this deadline is now its earliest: it sleeps until
-            # the earliest one anyway. Waking it for every run (a thread switch and a turn of
-            # the GIL per prediction) cost more than a small ONNX run (issue 14).
-            if heap[0][1] == entry_id:
-                self._cond.notify()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._live.discard(entry_id)
+        return _Armed(self, seconds, callback)
 
     def _ensure_thread(self) -> None:
         if self._pid != os.getpid():  # first use, or a fork left the thread behind
@@ -68,6 +48,43 @@ class Watchdog:
                 heapq.heappop(self._heap)
                 self._live.discard(entry_id)
             callback()
+
+
+class _Armed:
+    """One deadline, armed for the ``with`` block: a plain context manager rather than a
+    generator (it runs once per prediction; the generator's machinery cost more than the
+    arming itself)."""
+
+    __slots__ = ("_watchdog", "_seconds", "_callback", "_id")
+
+    def __init__(self, watchdog: Watchdog, seconds: float, callback: Callable[[], None]) -> None:
+        self._watchdog = watchdog
+        self._seconds = seconds
+        self._callback = callback
+        self._id = -1
+
+    def __enter__(self) -> None:
+        watchdog = self._watchdog
+        entry_id = self._id = next(watchdog._ids)
+        with watchdog._cond:
+            watchdog._ensure_thread()
+            heap = watchdog._heap
+            if len(heap) > 2 * len(watchdog._live) + 1024:   # mostly finished entries: compact
+                heap[:] = [e for e in heap if e[1] in watchdog._live]
+                heapq.heapify(heap)
+            heapq.heappush(heap, (time.monotonic() + self._seconds, entry_id, self._callback))
+            watchdog._live.add(entry_id)
+            # Wake the watchdog only when this deadline is now its earliest: it sleeps until
+            # the earliest one anyway. Waking it for every run (a thread switch and a turn of
+            # the GIL per prediction) cost more than a small ONNX run (issue 14).
+            if heap[0][1] == entry_id:
+                watchdog._cond.notify()
+
+    def __exit__(self, *exc_info: object) -> None:
+        # No lock: one set removal is atomic, and the watchdog decides under its lock whether
+        # an entry is live. If it took this one just before, the callback fires on a run that
+        # has ended, which a callback must tolerate anyway (it only flips a flag).
+        self._watchdog._live.discard(self._id)
 
 
 WATCHDOG = Watchdog()
