@@ -3,10 +3,12 @@
 Two workers (pytest-xdist), each taking whole files (``--dist loadfile``: a module's shared
 server starts once): the end-to-end tests spend most of their time waiting on servers,
 processes and sockets, so two workers keep both cores busy. ``python tests.py -n 0`` runs
-everything in this one process instead (the last ``-n`` given wins).
+everything in this one process instead (the last ``-n`` given wins). Files or tests named on
+the command line (``python tests.py tests/test_auth.py``) are all that is collected.
 """
 import importlib.util
 import sys
+from pathlib import Path
 
 try:
     import pytest
@@ -15,5 +17,13 @@ except ImportError:   # only requirements.txt installed: say what is missing ins
 if importlib.util.find_spec("xdist") is None:   # not imported here: pytest loads it (pytest.ini)
     sys.exit("pytest-xdist is not installed: pip install -r requirements-dev.txt")
 
+
+def _names_tests(arg: str) -> bool:
+    """Whether a command-line argument names test files or tests (``tests/test_x.py::name``)."""
+    return not arg.startswith("-") and Path(arg.split("::")[0]).exists()
+
+
 if __name__ == "__main__":
-    sys.exit(pytest.main(["tests", "-n", "2", "--dist", "loadfile", *sys.argv[1:]]))
+    args = sys.argv[1:]
+    where = [] if any(_names_tests(arg) for arg in args) else ["tests"]
+    sys.exit(pytest.main([*where, "-n", "2", "--dist", "loadfile", *args]))

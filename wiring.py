@@ -297,7 +297,8 @@ class Services:
         return self._part("spend", lambda: SpendReports(self.database, self.collector))
 
     def close(self) -> None:
-        """Flush the metrics, stop the providers, close the pool (only what was built)."""
+        """Stop the metrics flusher and flush, stop the providers, close the pool (only what
+        was built)."""
         with _process_lock:
             if _process.get(self.settings) is self:
                 del _process[self.settings]
@@ -307,8 +308,8 @@ class Services:
             parts["webhook_sender"].close()
         if "shadow_mirror" in parts:
             parts["shadow_mirror"].close()
-        if "collector" in parts:
-            parts["collector"].flush()
+        if "collector" in parts:   # its flusher thread ends too, then what is left is flushed
+            parts["collector"].close()
         if "loader" in parts:
             parts["loader"].close()
         if "database" in parts:
@@ -335,6 +336,10 @@ def build_services(settings: Settings | None = None) -> Services:
 
 
 def reset_process_services() -> None:
-    """Forget every process-wide set (tests that change the settings call it)."""
+    """Close and forget every process-wide set: tests start and end with none, and an app a
+    test built and left open stops its threads here instead of running on to the session's end."""
     with _process_lock:
+        left = list(_process.values())
         _process.clear()
+    for services in left:
+        services.close()

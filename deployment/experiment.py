@@ -45,9 +45,11 @@ from deployment.traffic_store import check_weights
 from deployment.traffic_switch import TrafficSwitch
 from errors import FailedPrecondition, InvalidArgument, NotFound
 from registry.model_registry import ModelRegistry
-from shared.stats import stats
+from shared.lazy_import import lazy_module
 from storage.schema import utcnow
 from tracking.performance_tracker import PerformanceTracker
+
+stats = lazy_module("scipy.stats")   # ~1 s to import: see shared/lazy_import.py
 
 METRICS = ("error_rate", "latency")
 MAX_VARIANTS = 4
@@ -62,8 +64,8 @@ def proportion_test(c_fail: int, c_n: int, t_fail: int, t_n: int,
     if (table.sum(axis=0) == 0).any():          # no failures (or no successes) anywhere
         p = 1.0
     else:
-        p = float(stats().chi2_contingency(table, correction=False).pvalue)
-    z = float(stats().norm.ppf(1 - alpha / 2))
+        p = float(stats.chi2_contingency(table, correction=False).pvalue)
+    z = float(stats.norm.ppf(1 - alpha / 2))
     se = float(np.sqrt(pt * (1 - pt) / t_n + pc * (1 - pc) / c_n))
     diff = pt - pc
     return {"test": "two-proportion z-test", "p_value": p, "control": pc, "treatment": pt,
@@ -73,7 +75,7 @@ def proportion_test(c_fail: int, c_n: int, t_fail: int, t_n: int,
 
 def welch_test(control: np.ndarray, treatment: np.ndarray, alpha: float) -> dict[str, Any]:
     """Welch's t-test of treatment vs control mean latency (two-sided)."""
-    result = stats().ttest_ind(treatment, control, equal_var=False)
+    result = stats.ttest_ind(treatment, control, equal_var=False)
     ci = result.confidence_interval(1 - alpha)
     return {"test": "welch t-test", "p_value": float(result.pvalue),
             "control": float(control.mean()), "treatment": float(treatment.mean()),

@@ -41,8 +41,10 @@ import numpy as np
 from deployment.verdicts import (FAIL, INCONCLUSIVE, PASS, Check, Verdict, cost_check,
                                  window_metrics)
 from deployment.deployment_strategy import AnalysisSettings
-from shared.stats import stats
+from shared.lazy_import import lazy_module
 from tracking.performance_tracker import PerformanceTracker
+
+stats = lazy_module("scipy.stats")   # ~1 s to import: see shared/lazy_import.py
 
 _SEED = 19   # subsampling seed: the same data gives the same verdict
 
@@ -51,14 +53,14 @@ def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, flo
     """The Wilson score interval of a proportion (None without trials)."""
     if n <= 0:
         return None
-    ci = stats().binomtest(successes, n).proportion_ci(confidence, method="wilson")
+    ci = stats.binomtest(successes, n).proportion_ci(confidence, method="wilson")
     return float(ci.low), float(ci.high)
 
 
 def error_test(c_fail: int, c_n: int, s_fail: int, s_n: int) -> dict[str, Any]:
     """Fisher's exact test, one-sided: is the candidate's error proportion greater?"""
     table = [[c_fail, c_n - c_fail], [s_fail, s_n - s_fail]]
-    odds, p = stats().fisher_exact(table, alternative="greater")
+    odds, p = stats.fisher_exact(table, alternative="greater")
     c_rate, s_rate = c_fail / c_n, s_fail / s_n
     return {"test": "fisher_exact (one-sided, greater)", "p_value": float(p),
             "candidate_rate": c_rate, "stable_rate": s_rate,
@@ -76,7 +78,7 @@ def subsample(values: np.ndarray, counts: np.ndarray, limit: int) -> np.ndarray:
 
 def latency_test(candidate: np.ndarray, stable: np.ndarray) -> dict[str, Any]:
     """Mann–Whitney U, one-sided: does the candidate tend to be slower?"""
-    result = stats().mannwhitneyu(candidate, stable, alternative="greater", method="asymptotic")
+    result = stats.mannwhitneyu(candidate, stable, alternative="greater", method="asymptotic")
     n1, n2 = candidate.size, stable.size
     c_med, s_med = float(np.median(candidate)), float(np.median(stable))
     return {"test": "mann_whitney_u (one-sided, greater)", "p_value": float(result.pvalue),

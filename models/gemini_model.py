@@ -36,15 +36,15 @@ import time
 from collections.abc import Iterator
 from typing import Any, Callable, ClassVar
 
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types
 from pydantic import ValidationError
 
 import config as app_config
 from errors import InvalidArgument, ProviderError, ProviderTimeout, Unavailable
 from models.base_model import (ChatRequest, Delta, HealthResult, ModelProvider, Prediction,
                                Usage, VersionSpec)
+from shared.lazy_import import lazy_module
+
+genai = lazy_module("google.genai")   # ~0.4 s: only Gemini-serving processes pay it
 
 
 def _transport_exceptions() -> tuple[tuple[type[BaseException], ...],
@@ -163,7 +163,7 @@ class GeminiModel(ModelProvider):
         self._timeout_s = 0.0
         self._base_url: str | None = None
         self._allowed: frozenset[str] = frozenset()
-        self._base_config: types.GenerateContentConfig | None = None
+        self._base_config: genai.types.GenerateContentConfig | None = None
 
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -194,11 +194,11 @@ class GeminiModel(ModelProvider):
         self._model_id = cfg["model"]
         self._timeout_s = settings.provider_timeout_s
         self._allowed = frozenset(cfg.get("allowed_params", DEFAULT_ALLOWED_PARAMS))
-        self._base_config = types.GenerateContentConfig(
+        self._base_config = genai.types.GenerateContentConfig(
             system_instruction=cfg.get("system_instruction"),
             **{k: v for k, v in cfg.items() if k in _GENERATION_SETTINGS},
             # One predict = one HTTP call: no SDK-driven follow-up requests.
-            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+            automatic_function_calling=genai.types.AutomaticFunctionCallingConfig(disable=True),
             automatic_continuation=False,
         )
         with self._lock:
@@ -208,10 +208,10 @@ class GeminiModel(ModelProvider):
 
     def _new_client(self, api_key: str) -> genai.Client:
         # HttpOptions.timeout is in milliseconds (the SDK divides by 1000 for httpx).
-        http_options = types.HttpOptions(
+        http_options = genai.types.HttpOptions(
             base_url=self._base_url,
             timeout=max(1, round(self._timeout_s * 1000)) if self._timeout_s > 0 else None,
-            retry_options=types.HttpRetryOptions(attempts=1),
+            retry_options=genai.types.HttpRetryOptions(attempts=1),
         )
         return genai.Client(api_key=api_key, vertexai=False, http_options=http_options)
 
@@ -294,7 +294,7 @@ class GeminiModel(ModelProvider):
             stream.close()
 
     def _call_setup(self, overrides: dict[str, Any], system: str | None = None
-                    ) -> tuple[genai.Client, types.GenerateContentConfig]:
+                    ) -> tuple[genai.Client, genai.types.GenerateContentConfig]:
         client = self._get_client()
         assert self._base_config is not None  # set by load(), checked by _get_client()
         if system:
@@ -306,7 +306,7 @@ class GeminiModel(ModelProvider):
         return client, cfg
 
     def _generate(self, contents: Any, overrides: dict[str, Any], system: str | None = None,
-                  text_of: Callable[[types.GenerateContentResponse], str] | None = None
+                  text_of: Callable[[genai.types.GenerateContentResponse], str] | None = None
                   ) -> Prediction:
         """One call. ``text_of`` reads the answer: by default a blocked answer is an error
         (predict); chat reads it as an empty text with finish reason ``content_filter``."""
@@ -322,9 +322,9 @@ class GeminiModel(ModelProvider):
         """SDK and transport exceptions → the errors of ``errors`` (table in the docstring)."""
         try:
             yield
-        except genai_errors.APIError as exc:
+        except genai.errors.APIError as exc:
             raise self._map_api_error(exc) from exc
-        except genai_errors.UnknownApiResponseError as exc:
+        except genai.errors.UnknownApiResponseError as exc:
             raise ProviderError(f"gemini answered something that is not a response: {exc}",
                                 details={"http_status": 200}) from exc
         except _TIMEOUT_EXC as exc:
@@ -340,7 +340,7 @@ class GeminiModel(ModelProvider):
                                   f"is closed") from exc
             raise
 
-    def _map_api_error(self, exc: genai_errors.APIError) -> Exception:
+    def _map_api_error(self, exc: genai.errors.APIError) -> Exception:
         code = exc.code
         message = exc.message or str(exc)
         details: dict[str, Any] = {"http_status": code, "provider_status": exc.status}
@@ -401,7 +401,7 @@ def _to_contents(input: Any) -> str | list[Any]:
                 if item.get("role", "user") not in ("user", "model"):
                     raise InvalidArgument(f"input[{i}].role must be 'user' or 'model'")
                 try:
-                    contents.append(types.Content.model_validate(item))
+                    contents.append(genai.types.Content.model_validate(item))
                 except ValidationError as exc:
                     raise InvalidArgument(f"input[{i}] is not a valid Gemini content: "
                                           f"{exc.errors()[0].get('msg', exc)}") from None
@@ -413,11 +413,11 @@ def _to_contents(input: Any) -> str | list[Any]:
                           'contents, or {"prompt": "..."}')
 
 
-def _chat_contents(request: ChatRequest) -> tuple[list[types.Content], str | None]:
+def _chat_contents(request: ChatRequest) -> tuple[list[genai.types.Content], str | None]:
     """Messages → (Gemini contents, the request's system text or None)."""
     system = "\n\n".join(m.text for m in request.messages if m.role == "system") or None
-    contents = [types.Content(role="model" if m.role == "assistant" else "user",
-                              parts=[types.Part(text=m.text)])
+    contents = [genai.types.Content(role="model" if m.role == "assistant" else "user",
+                              parts=[genai.types.Part(text=m.text)])
                 for m in request.messages if m.role != "system"]
     if not contents:
         raise InvalidArgument("messages must hold at least one user message",
@@ -425,7 +425,7 @@ def _chat_contents(request: ChatRequest) -> tuple[list[types.Content], str | Non
     return contents, system
 
 
-def _chunk_text(chunk: types.GenerateContentResponse) -> str:
+def _chunk_text(chunk: genai.types.GenerateContentResponse) -> str:
     """The text of one streamed chunk (thought parts excluded); blocked → ProviderError."""
     if not chunk.candidates:
         if chunk.prompt_feedback is not None and chunk.prompt_feedback.block_reason:
@@ -440,7 +440,7 @@ def _chunk_text(chunk: types.GenerateContentResponse) -> str:
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
 
 
-def _finish_reason(response: types.GenerateContentResponse) -> str | None:
+def _finish_reason(response: genai.types.GenerateContentResponse) -> str | None:
     if not response.candidates or response.candidates[0].finish_reason is None:
         return None
     value = getattr(response.candidates[0].finish_reason, "value",
@@ -454,7 +454,7 @@ _BLOCKED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
             "IMAGE_SAFETY", "LANGUAGE"}
 
 
-def _text_of(response: types.GenerateContentResponse) -> str:
+def _text_of(response: genai.types.GenerateContentResponse) -> str:
     """The first candidate's text; ``""`` when the budget ran out before any text (thinking
     models under a small ``max_output_tokens``); an error when Gemini blocked the answer."""
     if not response.candidates:
@@ -472,7 +472,7 @@ def _text_of(response: types.GenerateContentResponse) -> str:
     return text
 
 
-def _usage_of(response: types.GenerateContentResponse) -> Usage | None:
+def _usage_of(response: genai.types.GenerateContentResponse) -> Usage | None:
     meta = response.usage_metadata
     if meta is None:
         return None
@@ -485,7 +485,7 @@ def _usage_of(response: types.GenerateContentResponse) -> Usage | None:
                  cached_tokens=meta.cached_content_token_count or 0, reasoning_tokens=thinking)
 
 
-def _is_key_invalid(exc: genai_errors.APIError) -> bool:
+def _is_key_invalid(exc: genai.errors.APIError) -> bool:
     """Gemini answers a wrong key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID."""
     if exc.code != 400:
         return False
@@ -496,7 +496,7 @@ def _is_key_invalid(exc: genai_errors.APIError) -> bool:
     return "API_KEY_INVALID" in blob or "API key not valid" in (exc.message or "")
 
 
-def _retry_delay_s(exc: genai_errors.APIError) -> float | None:
+def _retry_delay_s(exc: genai.errors.APIError) -> float | None:
     """The server's suggested wait from a ``google.rpc.RetryInfo`` detail (``"13s"``), so
     the service's own retry policy can honour it."""
     body = exc.details if isinstance(exc.details, dict) else {}

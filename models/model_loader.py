@@ -25,13 +25,14 @@ Wiring (the registry validates configs with the catalog; the loader reads the re
 """
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
-from importlib.metadata import entry_points
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,10 @@ from models.gemini_model import GeminiModel
 from models.onnx_model import OnnxModel
 from registry.model_registry import ModelRegistry
 from storage.artifacts import ArtifactStorage
+
+# Installed distributions do not change while a process runs: their plug-in entry points are
+# read once (a scan of every distribution's metadata, ~14 ms), not once per catalog.
+entry_points = functools.cache(metadata.entry_points)
 
 ENTRY_POINT_GROUP = "model_registry.providers"
 BUILTIN_PROVIDERS: dict[str, type[ModelProvider]] = {"gemini": GeminiModel, "onnx": OnnxModel}

@@ -81,6 +81,13 @@ def _take_number(sqlite: bool, given: bool) -> Any:
 _TAKE_NUMBER = {(sqlite, given): _take_number(sqlite, given)
                 for sqlite in (True, False) for given in (True, False)}
 
+def _revision(database: Database, name: str) -> int | None:
+    with database.read() as conn:
+        return conn.execute(_REVISION, {"name": name}).scalar()
+
+
+# The cache reaches its database through a weak proxy: a strong reference from a value of this
+# dict to its key would keep every Database (its engine and compiled statements) alive forever.
 _caches: "weakref.WeakKeyDictionary[Database, ReadCache]" = weakref.WeakKeyDictionary()
 _caches_lock = threading.Lock()
 
@@ -93,7 +100,7 @@ class MetadataStore:
         self.db = database
         with _caches_lock:
             self.cache = _caches.get(database) or _caches.setdefault(
-                database, ReadCache(self.revision))
+                database, ReadCache(functools.partial(_revision, weakref.proxy(database))))
 
     @contextmanager
     def _write(self, name: str) -> Iterator[Connection]:
@@ -135,8 +142,7 @@ class MetadataStore:
 
     def revision(self, name: str) -> int | None:
         """The model's revision (what read caches compare), or None when it does not exist."""
-        with self.db.read() as conn:
-            return conn.execute(_REVISION, {"name": name}).scalar()
+        return _revision(self.db, name)
 
     def list_models(self, q: str | None, tag: tuple[str, str] | None, after: str | None,
                     limit: int) -> list[ModelRecord]:

@@ -6,6 +6,8 @@ local directory as its cache. Callers see only ``ArtifactStorage``.
 """
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -33,17 +35,28 @@ class ArtifactStorage(Protocol):
 
 def s3_client(settings: Settings):
     """A boto3 S3 client from the settings (credentials, region, endpoint for MinIO/R2)."""
-    import boto3
     from botocore.config import Config
-    session = boto3.session.Session(
-        aws_access_key_id=settings.aws_access_key_id,
-        aws_secret_access_key=settings.aws_secret_access_key,
-        aws_session_token=settings.aws_session_token,
-        region_name=settings.aws_region or "us-east-1")
     config = Config(retries={"max_attempts": 3, "mode": "standard"},
                     max_pool_connections=max(10, settings.server_threads * 2),
                     s3={"addressing_style": "path"} if settings.s3_endpoint_url else {})
-    return session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+    with _boto_lock:   # a boto3 session is not thread-safe; its clients are
+        return _boto_session().client(
+            "s3", endpoint_url=settings.s3_endpoint_url, config=config,
+            region_name=settings.aws_region or "us-east-1",
+            aws_access_key_id=settings.aws_access_key_id,
+            aws_secret_access_key=settings.aws_secret_access_key,
+            aws_session_token=settings.aws_session_token)
+
+
+_boto_lock = threading.Lock()
+
+
+@functools.cache
+def _boto_session():  # type: ignore[no-untyped-def]
+    """One session per process: a new one parses botocore's service models again (~0.2 s per
+    client); credentials not given in the settings come from its usual chain."""
+    import boto3
+    return boto3.session.Session()
 
 
 def open_artifact_store(settings: Settings, url: str | None = None,

@@ -15,6 +15,7 @@ first in its own SAVEPOINT, and none of them returns before that commit has. Pos
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DataError, OperationalError
@@ -224,17 +227,35 @@ class Database:
             raise Unavailable("the database does not answer") from None
 
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision; safe when processes race."""
+        """Bring the schema to the newest Alembic revision; safe when processes race.
+
+        A schema already at the newest revision (every start but the first) is recognised by
+        one read of ``alembic_version``: Alembic's upgrade would load and compile every
+        migration script again to find it has nothing to do."""
+        with self.engine.connect() as conn:
+            if MigrationContext.configure(conn).get_current_revision() == _head_revision():
+                return
         with self.engine.begin() as conn:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
-            cfg = Config()
-            cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+            cfg = _alembic_config()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+@functools.cache
+def _head_revision() -> str | None:
+    """The newest revision of the migration scripts (read once per process)."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 # SQLite reports a bad statement as an OperationalError too; these are the ones about reaching

@@ -2,10 +2,10 @@
 and — when ``TEST_DATABASE_URL`` is set — PostgreSQL, and a real server process."""
 from __future__ import annotations
 
+import gc
 import os
 import re
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +13,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 from _pytest.mark.expression import Expression
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 from werkzeug.routing import Rule
 
 import config
@@ -23,6 +20,7 @@ import wiring
 from api.app import create_app
 from storage.database import Database
 from tests.fake_gemini import FakeGemini
+from tests.pg_schemas import PgSchemas
 from tests.support import PG_URL, ROOT, LiveServer, free_port  # noqa: F401 (re-exported)
 from tracking.metrics_collector import MetricsCollector
 from tracking.metrics_store import MetricsStore
@@ -60,6 +58,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ordered = sorted(modules.values(),
                      key=lambda group: not any(i.get_closest_marker("slow") for i in group))
     items[:] = [item for group in ordered for item in group]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What is alive once every test module is imported (the app's modules, the libraries,
+    the collected items: about 200,000 objects) lives to the end of the session. Moved out of
+    the garbage collector's sight, with collections less frequent, it halves the time spent
+    collecting garbage (4.6 s to 2.3 s of ~17 s of CPU over three API test files). Only the
+    test process is tuned: servers the tests start keep Python's defaults."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def _build_urls_when_first_asked() -> None:
@@ -111,88 +120,25 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     wiring.reset_process_services()
 
 
+@pytest.fixture(scope="session")
+def pg_schemas() -> Iterator[PgSchemas]:
+    """This process's PostgreSQL test schemas (``tests/pg_schemas.py``)."""
+    assert PG_URL
+    schemas = PgSchemas(PG_URL)
+    yield schemas
+    schemas.close()
+
+
 @pytest.fixture
-def pg_schema_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
-    yield from _fresh_pg_schema()
+def pg_schema_url(pg_schemas: PgSchemas) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is an empty, migrated schema of the test's own."""
+    yield from pg_schemas.lease()
 
 
 @pytest.fixture(scope="module")
-def pg_schema_module() -> Iterator[str]:
+def pg_schema_module(pg_schemas: PgSchemas) -> Iterator[str]:
     """``pg_schema_url`` shared by a module's tests (e.g. with one server per module)."""
-    yield from _fresh_pg_schema()
-
-
-def _fresh_pg_schema() -> Iterator[str]:
-    assert PG_URL
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL, poolclass=NullPool)
-    script = _pg_template()
-    if script is None:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    else:
-        _run_script(admin, script.replace(_PLACEHOLDER, schema))
-    try:
-        yield make_url(PG_URL).update_query_dict(
-            {"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-# A PostgreSQL schema migrated once per session and dumped (``pg_dump``, tables, indexes,
-# sequences and the rows migrations insert) as a script with its name as a placeholder: each
-# test's fresh schema is that script run once (~0.05 s) instead of twelve Alembic migrations
-# (~0.8 s). Without a pg_dump of the server's major version every schema is migrated as before.
-_PLACEHOLDER = "t_template_placeholder"
-_pg_template_script: list[str | None] = []
-
-
-def _pg_template() -> str | None:
-    if not _pg_template_script:
-        _pg_template_script.append(_dump_migrated_schema())
-    return _pg_template_script[0]
-
-
-def _dump_migrated_schema() -> str | None:
-    assert PG_URL
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_URL, poolclass=NullPool)
-    url = make_url(PG_URL)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        Database(url.update_query_dict({"options": f"-csearch_path={schema}"})
-                 .render_as_string(hide_password=False)).dispose()
-        dump = subprocess.run(
-            ["pg_dump", "--schema", schema, "--no-owner", "--no-privileges", "--inserts",
-             "-h", url.host or "127.0.0.1", "-p", str(url.port or 5432),
-             "-U", url.username or "postgres", url.database or "postgres"],
-            env={**os.environ, "PGPASSWORD": url.password or ""},
-            capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
-    if dump.returncode != 0 or f"CREATE SCHEMA {schema};" not in dump.stdout:
-        return None   # e.g. no pg_dump, or one older than the server
-    lines = [line for line in dump.stdout.splitlines() if not line.startswith("\\")]
-    return re.sub(rf"\b{schema}\b", _PLACEHOLDER, "\n".join(lines))
-
-
-def _run_script(engine: Engine, script: str) -> None:
-    """Many statements in one round trip (psycopg's simple query protocol, no parameters)."""
-    raw = engine.raw_connection()
-    try:
-        with raw.cursor() as cur:
-            cur.execute(script)
-        raw.commit()
-    finally:
-        raw.close()
+    yield from pg_schemas.lease()
 
 
 @pytest.fixture(scope="session")
@@ -257,8 +203,6 @@ def app(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path):
         fresh_sqlite(sqlite_template, tmp_path / "data" / "registry.db")
     app = create_app(test_config)
     yield app
-    if ALL_ON_POSTGRES:   # its flusher must not outlive the schema (nor hold a connection)
-        app.extensions["model_registry"].collector.close()
     app.extensions["model_registry"].close()
 
 

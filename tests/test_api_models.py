@@ -168,3 +168,13 @@ def test_seed_calls_against_a_running_server(live_server):
         "sentiment-analyzer"]
     versions = requests.get(f"{url}/api/models/sentiment-analyzer/versions").json()["versions"]
     assert [v["version"] for v in versions] == ["1.0.0"]
+
+
+def test_closing_an_app_stops_its_metrics_flusher(app):
+    """An app's services, once closed, leave no thread behind (a flusher per app that tests or
+    an embedding program build and close would otherwise run until the process ends)."""
+    collector = app.extensions["model_registry"].collector
+    flusher = collector._thread
+    assert flusher is not None and flusher.is_alive()
+    app.extensions["model_registry"].close()
+    assert not flusher.is_alive()

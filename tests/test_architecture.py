@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,3 +246,15 @@ def test_sql_only_in_storage_and_store_modules():
 def test_the_raw_sql_pattern(text: str, is_sql: bool):
     """The SQL rule can fail: it knows a statement from prose that starts like one."""
     assert bool(RAW_SQL.match(text)) is is_sql
+
+
+def test_starting_a_server_does_not_import_what_only_some_processes_use():
+    """google.genai (~0.4 s) and scipy.stats (~1 s) are imported on first use
+    (``shared/lazy_import.py``): a server, worker or script that never serves Gemini or judges
+    a canary statistically does not pay for them at start-up."""
+    probe = ("import sys, api.app; "
+             "print(sorted(m for m in ('google.genai.types', 'scipy.stats._stats_py') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert out.strip() == "[]"

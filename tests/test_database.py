@@ -4,11 +4,14 @@ from __future__ import annotations
 import threading
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from api.services import AUTH_KEY
 from errors import InvalidArgument, Unavailable
+from storage import database as database_module
 from storage.database import Database, domain_errors
 from storage.schema import events, utcnow
 
@@ -26,6 +29,37 @@ def test_migrations_create_schema_and_are_idempotent(database):
     database.migrate()
     with database.read() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def test_a_schema_at_the_newest_revision_is_not_migrated_again(database_url, monkeypatch):
+    """Every start but the first reads the revision and stops: Alembic's upgrade, which loads
+    and compiles every migration script, is not run."""
+    Database(database_url).dispose()
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("alembic ran on a schema already at its newest revision")
+    monkeypatch.setattr(database_module.command, "upgrade", refuse)
+    Database(database_url).dispose()
+
+
+def test_a_schema_behind_is_brought_to_the_newest_revision(tmp_path):
+    def revision(db: Database) -> str:
+        with db.read() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    db = Database(url)
+    newest = revision(db)
+    with db.engine.begin() as conn:   # one migration taken back, as after an older release
+        cfg = Config()
+        cfg.set_main_option("script_location", str(database_module.MIGRATIONS_DIR))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "-1")
+    assert revision(db) != newest
+    db.dispose()
+    again = Database(url)
+    assert revision(again) == newest
+    again.dispose()
 
 
 def test_transaction_rolls_back_on_error(database):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class Env:
         self.router = Router(self.traffic, highest_stable(self.registry))
         self.gateway = Gateway(self.registry, self.loader, self.router, self.collector)
         self.clock = Clock()
+        self.at_close: list[Callable[[], None]] = []
         self.manager = self.new_manager()
         self.registry.register_model("m")
 
@@ -114,6 +116,8 @@ class Env:
 def env(database: Database, tmp_path: Path):
     env = Env(database, tmp_path)
     yield env
+    while env.at_close:      # what a test started on top (e.g. a shadow mirror's threads) first
+        env.at_close.pop()()
     env.collector.close()
     env.loader.close()
 

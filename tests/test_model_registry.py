@@ -1,10 +1,14 @@
 """registry.model_registry on SQLite and PostgreSQL."""
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 from errors import AlreadyExists, InvalidArgument, NotFound
 from registry.model_registry import ModelRegistry
+from storage.database import Database
 
 
 @pytest.fixture
@@ -200,3 +204,17 @@ def test_highest_stable_for_many_models_in_one_call(registry):
     registry.register_version("b", "0.1.0", status="experimental")
     assert registry.highest_stable(["a", "b", "c", "ghost"]) == {"a": "1.10.0"}
     assert registry.highest_stable([]) == {}
+
+
+def test_a_disposed_database_is_freed_with_its_registry(tmp_path):
+    """The registry's read cache, shared per Database, must not keep its Database (engine,
+    pool, compiled statements) alive once nothing else refers to it."""
+    db = Database(f"sqlite:///{tmp_path / 'r.db'}")
+    registry = ModelRegistry(db)
+    registry.register_model("m")
+    registry.get_model("m")                      # through the read cache
+    gone = weakref.ref(db)
+    db.dispose()
+    del db, registry
+    gc.collect()
+    assert gone() is None

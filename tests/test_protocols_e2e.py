@@ -248,8 +248,11 @@ def test_a_canary_driven_by_chat_traffic_alone_is_promoted_users_stay_sticky(
     for t in threads:
         t.start()
     try:
+        # Latency is not what this test is about: 25 requests on a loaded 2-core machine can
+        # show a p95 twice the stable's (seen under CI load), so only a gross one would fail.
         dep = server.deploy("summarizer", "2.0.0", "canary",
-                            analysis={"min_requests": 15, "interval_s": 2, "deadline_s": 60})
+                            analysis={"min_requests": 15, "interval_s": 2, "deadline_s": 60,
+                                      "p95_tolerance_s": 1.0})
         done = server.wait_state(dep, "succeeded", 60)
         settled = time.monotonic() + 0.6   # the router's TTL: then 100% everywhere
         time.sleep(2.0)

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import pytest
 import requests
 
+from deployment.records import FINAL_STATES
 from models import onnx_examples
 from tests.support import LiveServer
 from tests.fake_gemini import FakeGemini
@@ -92,7 +93,12 @@ class Api:
             time.sleep(0.1)
 
     def wait_state(self, dep: str, state: str, timeout: float = 30) -> dict[str, Any]:
-        return self.wait(dep, lambda d: d["state"] == state, timeout, state)
+        """The deployment once in ``state``; fails at once if it ends in another state."""
+        def reached(d: dict) -> bool:
+            assert d["state"] == state or d["state"] not in FINAL_STATES, \
+                f"ended {d['state']} ({d.get('reason')}) instead of {state}: {d}"
+            return d["state"] == state
+        return self.wait(dep, reached, timeout, state)
 
 
 @dataclass(frozen=True)

@@ -31,21 +31,10 @@ def onnx_version(env: Env, version: str, weights: np.ndarray) -> None:  # noqa: 
     env.registry.attach_artifact("m", version, digest, size)
 
 
-_MIRRORS: list[ShadowMirror] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_mirrors():
-    """Every mirror a test made stops before the test's database goes away."""
-    yield
-    while _MIRRORS:
-        _MIRRORS.pop().close()
-
-
 def shadows(env: Env, **mirror_kw) -> ShadowManager:  # noqa: F811
     store = ShadowStore(env.db)
     mirror = ShadowMirror(store, env.loader, **mirror_kw)
-    _MIRRORS.append(mirror)
+    env.at_close.append(mirror.close)   # its threads stop before the test's database goes away
     env.gateway.mirror = mirror
     return ShadowManager(store, env.registry, mirror, env.traffic.get)
 
