@@ -139,7 +139,7 @@ class ShadowMirror:
         self.prices = prices              # prices the candidate's calls, as the gateway does
         self.store_inputs = store_inputs
         self.clock = clock
-        self.queue: queue.Queue[Mirror] = queue.Queue(maxsize=max(1, queue_size))
+        self.queue: queue.Queue[Mirror | None] = queue.Queue(maxsize=max(1, queue_size))
         self._active: dict[str, ShadowRecord] = {}        # model → running shadow
         self._sent: dict[str, int] = {}                    # shadow id → mirrors queued here
         self._dropped: dict[str, int] = {}                 # not yet added to the database
@@ -246,7 +246,8 @@ class ShadowMirror:
             except queue.Empty:
                 continue
             try:
-                self.mirror_one(item)
+                if item is not None:   # None: close() waking an idle worker
+                    self.mirror_one(item)
             except Exception:  # noqa: BLE001 — a worker must survive a storage hiccup
                 log.exception("shadow mirror failed")
             finally:
@@ -283,6 +284,11 @@ class ShadowMirror:
 
     def close(self) -> None:
         self._stop.set()
+        for _ in self._threads:   # idle workers wake now, not at their next poll (0.5 s)
+            try:
+                self.queue.put_nowait(None)
+            except queue.Full:    # then they are busy, and see the stop after their mirror
+                break
         for thread in self._threads:
             thread.join(timeout=2)
         try:

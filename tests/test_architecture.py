@@ -7,6 +7,7 @@ composition root, never on ``api/``. Each rule fails with the offending file and
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import subprocess
 import sys
@@ -107,7 +108,9 @@ def _project_target(target: str) -> str | None:
     return None
 
 
+@functools.cache
 def all_imports(include_type_checking: bool = False) -> list[tuple[Path, Import]]:
+    """Every import of the project's modules (walked once: each rule below reads the list)."""
     out = []
     for path, tree in PARSED.items():
         skip = set() if include_type_checking else _type_checking_lines(tree)

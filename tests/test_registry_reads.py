@@ -157,6 +157,7 @@ class _Work:
         return self.statements, self.steps
 
 
+@pytest.mark.slow   # builds 20,000 versions
 def test_a_read_costs_the_same_with_20000_versions(tmp_path: Path):
     """Issue 21 finding 6 relies on this: a range over a huge model is bounded work."""
     db = Database(f"sqlite:///{tmp_path / 'big.db'}")
