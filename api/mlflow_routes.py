@@ -281,6 +281,8 @@ def get_latest_versions():
     name = _text(args, "name")
     stages = args.get("stages") or []
     stages = [stages] if isinstance(stages, str) else stages
+    if not isinstance(stages, list):
+        raise InvalidArgument(f"Parameter 'stages' must be a list of strings, got {stages!r}.")
     registry = services().registry
     keys: list[VersionKey] = []
     for stage in stages or ["None"]:
@@ -349,7 +351,11 @@ def check_source(source: str | None, artifact_root: Path) -> str | None:
     if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # a path, or C:\ on Windows
         path = Path(parsed.path if parsed.scheme == "file" else source)
         root = artifact_root.resolve()
-        if not path.resolve().is_relative_to(root):
+        try:
+            resolved = path.resolve()
+        except (ValueError, UnicodeError, OSError):   # a NUL, a lone surrogate, a bad path
+            raise InvalidArgument(f"source {source!r} is not a usable path") from None
+        if not resolved.is_relative_to(root):
             raise InvalidArgument(f"source {source!r} is a local path outside the artifact root "
                                   f"{str(root)!r}: refused")
     return source

@@ -16,6 +16,17 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def project_files() -> list[Path]:
+    """The application's own modules: the top-level ones and every package's, never tests,
+    benchmarks or a virtualenv inside the project."""
+    files = [ROOT / f"{name}.py" for name in ("config", "errors", "defaults", "wiring", "main")]
+    files.append(ROOT / "gunicorn.conf.py")
+    for package in ("shared", "storage", "webhooks", "registry", "tracking", "models",
+                    "deployment", "rollback", "api"):
+        files += sorted((ROOT / package).rglob("*.py"))
+    return [f for f in files if f.exists()]
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 
 

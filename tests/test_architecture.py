@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, project_files
 
 # Rank of each layer: an import may only point to a lower rank (or its own layer).
 RANKS = {"config": 0, "errors": 0, "defaults": 0, "shared": 0,
@@ -53,15 +53,6 @@ def _layer(module: str) -> str | None:
         return module
     head = module.split(".")[0]
     return head if head in RANKS else None
-
-
-def project_files() -> list[Path]:
-    files = [ROOT / f"{name}.py" for name in ("config", "errors", "defaults", "wiring", "main")]
-    files.append(ROOT / "gunicorn.conf.py")
-    for package in ("shared", "storage", "webhooks", "registry", "tracking", "models",
-                    "deployment", "rollback", "api"):
-        files += sorted((ROOT / package).rglob("*.py"))
-    return [f for f in files if f.exists()]
 
 
 def _imports(path: Path, tree: ast.AST) -> list[Import]:

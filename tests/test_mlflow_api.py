@@ -219,6 +219,11 @@ def test_errors_are_mlflow_shaped_and_never_5xx(client: MlflowClient,
         ("POST", "/registered-models/create", None, {"name": 5}),
         ("POST", "/registered-models/create", None, {"name": "a/b"}),
         ("POST", "/model-versions/create", None, {"name": "errs", "tags": "x"}),
+        # found by the fuzz test: a NUL in a local source, and stages that are not a list
+        ("POST", "/model-versions/create", None, {"name": "errs", "source": "m\u0000x"}),
+        ("POST", "/model-versions/create", None, {"name": "errs", "source": "m\udc80"}),
+        ("POST", "/registered-models/get-latest-versions", None,
+         {"name": "errs", "stages": -7.5}),
         ("DELETE", "/model-versions/delete", None, {"name": "errs"}),
         ("GET", "/model-versions/search", {"filter": "name = "}, None),
     ]
