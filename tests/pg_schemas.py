@@ -49,8 +49,14 @@ class PgSchemas:
         self._clean: list[str] = []
 
     def schema_url(self, schema: str) -> str:
+        """The server's URL with ``schema`` first on the search path. Commits do not wait for
+        the WAL to reach the disk (``synchronous_commit=off``, these connections only): what
+        tests kill is the app's processes, never the PostgreSQL server, so nothing they check
+        depends on it, and each commit is a disk flush shorter (the fast lane's PostgreSQL
+        cases took 45 s serially with it on, 33 s with it off)."""
         return make_url(self.url).update_query_dict(
-            {"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+            {"options": f"-csearch_path={schema} -csynchronous_commit=off"}
+        ).render_as_string(hide_password=False)
 
     def lease(self) -> Iterator[str]:
         """A URL whose search_path is an empty, migrated schema of its own while in use."""
