@@ -26,12 +26,19 @@ from bench.report import print_rows  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
 
-def start_server(data_dir: Path, port: int, workers: int, threads: int) -> subprocess.Popen:
+def start_server(data_dir: Path, port: int, workers: int, threads: int,
+                 server: str = "gunicorn") -> subprocess.Popen:
+    """``server``: gunicorn (gthread, as shipped) or granian (measured, not shipped: see
+    ``bench/bench_vs_mlflow.py``)."""
     env = {**os.environ, "REGISTRY_DATA_DIR": str(data_dir), "AUTO_ROLLBACK": "off"}
-    proc = subprocess.Popen(
+    command = (
         [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread", "--threads",
-         str(threads), "-b", f"127.0.0.1:{port}", "--log-level", "warning", "bench.http_app:app"],
-        cwd=ROOT, env=env)
+         str(threads), "-b", f"127.0.0.1:{port}", "--log-level", "warning", "bench.http_app:app"]
+        if server == "gunicorn" else
+        [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(workers),
+         "--blocking-threads", str(threads), "--no-ws", "--host", "127.0.0.1", "--port",
+         str(port), "--log-level", "warning", "bench.http_app:app"])
+    proc = subprocess.Popen(command, cwd=ROOT, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -91,12 +98,12 @@ def throughput(port: int, path: str, body: bytes, clients: int, seconds: float,
 
 
 def main(seconds: float = 5.0, clients: int = 8, workers: int = 1,
-         threads: int = 8) -> list[tuple[str, str, str]]:
+         threads: int = 8, server: str = "gunicorn") -> list[tuple[str, str, str]]:
     with tempfile.TemporaryDirectory() as d:
         data = Path(d)
         prepare(data, "bench", ["1.0.0"], status="stable")
         port = free_port()
-        proc = start_server(data, port, workers, threads)
+        proc = start_server(data, port, workers, threads, server)
         try:
             body = json.dumps({"input": [[0.1, 0.2, 0.3, 0.4]]}).encode()
             routes = {"bare": "/bare/bench/1.0.0", "gateway": "/api/models/bench/predict"}
@@ -120,7 +127,7 @@ def main(seconds: float = 5.0, clients: int = 8, workers: int = 1,
         ("gateway / bare throughput, median of 5 runs", f"{ratios[2]:.2f}x",
          f"≥ 0.9x (runs: {', '.join(f'{r:.2f}' for r in ratios)})"),
     ]
-    print(f"gunicorn gthread, {workers} worker(s) x {threads} threads; {clients} keep-alive "
+    print(f"{server}, {workers} worker(s) x {threads} threads; {clients} keep-alive "
           f"clients; failed: {failed}")
     return print_rows(rows)
 
@@ -131,5 +138,6 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--server", choices=("gunicorn", "granian"), default="gunicorn")
     a = parser.parse_args()
-    main(a.seconds, a.clients, a.workers, a.threads)
+    main(a.seconds, a.clients, a.workers, a.threads, a.server)

@@ -4,7 +4,8 @@
 Installs ``mlflow==3.17.2`` once into a virtualenv of its own (``bench/.venv-mlflow``, ignored by
 git; ``MLFLOW_VENV`` to put it elsewhere) and skips, saying why, when it cannot. Starts both
 servers on loopback, one worker process each, each on a fresh SQLite file: this project under
-gunicorn (gthread, 8 threads, ``api.app:create_app()``), MLflow with ``mlflow server
+gunicorn (gthread, 8 threads, ``api.app:create_app()``; ``--server granian`` serves the same app
+with granian instead, to show the HTTP server's share of the cost), MLflow with ``mlflow server
 --backend-store-uri sqlite:///... --workers 1`` (its GenAI job runner off: see ``start_mlflow``),
 and waits until both are idle. Then 8 concurrent clients run the same workload against each,
 alternating: each operation runs on one server then at once on the other, the order swapping
@@ -73,14 +74,26 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120
     raise RuntimeError(f"server did not start: {log.read_text(errors='replace')[-2000:]}")
 
 
-def start_ours(data: Path) -> tuple[subprocess.Popen, str]:
+# How this project's app is served: gunicorn is the shipped configuration; granian (a WSGI
+# server written in Rust) is measured beside it, never shipped, to show how much of a request's
+# cost is the Python HTTP server rather than the registry (issue 14's closing note).
+SERVERS = {
+    "gunicorn": lambda port: [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread",
+                              "--threads", "8", "-b", f"127.0.0.1:{port}", "--log-level",
+                              "warning", "api.app:create_app()"],
+    "granian": lambda port: [sys.executable, "-m", "granian", "--interface", "wsgi", "--factory",
+                             "--workers", "1", "--blocking-threads", "8", "--no-ws",
+                             "--host", "127.0.0.1", "--port", str(port), "--log-level",
+                             "warning", "api.app:create_app"],
+}
+
+
+def start_ours(data: Path, server: str = "gunicorn") -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = data / "ours.log"
     env = {**os.environ, "REGISTRY_DATA_DIR": str(data / "ours"), "AUTO_ROLLBACK": "off"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", "8",
-         "-b", f"127.0.0.1:{port}", "--log-level", "warning", "api.app:create_app()"],
-        cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(SERVERS[server](port), cwd=ROOT, env=env, stdout=log.open("ab"),
+                            stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/healthz", proc, log)
     return proc, url
@@ -237,7 +250,8 @@ def run_workload(workload: str, urls: dict[str, str], pids: dict[str, int],
     return totals
 
 
-def report(workload: str, totals: dict[str, dict[str, list[float]]]) -> list[tuple[str, str, str]]:
+def report(workload: str, totals: dict[str, dict[str, list[float]]],
+           server: str = "gunicorn") -> list[tuple[str, str, str]]:
     rows = []
     for op in OPERATIONS:
         (n_ours, wall_ours, cpu_ours), (n_ml, wall_ml, cpu_ml) = totals["ours"][op], \
@@ -245,14 +259,16 @@ def report(workload: str, totals: dict[str, dict[str, list[float]]]) -> list[tup
         ours, theirs = n_ours / wall_ours, n_ml / wall_ml
         rows.append((f"[{workload}] {op}: MLflow 3.17.2", f"{theirs:.0f}/s",
                      f"server CPU {1000 * cpu_ml / n_ml:.1f} ms/op"))
-        rows.append((f"[{workload}] {op}: this project", f"{ours:.0f}/s",
+        ours_name = "this project" + ("" if server == "gunicorn" else f" ({server})")
+        rows.append((f"[{workload}] {op}: {ours_name}", f"{ours:.0f}/s",
                      f"{ours / theirs:.1f}x MLflow (target ≥ 10x); server CPU "
                      f"{1000 * cpu_ours / n_ours:.1f} ms/op, "
                      f"{(cpu_ml / n_ml) / max(cpu_ours / n_ours, 1e-9):.1f}x less"))
     return rows
 
 
-def main(rounds: int = 2, workloads: tuple[str, ...] = WORKLOADS) -> list[tuple[str, str, str]]:
+def main(rounds: int = 2, workloads: tuple[str, ...] = WORKLOADS,
+         server: str = "gunicorn") -> list[tuple[str, str, str]]:
     try:
         binary = mlflow_binary()
     except (OSError, subprocess.CalledProcessError) as exc:
@@ -265,7 +281,7 @@ def main(rounds: int = 2, workloads: tuple[str, ...] = WORKLOADS) -> list[tuple[
         data = Path(d)
         procs = []
         try:
-            ours_proc, ours_url = start_ours(data)
+            ours_proc, ours_url = start_ours(data, server)
             procs.append(ours_proc)
             ml_proc, ml_url = start_mlflow(binary, data)
             procs.append(ml_proc)
@@ -282,10 +298,11 @@ def main(rounds: int = 2, workloads: tuple[str, ...] = WORKLOADS) -> list[tuple[
                 except subprocess.TimeoutExpired:
                     proc.kill()
     print(f"{CLIENTS} concurrent clients, {rounds} alternating rounds of {MODELS_PER_ROUND} "
-          f"models x {VERSIONS} versions per workload; one worker process per server; "
+          f"models x {VERSIONS} versions per workload; one worker process per server (ours "
+          f"under {server}); "
           f"load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
     for workload, totals in results.items():
-        rows += report(workload, totals)
+        rows += report(workload, totals, server)
     return print_rows(rows)
 
 
@@ -303,5 +320,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workload", choices=WORKLOADS, action="append",
                         help="run only this workload (repeatable); default: both")
+    parser.add_argument("--server", choices=tuple(SERVERS), default="gunicorn",
+                        help="serve this project with gunicorn (the shipped configuration, "
+                             "default) or granian (measured, not shipped)")
     args = parser.parse_args()
-    main(args.rounds, tuple(args.workload or WORKLOADS))
+    main(args.rounds, tuple(args.workload or WORKLOADS), args.server)
