@@ -52,8 +52,8 @@ def test_artifact_upload_download_and_immutability(client):
     assert r.status_code == 409 and r.json["error"]["code"] == "ALREADY_EXISTS"
 
 
-def test_artifact_errors(tmp_path):
-    app = create_app({"data_dir": tmp_path / "small", "max_artifact_bytes": 100})
+def test_artifact_errors(data_dir):
+    app = create_app({"data_dir": data_dir, "max_artifact_bytes": 100})
     client = app.test_client()
     onnx_model(client, upload=False)
     assert client.get("/api/models/lin/versions/1.0.0/artifact").status_code == 404
@@ -159,10 +159,10 @@ def test_predictions_are_tracked(client, app):
 
 
 @pytest.mark.slow   # waits for a 1 s backend
-def test_slow_backend_cannot_exhaust_workers(tmp_path, gemini, monkeypatch):
+def test_slow_backend_cannot_exhaust_workers(data_dir, gemini, monkeypatch):
     """Over the per-model in-flight limit the next request is refused at once with 429."""
     from concurrent.futures import ThreadPoolExecutor
-    app = create_app({"TESTING": True, "data_dir": tmp_path / "lim", "max_inflight_per_model": 2})
+    app = create_app({"TESTING": True, "data_dir": data_dir, "max_inflight_per_model": 2})
     client = app.test_client()
     gemini_model(client)
     gemini.set_behavior(latency=1.0)
