@@ -8,11 +8,13 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from _pytest.mark.expression import Expression
+from flask import Flask
 from werkzeug.routing import Rule
 
 import config
@@ -30,9 +32,10 @@ if TYPE_CHECKING:
     from tests.moto_s3 import MotoS3
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """A module marked slow as a whole (``pytestmark = pytest.mark.slow`` on a line of its
-    own) is not even imported when ``-m`` deselects slow tests: importing the fuzz test, the
-    MLflow, OpenAI, S3 and browser clients costs seconds the fast lane would only throw away."""
+    """A module marked slow as a whole (``pytestmark = pytest.mark.slow``, or a list of marks
+    holding it, at the start of a line) is not even imported when ``-m`` deselects slow tests:
+    importing the fuzz test, the MLflow, OpenAI, S3 and browser clients costs seconds the fast
+    lane would only throw away (MLflow's alone ~2 s in each worker)."""
     markexpr = config.getoption("markexpr", "")
     if not markexpr or collection_path.suffix != ".py" or \
             not collection_path.name.startswith("test_"):
@@ -44,7 +47,8 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
         if expression.evaluate(matcher):
             return None   # the expression may select slow tests
     source = collection_path.read_text(encoding="utf-8")
-    return True if re.search(r"^pytestmark = pytest\.mark\.slow\b", source, re.M) else None
+    marked = re.search(r"^pytestmark = (\[[^\]]*)?pytest\.mark\.slow\b", source, re.M)
+    return True if marked else None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -102,6 +106,15 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     Settings are read once per process (``config.get_settings``): every ``monkeypatch.setenv``
     or ``delenv`` in a test forgets them, so the next read sees the change, and each test
     starts and ends with no cached settings and no process-wide services."""
+    _isolate(monkeypatch, tmp_path / "data")
+    wiring.reset_process_services()
+    yield
+    config.reset_settings()
+    wiring.reset_process_services()
+
+
+def _isolate(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
+    """The environment of ``_isolated_env``, with ``data_dir`` as the default data dir."""
     monkeypatch.setattr(config, "load_dotenv", lambda *a, **k: False)
     for name in ("setenv", "delenv"):
         change = getattr(monkeypatch, name)
@@ -110,14 +123,38 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
             _change(*args, **kwargs)
             config.reset_settings()
         setattr(monkeypatch, name, and_forget)
-    monkeypatch.setenv("REGISTRY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("REGISTRY_DATA_DIR", str(data_dir))
     for key in ("DATABASE_URL", "ARTIFACT_ROOT", "GEMINI_API_KEY", "GOOGLE_API_KEY",
                 "REGISTRY_ADMIN_TOKEN", "GOOGLE_GEMINI_BASE_URL", "PROMETHEUS_MULTIPROC_DIR"):
         monkeypatch.delenv(key, raising=False)
-    wiring.reset_process_services()
-    yield
-    config.reset_settings()
-    wiring.reset_process_services()
+
+
+@contextmanager
+def shared_app(request: pytest.FixtureRequest, root: Path, **settings: object) -> Iterator[Flask]:
+    """An app for the tests of a module that need no fresh one (in a module-scoped fixture),
+    its data dir ``root / "data"``, on a copy of the migrated template (with
+    ``TEST_ALL_ON_POSTGRES``, a PostgreSQL schema of its own). Building an app per test costs
+    ~35 ms of CPU (120 URL rules, the services, a database). It is built in the environment
+    ``_isolated_env`` gives a test, then taken out of the process-wide services, which that
+    fixture closes before and after each test; it is closed when the module is done."""
+    data = root / "data"
+    with ExitStack() as stack:
+        if ALL_ON_POSTGRES:
+            lease = contextmanager(request.getfixturevalue("pg_schemas").lease)
+            settings.update(database_url=stack.enter_context(lease()),
+                            artifact_root=data / "artifacts")
+        else:
+            fresh_sqlite(request.getfixturevalue("sqlite_template"), data / "registry.db")
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            _isolate(monkeypatch, data)
+            app = create_app({"TESTING": True, "data_dir": data, **settings})
+        config.reset_settings()   # none read in that environment outlive it
+        services = app.extensions["model_registry"]
+        with wiring._process_lock:   # private: wiring has no way to forget one set yet
+            if wiring._process.get(services.settings) is services:
+                del wiring._process[services.settings]
+        stack.callback(services.close)
+        yield app
 
 
 @pytest.fixture(scope="session")

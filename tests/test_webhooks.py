@@ -14,7 +14,7 @@ import pytest
 
 from api.app import create_app
 from storage.schema import utcnow
-from tests.conftest import BACKENDS, fresh_sqlite
+from tests.conftest import BACKENDS, fresh_sqlite, shared_app
 from tests.test_api_deployments import add_version
 from tests.test_readme_python import readme_block
 from tests.webhook_receiver import Receiver
@@ -46,13 +46,10 @@ def wapp(tmp_path: Path, wdb_url: str):
 
 
 @pytest.fixture(scope="module")
-def shared_client(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path):
+def shared_client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """One app for the tests that only validate requests."""
-    shared = tmp_path_factory.mktemp("shared")
-    fresh_sqlite(sqlite_template, shared / "registry.db")
-    app = make_app(shared)
-    yield app.test_client()
-    app.extensions["model_registry"].close()
+    with shared_app(request, tmp_path_factory.mktemp("shared"), **FAST) as app:
+        yield app.test_client()
 
 
 @pytest.fixture
