@@ -64,12 +64,19 @@ STATE = ["/api/models", "/api/models/m/versions", "/api/models/m/aliases", "/api
          "/api/snapshots", "/api/rollbacks", "/api/alerts", "/api/models/m/traffic"]
 
 
-def unchanged(app: Flask) -> Iterator[FlaskClient]:
-    client = app.test_client()
-    before = [client.get(path).get_data() for path in STATE]
-    yield client
-    assert [client.get(path).get_data() for path in STATE] == before, \
-        "the test changed the registry its module's tests share"
+class Shared:
+    """A module's shared app, and its state as its tests found it."""
+
+    def __init__(self, app: Flask) -> None:
+        self.client = app.test_client()
+        self.state = self.read()
+
+    def read(self) -> list[bytes]:
+        return [self.client.get(path).get_data() for path in STATE]
+
+    def unchanged(self) -> Iterator[FlaskClient]:
+        yield self.client
+        assert self.read() == self.state, "the test changed the registry its module shares"
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +85,16 @@ def served_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def served_app(request: pytest.FixtureRequest, served_root: Path) -> Iterator[Flask]:
+def served_app(request: pytest.FixtureRequest, served_root: Path) -> Iterator[Shared]:
     with shared_app(request, served_root) as app:
         serve_m(app.test_client())
-        yield app
+        yield Shared(app)
 
 
 @pytest.fixture
-def served(served_app: Flask) -> Iterator[FlaskClient]:
+def served(served_app: Shared) -> Iterator[FlaskClient]:
     """``serve_m`` on the module's shared app, for tests that change nothing."""
-    yield from unchanged(served_app)
+    yield from served_app.unchanged()
 
 
 @pytest.fixture
@@ -316,16 +323,16 @@ def test_invalid_utf8_and_unicode_names_are_400(served):
 
 @pytest.fixture(scope="module")
 def catalogue_app(request: pytest.FixtureRequest,
-                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
     with shared_app(request, tmp_path_factory.mktemp("catalogue")) as app:
         add_catalogue(app.test_client())
-        yield app
+        yield Shared(app)
 
 
 @pytest.fixture
-def catalogue(catalogue_app: Flask) -> Iterator[FlaskClient]:
+def catalogue(catalogue_app: Shared) -> Iterator[FlaskClient]:
     """Seven models whose names and tags hold SQL meta-characters (module-wide, read only)."""
-    yield from unchanged(catalogue_app)
+    yield from catalogue_app.unchanged()
 
 
 @pytest.mark.parametrize("q,expected", [
