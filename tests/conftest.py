@@ -15,38 +15,58 @@ from typing import TYPE_CHECKING
 import certifi
 import pytest
 from _pytest.mark.expression import Expression
-from flask import Flask
 from werkzeug.routing import Rule
 
-import config
-import wiring
-from api.app import create_app
-from storage.database import Database
+from shared.lazy_import import lazy_module
 from tests.fake_gemini import FakeGemini
-from tests.pg_schemas import PgSchemas
 from tests.support import PG_URL, ROOT, LiveServer, free_port  # noqa: F401 (re-exported)
-from tracking.metrics_collector import MetricsCollector
-from tracking.metrics_store import MetricsStore
-from tracking.performance_tracker import PerformanceTracker
 
 if TYPE_CHECKING:
+    from flask import Flask
+
+    from storage.database import Database
     from tests.moto_s3 import MotoS3
+    from tests.pg_schemas import PgSchemas
+    from tracking.metrics_collector import MetricsCollector
+    from tracking.performance_tracker import PerformanceTracker
+
+# The application is imported when a fixture first needs it (fixtures import its classes
+# where they use them, as ``moto`` does boto3): pytest-xdist's controller loads this file
+# too, runs no test, and starts the workers only after it has (importing the application
+# there delayed them by ~1.6 s).
+config = lazy_module("config")
+wiring = lazy_module("wiring")
+
+
+def _deselects_slow(config: pytest.Config) -> bool:
+    """Whether ``-m`` leaves out every slow test (the fast lane: ``-m "not slow"``)."""
+    markexpr = config.getoption("markexpr", "")
+    if not markexpr:
+        return False
+    expression = Expression.compile(markexpr)
+    for others in (False, True):   # with any other markers too
+        def matcher(name: str, /, **_kwargs: object) -> bool:
+            return name == "slow" or others   # noqa: B023 (used before the loop moves on)
+        if expression.evaluate(matcher):
+            return False   # the expression may select slow tests
+    return True
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Schemathesis's plugin (~0.35 s to import, in the controller and in each worker) only
+    when the fuzz test, which is slow, may run."""
+    if not _deselects_slow(config):
+        config.pluginmanager.import_plugin("schemathesis.pytest.plugin")
+
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """A module marked slow as a whole (``pytestmark = pytest.mark.slow``, or a list of marks
     holding it, at the start of a line) is not even imported when ``-m`` deselects slow tests:
     importing the fuzz test, the MLflow, OpenAI, S3 and browser clients costs seconds the fast
     lane would only throw away (MLflow's alone ~2 s in each worker)."""
-    markexpr = config.getoption("markexpr", "")
-    if not markexpr or collection_path.suffix != ".py" or \
-            not collection_path.name.startswith("test_"):
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_") or \
+            not _deselects_slow(config):
         return None
-    expression = Expression.compile(markexpr)
-    for others in (False, True):   # with any other markers too
-        def matcher(name: str, /, **_kwargs: object) -> bool:
-            return name == "slow" or others   # noqa: B023 (used before the loop moves on)
-        if expression.evaluate(matcher):
-            return None   # the expression may select slow tests
     source = collection_path.read_text(encoding="utf-8")
     marked = re.search(r"^pytestmark = (\[[^\]]*)?pytest\.mark\.slow\b", source, re.M)
     return True if marked else None
@@ -138,6 +158,7 @@ def shared_app(request: pytest.FixtureRequest, root: Path, **settings: object) -
     ~35 ms of CPU (120 URL rules, the services, a database). It is built in the environment
     ``_isolated_env`` gives a test, then taken out of the process-wide services, which that
     fixture closes before and after each test; it is closed when the module is done."""
+    from api.app import create_app
     data = root / "data"
     with ExitStack() as stack:
         if ALL_ON_POSTGRES:
@@ -162,6 +183,7 @@ def shared_app(request: pytest.FixtureRequest, root: Path, **settings: object) -
 def pg_schemas() -> Iterator[PgSchemas]:
     """This process's PostgreSQL test schemas (``tests/pg_schemas.py``)."""
     assert PG_URL
+    from tests.pg_schemas import PgSchemas
     schemas = PgSchemas(PG_URL)
     yield schemas
     schemas.close()
@@ -183,6 +205,7 @@ def pg_schema_module(pg_schemas: PgSchemas) -> Iterator[str]:
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated once per session: copying it is ~6x faster than migrating."""
     path = tmp_path_factory.mktemp("template") / "registry.db"
+    from storage.database import Database
     Database(f"sqlite:///{path}").dispose()
     return path
 
@@ -203,6 +226,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
 
 @pytest.fixture
 def database(database_url: str) -> Iterator[Database]:
+    from storage.database import Database
     db = Database(database_url)
     yield db
     db.dispose()
@@ -221,6 +245,8 @@ def db(database: Database) -> Database:
 @pytest.fixture
 def collector(database: Database) -> Iterator[MetricsCollector]:
     """A collector that flushes only when told to (tests decide when data is stored)."""
+    from tracking.metrics_collector import MetricsCollector
+    from tracking.metrics_store import MetricsStore
     c = MetricsCollector(MetricsStore(database), start_thread=False)
     yield c
     c.close()
@@ -228,6 +254,7 @@ def collector(database: Database) -> Iterator[MetricsCollector]:
 
 @pytest.fixture
 def tracker(database: Database, collector: MetricsCollector) -> PerformanceTracker:
+    from tracking.performance_tracker import PerformanceTracker
     return PerformanceTracker(database, collector)
 
 
@@ -248,6 +275,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path):
                            artifact_root=tmp_path / "data" / "artifacts")
     else:
         request.getfixturevalue("data_dir")
+    from api.app import create_app
     app = create_app(test_config)
     yield app
     app.extensions["model_registry"].close()
