@@ -182,8 +182,8 @@ def shared_app(request: pytest.FixtureRequest, root: Path, **settings: object) -
 @pytest.fixture(scope="session")
 def pg_schemas() -> Iterator[PgSchemas]:
     """This process's PostgreSQL test schemas (``tests/pg_schemas.py``)."""
-    assert PG_URL
     from tests.pg_schemas import PgSchemas
+    assert PG_URL
     schemas = PgSchemas(PG_URL)
     yield schemas
     schemas.close()
@@ -204,8 +204,8 @@ def pg_schema_module(pg_schemas: PgSchemas) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated once per session: copying it is ~6x faster than migrating."""
-    path = tmp_path_factory.mktemp("template") / "registry.db"
     from storage.database import Database
+    path = tmp_path_factory.mktemp("template") / "registry.db"
     Database(f"sqlite:///{path}").dispose()
     return path
 
@@ -269,13 +269,13 @@ def data_dir(tmp_path: Path, sqlite_template: Path) -> Path:
 
 @pytest.fixture
 def app(request: pytest.FixtureRequest, tmp_path: Path):
+    from api.app import create_app
     test_config = {"TESTING": True, "data_dir": tmp_path / "data"}
     if ALL_ON_POSTGRES:
         test_config.update(database_url=request.getfixturevalue("pg_schema_url"),
                            artifact_root=tmp_path / "data" / "artifacts")
     else:
         request.getfixturevalue("data_dir")
-    from api.app import create_app
     app = create_app(test_config)
     yield app
     app.extensions["model_registry"].close()
