@@ -8,43 +8,68 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import certifi
 import pytest
 from _pytest.mark.expression import Expression
 from werkzeug.routing import Rule
 
-import config
-import wiring
-from api.app import create_app
-from storage.database import Database
+from shared.lazy_import import lazy_module
 from tests.fake_gemini import FakeGemini
-from tests.pg_schemas import PgSchemas
 from tests.support import PG_URL, ROOT, LiveServer, free_port  # noqa: F401 (re-exported)
-from tracking.metrics_collector import MetricsCollector
-from tracking.metrics_store import MetricsStore
-from tracking.performance_tracker import PerformanceTracker
 
 if TYPE_CHECKING:
-    from tests.moto_s3 import MotoS3
+    from flask import Flask
 
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """A module marked slow as a whole (``pytestmark = pytest.mark.slow`` on a line of its
-    own) is not even imported when ``-m`` deselects slow tests: importing the fuzz test, the
-    MLflow, OpenAI, S3 and browser clients costs seconds the fast lane would only throw away."""
+    from storage.database import Database
+    from tests.moto_s3 import MotoS3
+    from tests.pg_schemas import PgSchemas
+    from tracking.metrics_collector import MetricsCollector
+    from tracking.performance_tracker import PerformanceTracker
+
+# The application is imported when a fixture first needs it (fixtures import its classes
+# where they use them, as ``moto`` does boto3): pytest-xdist's controller loads this file
+# too, runs no test, and starts the workers only after it has (importing the application
+# there delayed them by ~1.6 s).
+config = lazy_module("config")
+wiring = lazy_module("wiring")
+
+
+def _deselects_slow(config: pytest.Config) -> bool:
+    """Whether ``-m`` leaves out every slow test (the fast lane: ``-m "not slow"``)."""
     markexpr = config.getoption("markexpr", "")
-    if not markexpr or collection_path.suffix != ".py" or \
-            not collection_path.name.startswith("test_"):
-        return None
+    if not markexpr:
+        return False
     expression = Expression.compile(markexpr)
     for others in (False, True):   # with any other markers too
         def matcher(name: str, /, **_kwargs: object) -> bool:
             return name == "slow" or others   # noqa: B023 (used before the loop moves on)
         if expression.evaluate(matcher):
-            return None   # the expression may select slow tests
+            return False   # the expression may select slow tests
+    return True
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Schemathesis's plugin (~0.35 s to import, in the controller and in each worker) only
+    when the fuzz test, which is slow, may run."""
+    if not _deselects_slow(config):
+        config.pluginmanager.import_plugin("schemathesis.pytest.plugin")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A module marked slow as a whole (``pytestmark = pytest.mark.slow``, or a list of marks
+    holding it, at the start of a line) is not even imported when ``-m`` deselects slow tests:
+    importing the fuzz test, the MLflow, OpenAI, S3 and browser clients costs seconds the fast
+    lane would only throw away (MLflow's alone ~2 s in each worker)."""
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_") or \
+            not _deselects_slow(config):
+        return None
     source = collection_path.read_text(encoding="utf-8")
-    return True if re.search(r"^pytestmark = pytest\.mark\.slow\b", source, re.M) else None
+    marked = re.search(r"^pytestmark = (\[[^\]]*)?pytest\.mark\.slow\b", source, re.M)
+    return True if marked else None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -102,6 +127,15 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     Settings are read once per process (``config.get_settings``): every ``monkeypatch.setenv``
     or ``delenv`` in a test forgets them, so the next read sees the change, and each test
     starts and ends with no cached settings and no process-wide services."""
+    _isolate(monkeypatch, tmp_path / "data")
+    wiring.reset_process_services()
+    yield
+    config.reset_settings()
+    wiring.reset_process_services()
+
+
+def _isolate(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
+    """The environment of ``_isolated_env``, with ``data_dir`` as the default data dir."""
     monkeypatch.setattr(config, "load_dotenv", lambda *a, **k: False)
     for name in ("setenv", "delenv"):
         change = getattr(monkeypatch, name)
@@ -110,19 +144,45 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
             _change(*args, **kwargs)
             config.reset_settings()
         setattr(monkeypatch, name, and_forget)
-    monkeypatch.setenv("REGISTRY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("REGISTRY_DATA_DIR", str(data_dir))
     for key in ("DATABASE_URL", "ARTIFACT_ROOT", "GEMINI_API_KEY", "GOOGLE_API_KEY",
                 "REGISTRY_ADMIN_TOKEN", "GOOGLE_GEMINI_BASE_URL", "PROMETHEUS_MULTIPROC_DIR"):
         monkeypatch.delenv(key, raising=False)
-    wiring.reset_process_services()
-    yield
-    config.reset_settings()
-    wiring.reset_process_services()
+
+
+@contextmanager
+def shared_app(request: pytest.FixtureRequest, root: Path, **settings: object) -> Iterator[Flask]:
+    """An app for the tests of a module that need no fresh one (in a module-scoped fixture),
+    its data dir ``root / "data"``, on a copy of the migrated template (with
+    ``TEST_ALL_ON_POSTGRES``, a PostgreSQL schema of its own). Building an app per test costs
+    ~35 ms of CPU (120 URL rules, the services, a database). It is built in the environment
+    ``_isolated_env`` gives a test, then taken out of the process-wide services, which that
+    fixture closes before and after each test; it is closed when the module is done."""
+    from api.app import create_app
+    data = root / "data"
+    with ExitStack() as stack:
+        if ALL_ON_POSTGRES:
+            lease = contextmanager(request.getfixturevalue("pg_schemas").lease)
+            settings.update(database_url=stack.enter_context(lease()),
+                            artifact_root=data / "artifacts")
+        else:
+            fresh_sqlite(request.getfixturevalue("sqlite_template"), data / "registry.db")
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            _isolate(monkeypatch, data)
+            app = create_app({"TESTING": True, "data_dir": data, **settings})
+        config.reset_settings()   # none read in that environment outlive it
+        services = app.extensions["model_registry"]
+        with wiring._process_lock:   # private: wiring has no way to forget one set yet
+            if wiring._process.get(services.settings) is services:
+                del wiring._process[services.settings]
+        stack.callback(services.close)
+        yield app
 
 
 @pytest.fixture(scope="session")
 def pg_schemas() -> Iterator[PgSchemas]:
     """This process's PostgreSQL test schemas (``tests/pg_schemas.py``)."""
+    from tests.pg_schemas import PgSchemas
     assert PG_URL
     schemas = PgSchemas(PG_URL)
     yield schemas
@@ -144,6 +204,7 @@ def pg_schema_module(pg_schemas: PgSchemas) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated once per session: copying it is ~6x faster than migrating."""
+    from storage.database import Database
     path = tmp_path_factory.mktemp("template") / "registry.db"
     Database(f"sqlite:///{path}").dispose()
     return path
@@ -165,6 +226,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
 
 @pytest.fixture
 def database(database_url: str) -> Iterator[Database]:
+    from storage.database import Database
     db = Database(database_url)
     yield db
     db.dispose()
@@ -183,6 +245,8 @@ def db(database: Database) -> Database:
 @pytest.fixture
 def collector(database: Database) -> Iterator[MetricsCollector]:
     """A collector that flushes only when told to (tests decide when data is stored)."""
+    from tracking.metrics_collector import MetricsCollector
+    from tracking.metrics_store import MetricsStore
     c = MetricsCollector(MetricsStore(database), start_thread=False)
     yield c
     c.close()
@@ -190,17 +254,28 @@ def collector(database: Database) -> Iterator[MetricsCollector]:
 
 @pytest.fixture
 def tracker(database: Database, collector: MetricsCollector) -> PerformanceTracker:
+    from tracking.performance_tracker import PerformanceTracker
     return PerformanceTracker(database, collector)
 
 
 @pytest.fixture
-def app(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path):
+def data_dir(tmp_path: Path, sqlite_template: Path) -> Path:
+    """``tmp_path / "data"`` holding a migrated SQLite database (a copy of the template), for
+    tests that build their own app: ``create_app`` on an empty data dir runs every migration
+    again (~0.1 s of CPU each time)."""
+    fresh_sqlite(sqlite_template, tmp_path / "data" / "registry.db")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def app(request: pytest.FixtureRequest, tmp_path: Path):
+    from api.app import create_app
     test_config = {"TESTING": True, "data_dir": tmp_path / "data"}
     if ALL_ON_POSTGRES:
         test_config.update(database_url=request.getfixturevalue("pg_schema_url"),
                            artifact_root=tmp_path / "data" / "artifacts")
     else:
-        fresh_sqlite(sqlite_template, tmp_path / "data" / "registry.db")
+        request.getfixturevalue("data_dir")
     app = create_app(test_config)
     yield app
     app.extensions["model_registry"].close()
@@ -223,11 +298,26 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def one_ca_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA bundle of one certificate (certifi's first), as ``SSL_CERT_FILE`` for SDKs that
+    only reach local fakes over plain HTTP: each google-genai client loads the bundle into
+    three SSL contexts when it is built, ~90 ms of CPU with the full one (~140 certificates)
+    and ~1 ms with this, and the fast lane builds one for most Gemini versions it loads."""
+    first = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n",
+                      Path(certifi.where()).read_text(), re.S)
+    assert first, "certifi's bundle holds no certificate"
+    path = tmp_path_factory.mktemp("ca") / "one-ca.pem"
+    path.write_text(first.group(0))
+    return path
+
+
 @pytest.fixture
-def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
+def gemini(monkeypatch: pytest.MonkeyPatch, one_ca_file: Path) -> Iterator[FakeGemini]:
     """A local fake Gemini server that the real SDK reaches through GOOGLE_GEMINI_BASE_URL."""
     with FakeGemini() as fake:
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)
+        monkeypatch.setenv("SSL_CERT_FILE", str(one_ca_file))
         monkeypatch.setenv("GEMINI_API_KEY", "test-key")
         monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
         yield fake

@@ -239,9 +239,9 @@ def test_predict_follows_the_table(app, live):
 
 
 @pytest.mark.slow   # waits for the real ticker
-def test_the_ticker_drives_rollouts_when_enabled(tmp_path: Path):
+def test_the_ticker_drives_rollouts_when_enabled(data_dir: Path):
     app = create_app({"TESTING": True, "TICKER": True, "TICKER_INTERVAL_S": 0.05,
-                      "data_dir": tmp_path / "ticking"})
+                      "data_dir": data_dir})
     ticker = app.extensions[background.TICKER_KEY]
     try:
         assert ticker.running
@@ -264,7 +264,7 @@ def test_the_ticker_drives_rollouts_when_enabled(tmp_path: Path):
     assert not ticker.running
 
 
-def test_no_ticker_with_ticker_false(tmp_path: Path):
-    app = create_app({"TICKER": False, "data_dir": tmp_path / "quiet"})
+def test_no_ticker_with_ticker_false(data_dir: Path):
+    app = create_app({"TICKER": False, "data_dir": data_dir})
     assert background.TICKER_KEY not in app.extensions
     app.extensions["model_registry"].database.dispose()

@@ -7,8 +7,8 @@ from api.app import create_app
 
 
 @pytest.fixture
-def secured(tmp_path):
-    app = create_app({"TESTING": True, "data_dir": tmp_path / "d", "admin_token": "s3cret-admin"})
+def secured(data_dir):
+    app = create_app({"TESTING": True, "data_dir": data_dir, "admin_token": "s3cret-admin"})
     yield app
     app.extensions["model_registry"].close()
 

@@ -27,7 +27,7 @@ def receiver():
 
 @pytest.fixture
 def app(tmp_path, wdb_url):  # noqa: F811
-    app = make_app(tmp_path, database_url=wdb_url, admin_token="root")
+    app = make_app(tmp_path / "data", database_url=wdb_url, admin_token="root")
     yield app
     app.extensions["model_registry"].close()
 
@@ -88,8 +88,8 @@ def test_a_key_crossing_soft_then_hard_limit_is_delivered_once_each(app, receive
     assert ratios == {("alice", "soft"): 5600 / 4000, ("alice", "hard"): 5600 / 1_000_000}
 
 
-def test_budget_events_are_in_the_subscription_vocabulary(tmp_path):
-    app = make_app(tmp_path)
+def test_budget_events_are_in_the_subscription_vocabulary(data_dir):
+    app = make_app(data_dir)
     c = app.test_client()
     for events in (["budget.soft_limit_reached"], ["budget.*"]):
         r = c.post("/api/webhooks", json={"url": "https://example.com/h", "events": events})
@@ -100,8 +100,8 @@ def test_budget_events_are_in_the_subscription_vocabulary(tmp_path):
     app.extensions["model_registry"].close()
 
 
-def test_the_budget_list_is_paged_and_bad_tokens_are_400(tmp_path):
-    app = make_app(tmp_path)
+def test_the_budget_list_is_paged_and_bad_tokens_are_400(data_dir):
+    app = make_app(data_dir)
     c = app.test_client()
     names = [("key", "k1"), ("key", "k2"), ("model", "a"), ("model", "b"), ("model", "c")]
     for scope, name in reversed(names):

@@ -13,6 +13,7 @@ import pytest
 
 from api.app import create_app
 from registry import bundle
+from tests.conftest import fresh_sqlite
 from tests.support import PG_URL
 from tests.test_api_predict import onnx_model
 
@@ -22,9 +23,10 @@ def _app(data_dir: Path, **extra):
 
 
 @pytest.fixture
-def source(tmp_path: Path):
+def source(tmp_path: Path, sqlite_template: Path):
     """A registry with something of everything: versions (one deleted, so numbers have a
     gap), tags, metadata, aliases, statuses, a deployment, a rollback, a snapshot, metrics."""
+    fresh_sqlite(sqlite_template, tmp_path / "src" / "registry.db")
     app = _app(tmp_path / "src")
     c = app.test_client()
     svc = app.extensions["model_registry"]
@@ -128,8 +130,9 @@ def _tampered(path: Path) -> bytes:
     return out.getvalue()
 
 
-def test_tampered_artifact_aborts_with_nothing_changed(source, tmp_path):
+def test_tampered_artifact_aborts_with_nothing_changed(source, tmp_path, sqlite_template):
     file = _export(source, tmp_path / "b.zip")
+    fresh_sqlite(sqlite_template, tmp_path / "dst" / "registry.db")
     target = _app(tmp_path / "dst")
     try:
         c = target.test_client()
@@ -163,9 +166,10 @@ def test_api_round_trip_sqlite_to_postgres(source, tmp_path, request):
         target.extensions["model_registry"].close()
 
 
-def test_import_into_a_registry_that_has_other_models(source, tmp_path):
+def test_import_into_a_registry_that_has_other_models(source, tmp_path, sqlite_template):
     """Taken ids are remapped: versions, aliases and tags still point at the right rows."""
     file = _export(source, tmp_path / "b.zip")
+    fresh_sqlite(sqlite_template, tmp_path / "dst" / "registry.db")
     target = _app(tmp_path / "dst")
     try:
         c = target.test_client()

@@ -181,8 +181,8 @@ def prometheus_cost(c, headers) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def test_spend_endpoint_records_the_api_key_of_each_request(tmp_path, gemini):
-    app = create_app({"TESTING": True, "data_dir": tmp_path / "d", "admin_token": "root"})
+def test_spend_endpoint_records_the_api_key_of_each_request(data_dir, gemini):
+    app = create_app({"TESTING": True, "data_dir": data_dir, "admin_token": "root"})
     c = app.test_client()
     admin = {"Authorization": "Bearer root"}
     tokens = {}
@@ -228,8 +228,8 @@ def test_period_bounds_are_utc_days_and_months():
                      int(datetime(2024, 3, 1, tzinfo=timezone.utc).timestamp()))
 
 
-def test_a_key_over_its_hard_budget_gets_429_while_other_keys_are_served(tmp_path, gemini):
-    app = create_app({"TESTING": True, "data_dir": tmp_path / "d", "admin_token": "root"})
+def test_a_key_over_its_hard_budget_gets_429_while_other_keys_are_served(data_dir, gemini):
+    app = create_app({"TESTING": True, "data_dir": data_dir, "admin_token": "root"})
     c = app.test_client()
     admin = {"Authorization": "Bearer root"}
     auth = {}
@@ -287,10 +287,10 @@ def test_a_key_over_its_hard_budget_gets_429_while_other_keys_are_served(tmp_pat
     svc.database.dispose()
 
 
-def test_overshoot_of_concurrent_in_flight_requests_is_bounded(tmp_path, gemini):
+def test_overshoot_of_concurrent_in_flight_requests_is_bounded(data_dir, gemini):
     """The documented bound, in one process: past the hard limit by less than the requests in
     flight × the cost of one."""
-    app = create_app({"TESTING": True, "data_dir": tmp_path / "d"})
+    app = create_app({"TESTING": True, "data_dir": data_dir})
     svc = app.extensions["model_registry"]
     svc.registry.register_model("chat")
     svc.registry.register_version("chat", "1.0.0", "stable", provider="gemini",

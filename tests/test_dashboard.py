@@ -90,8 +90,8 @@ def test_model_names_are_escaped_in_the_page(client):
     assert 'data-model="&#34;&gt;&lt;img src=x onerror=alert(1)&gt;"' in html
 
 
-def test_webhooks_page_is_in_the_navigation_and_its_data_needs_an_admin(tmp_path):
-    app = create_app({"TESTING": True, "data_dir": tmp_path / "d", "admin_token": "t0ken"})
+def test_webhooks_page_is_in_the_navigation_and_its_data_needs_an_admin(data_dir):
+    app = create_app({"TESTING": True, "data_dir": data_dir, "admin_token": "t0ken"})
     try:
         client = app.test_client()
         assert 'href="/ui/webhooks"' in client.get("/ui/").get_data(as_text=True)
@@ -111,8 +111,8 @@ def test_scripts_put_api_data_in_as_text_only():
         assert "insertAdjacentHTML" not in source and "eval(" not in source, path.name
 
 
-def test_pages_are_public_but_their_data_is_not(tmp_path):
-    app = create_app({"TESTING": True, "data_dir": tmp_path / "d", "admin_token": "t0ken"})
+def test_pages_are_public_but_their_data_is_not(data_dir):
+    app = create_app({"TESTING": True, "data_dir": data_dir, "admin_token": "t0ken"})
     try:
         client = app.test_client()
         for path in PAGES:

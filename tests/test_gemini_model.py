@@ -7,6 +7,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -28,8 +29,9 @@ def fake() -> Iterator[FakeGemini]:
 
 
 @pytest.fixture(autouse=True)
-def env(monkeypatch: pytest.MonkeyPatch, fake: FakeGemini) -> None:
-    """Hermetic environment: the SDK talks to the fake, no developer .env leaks in."""
+def env(monkeypatch: pytest.MonkeyPatch, fake: FakeGemini, one_ca_file: Path) -> None:
+    """Hermetic environment: the SDK talks to the fake, no developer .env leaks in; its
+    clients load a CA bundle of one certificate (``one_ca_file``)."""
     monkeypatch.setattr(config, "load_dotenv", lambda *a, **k: False)
     for name in ("GOOGLE_API_KEY", "GEMINI_MODEL", "GOOGLE_GENAI_USE_VERTEXAI",
                  "GOOGLE_GENAI_USE_ENTERPRISE", "GOOGLE_GENAI_API_VERSION",
@@ -40,6 +42,7 @@ def env(monkeypatch: pytest.MonkeyPatch, fake: FakeGemini) -> None:
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.url)
     monkeypatch.setenv("GEMINI_API_KEY", "test-key")
     monkeypatch.setenv("PROVIDER_TIMEOUT_S", "5")
+    monkeypatch.setenv("SSL_CERT_FILE", str(one_ca_file))
 
 
 @pytest.fixture
@@ -232,13 +235,13 @@ def test_refused_key_is_unavailable(monkeypatch: pytest.MonkeyPatch,
 def test_hang_is_provider_timeout_within_the_deadline(
         monkeypatch: pytest.MonkeyPatch, fake: FakeGemini,
         make: Callable[..., GeminiModel]) -> None:
-    monkeypatch.setenv("PROVIDER_TIMEOUT_S", "1")
+    monkeypatch.setenv("PROVIDER_TIMEOUT_S", "0.25")   # a real wait: kept short
     provider = make()
     fake.set_behavior(hang=True)
     started = time.perf_counter()
-    with pytest.raises(ProviderTimeout, match=r"timed out after 1s"):
+    with pytest.raises(ProviderTimeout, match=r"timed out after 0\.25s"):
         provider.predict("x")
-    assert time.perf_counter() - started < 2.5
+    assert time.perf_counter() - started < 0.25 + 1.5
     assert fake.call_count() == 1
 
 

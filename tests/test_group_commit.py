@@ -12,11 +12,12 @@ from sqlalchemy import event, text
 from errors import AlreadyExists
 from registry.model_registry import ModelRegistry
 from storage.database import Database
+from tests.conftest import fresh_sqlite
 
 
 @pytest.fixture
-def sqlite_db(tmp_path: Path):
-    db = Database(f"sqlite:///{tmp_path / 'g.db'}")
+def sqlite_db(tmp_path: Path, sqlite_template: Path):
+    db = Database(fresh_sqlite(sqlite_template, tmp_path / "g.db"))
     yield db
     db.dispose()
 

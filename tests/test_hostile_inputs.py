@@ -8,13 +8,17 @@ outside the data dir.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
 from api.app import MAX_JSON_DEPTH, create_app
 from models.onnx_examples import linear_model
+from tests.conftest import fresh_sqlite, shared_app
 
 JSON = {"Content-Type": "application/json"}
 OCTETS = "application/octet-stream"
@@ -33,8 +37,7 @@ def assert_error(r, *statuses: int) -> None:
     assert set(body) == {"error"} and body["error"]["code"] and body["error"]["message"]
 
 
-@pytest.fixture
-def served(client):
+def serve_m(client: FlaskClient) -> FlaskClient:
     """Model 'm' with 1.0.0 (stable, ONNX, uploaded), so routes reach their lookups."""
     client.post("/api/models/register", json={"name": "m"})
     r = client.post("/api/models/m/versions/register",
@@ -44,6 +47,60 @@ def served(client):
                    content_type=OCTETS)
     assert r.status_code == 201, r.json
     return client
+
+
+def add_catalogue(client: FlaskClient) -> FlaskClient:
+    for name, team in [("alpha", "a"), ("axb", "b"), ("a_b", "O'Brien"), ("a-b", "100%"),
+                       ("c.d", "x_y"), ("cxd", "xzy"), ("back", "a\\b")]:
+        r = client.post("/api/models/register", json={"name": name, "tags": {"team": team}})
+        assert r.status_code == 201, r.json
+    return client
+
+
+# Most tests here only send requests that must be refused, or reads: they share one app per
+# kind of registry (module-wide). What they could change is read after each; a test that
+# changed it is an error there, instead of a puzzle in the tests after it.
+STATE = ["/api/models", "/api/models/m/versions", "/api/models/m/aliases", "/api/deployments",
+         "/api/snapshots", "/api/rollbacks", "/api/alerts", "/api/models/m/traffic"]
+
+
+class Shared:
+    """A module's shared app, and its state as its tests found it."""
+
+    def __init__(self, app: Flask) -> None:
+        self.client = app.test_client()
+        self.state = self.read()
+
+    def read(self) -> list[bytes]:
+        return [self.client.get(path).get_data() for path in STATE]
+
+    def unchanged(self) -> Iterator[FlaskClient]:
+        yield self.client
+        assert self.read() == self.state, "the test changed the registry its module shares"
+
+
+@pytest.fixture(scope="module")
+def served_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("served")
+
+
+@pytest.fixture(scope="module")
+def served_app(request: pytest.FixtureRequest, served_root: Path) -> Iterator[Shared]:
+    with shared_app(request, served_root) as app:
+        serve_m(app.test_client())
+        yield Shared(app)
+
+
+@pytest.fixture
+def served(served_app: Shared) -> Iterator[FlaskClient]:
+    """``serve_m`` on the module's shared app, for tests that change nothing."""
+    yield from served_app.unchanged()
+
+
+@pytest.fixture
+def fresh(client: FlaskClient) -> FlaskClient:
+    """``serve_m`` on the test's own app, for tests that register or change things."""
+    return serve_m(client)
 
 
 def files_under(root: Path) -> set[Path]:
@@ -61,9 +118,9 @@ TRAVERSALS = [
 
 
 @pytest.mark.parametrize("evil", TRAVERSALS)
-def test_path_traversal_in_urls_is_refused_and_writes_nothing_outside(served, tmp_path, evil):
-    before = files_under(tmp_path)
-    data_dir = tmp_path / "data"
+def test_path_traversal_in_urls_is_refused_and_writes_nothing_outside(served, served_root, evil):
+    before = files_under(served_root)
+    data_dir = served_root / "data"
     requests_ = [
         ("GET", f"/api/models/{evil}", None),
         ("PATCH", f"/api/models/{evil}", {"description": "x"}),
@@ -98,7 +155,7 @@ def test_path_traversal_in_urls_is_refused_and_writes_nothing_outside(served, tm
         assert_error(r, 400, 404, 405)
         assert b"root:" not in r.data
     # Only the data dir changed (the SQLite file and its WAL), and no artifact appeared.
-    new = files_under(tmp_path) - before
+    new = files_under(served_root) - before
     assert all(data_dir in p.parents for p in new), new
     assert not [p for p in new if "sha256" in p.parts]
 
@@ -113,21 +170,21 @@ def test_hostile_names_in_bodies_are_400(served, name):
 @pytest.mark.parametrize("version", ["../1.0.0", "1.0.0/../..", "1.0.0\x00", "1.0.0\n",
                                      "1.0.0-a/b", "1.0.0+../x", "1.0.0-..", "1.0.0-\u0661",
                                      "99999999999999999999.0.0", "1.0.0\\..\\x"])
-def test_hostile_versions_in_bodies_are_400(served, version):
-    r = served.post("/api/models/m/versions/register", json={"version": version,
+def test_hostile_versions_in_bodies_are_400(fresh, version):
+    r = fresh.post("/api/models/m/versions/register", json={"version": version,
                                                              "provider": "onnx"})
     assert_error(r, 400)
-    r = served.post("/api/models/m/deploy", json={"version": version})
+    r = fresh.post("/api/models/m/deploy", json={"version": version})
     if r.status_code in (201, 202):   # a reference may be a range, and ranges ignore blanks
         assert version.strip() == "1.0.0" and r.json["deployment"]["version"] == "1.0.0"
     else:
         assert_error(r, 400, 404)
 
 
-def test_artifact_paths_come_from_the_digest_only(served, tmp_path):
+def test_artifact_paths_come_from_the_digest_only(fresh, tmp_path):
     """The store names files by sha256: whatever the URL, bytes land in sha256/xx/<digest>."""
-    served.post("/api/models/m/versions/register", json={"version": "1.1.0", "provider": "onnx"})
-    r = served.put("/api/models/m/versions/1.1.0/artifact", data=b"../../etc/passwd\x00",
+    fresh.post("/api/models/m/versions/register", json={"version": "1.1.0", "provider": "onnx"})
+    r = fresh.put("/api/models/m/versions/1.1.0/artifact", data=b"../../etc/passwd\x00",
                    content_type=OCTETS)
     assert r.status_code == 201
     digest = r.json["version"]["artifact"]["digest"]
@@ -138,8 +195,8 @@ def test_artifact_paths_come_from_the_digest_only(served, tmp_path):
 
 # -- oversized bodies ---------------------------------------------------------------------------
 
-def test_oversized_bodies_are_413(served, app):
-    limit = app.extensions["model_registry"].settings.max_body_bytes
+def test_oversized_bodies_are_413(served):
+    limit = served.application.extensions["model_registry"].settings.max_body_bytes
     big = b'{"name":"big","description":"' + b"x" * (limit + 1) + b'"}'
     assert_error(served.post("/api/models/register", data=big, headers=JSON), 413)
     big = b'{"input":[' + b"1," * (limit // 2) + b"1]}"
@@ -147,7 +204,8 @@ def test_oversized_bodies_are_413(served, app):
     assert served.get("/api/models/big").status_code == 404
 
 
-def test_oversized_artifact_is_413_and_leaves_no_temp_file(tmp_path):
+def test_oversized_artifact_is_413_and_leaves_no_temp_file(tmp_path, sqlite_template):
+    fresh_sqlite(sqlite_template, tmp_path / "small" / "registry.db")
     app = create_app({"TESTING": True, "data_dir": tmp_path / "small",
                       "max_artifact_bytes": 1000})
     client = app.test_client()
@@ -184,14 +242,14 @@ def test_deeply_nested_json_is_400_not_500(served, depth):
     assert served.get("/api/models/m/versions").status_code == 200
 
 
-def test_reasonable_nesting_round_trips(served):
+def test_reasonable_nesting_round_trips(fresh):
     depth = 20
     nested = 1
     for _ in range(depth):
         nested = {"a": [nested]}
-    r = served.post("/api/models/register", json={"name": "nested", "metadata": nested})
+    r = fresh.post("/api/models/register", json={"name": "nested", "metadata": nested})
     assert r.status_code == 201
-    assert served.get("/api/models/nested").json["model"]["metadata"] == nested
+    assert fresh.get("/api/models/nested").json["model"]["metadata"] == nested
 
 
 # -- Unicode ------------------------------------------------------------------------------------
@@ -201,22 +259,22 @@ AWKWARD = ["emoji 😀🚀👩‍👩‍👧", "RTL \u202eevil\u202c עברית 
 
 
 @pytest.mark.parametrize("text", AWKWARD)
-def test_unicode_round_trips_or_is_refused_cleanly(served, text):
+def test_unicode_round_trips_or_is_refused_cleanly(fresh, text):
     tags = {"lang": text[:500], text[:100]: "v"}
-    r = served.post("/api/models/register",
+    r = fresh.post("/api/models/register",
                     json={"name": "uni", "description": text, "tags": tags})
     if r.status_code == 400:   # e.g. NUL, which PostgreSQL cannot store
         assert_error(r, 400)
         assert "\u0000" in text
         return
     assert r.status_code == 201, r.json
-    got = served.get("/api/models/uni").json["model"]
+    got = fresh.get("/api/models/uni").json["model"]
     assert got["description"] == text and got["tags"] == tags
-    r = served.patch("/api/models/m/versions/1.0.0", json={"description": text, "tags": tags})
+    r = fresh.patch("/api/models/m/versions/1.0.0", json={"description": text, "tags": tags})
     assert r.status_code == 200
-    got = served.get("/api/models/m/versions/1.0.0").json["version"]
+    got = fresh.get("/api/models/m/versions/1.0.0").json["version"]
     assert got["description"] == text and got["tags"] == tags
-    assert [m["name"] for m in served.get("/api/models?tag=" + quote(f"lang:{text[:500]}"))
+    assert [m["name"] for m in fresh.get("/api/models?tag=" + quote(f"lang:{text[:500]}"))
             .json["models"]] == ["uni"]
 
 
@@ -233,24 +291,24 @@ def test_lone_surrogates_are_400(served, path, body):
     assert_error(served.post(path, data=body, headers=JSON), 400)
 
 
-def test_lone_surrogates_in_json_columns_round_trip_or_are_400(served):
+def test_lone_surrogates_in_json_columns_round_trip_or_are_400(fresh):
     """Free-form metadata and version tags are stored as JSON (escaped): they may keep a lone
     surrogate, and then give it back exactly."""
-    r = served.post("/api/models/register", data='{"name":"sur","metadata":{"k":"\\ud800"}}',
+    r = fresh.post("/api/models/register", data='{"name":"sur","metadata":{"k":"\\ud800"}}',
                     headers=JSON)
     if r.status_code == 400:
         assert_error(r, 400)
     else:
         assert r.status_code == 201
-        assert served.get("/api/models/sur").json["model"]["metadata"] == {"k": "\ud800"}
-    r = served.post("/api/models/m/versions/register",
+        assert fresh.get("/api/models/sur").json["model"]["metadata"] == {"k": "\ud800"}
+    r = fresh.post("/api/models/m/versions/register",
                     data='{"version":"3.0.0","provider":"onnx","tags":{"\\ud800":"v"}}',
                     headers=JSON)
     if r.status_code == 400:
         assert_error(r, 400)
     else:
         assert r.status_code == 201
-        assert served.get("/api/models/m/versions/3.0.0").json["version"]["tags"] == {
+        assert fresh.get("/api/models/m/versions/3.0.0").json["version"]["tags"] == {
             "\ud800": "v"}
 
 
@@ -263,13 +321,18 @@ def test_invalid_utf8_and_unicode_names_are_400(served):
 
 # -- SQL meta-characters ------------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def catalogue_app(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    with shared_app(request, tmp_path_factory.mktemp("catalogue")) as app:
+        add_catalogue(app.test_client())
+        yield Shared(app)
+
+
 @pytest.fixture
-def catalogue(client):
-    for name, team in [("alpha", "a"), ("axb", "b"), ("a_b", "O'Brien"), ("a-b", "100%"),
-                       ("c.d", "x_y"), ("cxd", "xzy"), ("back", "a\\b")]:
-        r = client.post("/api/models/register", json={"name": name, "tags": {"team": team}})
-        assert r.status_code == 201, r.json
-    return client
+def catalogue(catalogue_app: Shared) -> Iterator[FlaskClient]:
+    """Seven models whose names and tags hold SQL meta-characters (module-wide, read only)."""
+    yield from catalogue_app.unchanged()
 
 
 @pytest.mark.parametrize("q,expected", [
@@ -333,32 +396,32 @@ def test_numbers_json_cannot_carry_are_400(served, number):
     assert served.get("/api/models/n").status_code == 404
 
 
-def test_numbers_at_the_edges_are_handled(served):
-    r = served.post("/api/models/m/predict", data='{"input":[[-0.0,1e-320,3e38,0]]}',
+def test_numbers_at_the_edges_are_handled(fresh):
+    r = fresh.post("/api/models/m/predict", data='{"input":[[-0.0,1e-320,3e38,0]]}',
                     headers=JSON)
     assert r.status_code in (200, 400)
     strict_json(r.data)
-    r = served.post("/api/models/register",
+    r = fresh.post("/api/models/register",
                     data='{"name":"edges","metadata":{"z":-0.0,"big":%s,"tiny":5e-324}}'
                     % ("9" * 30), headers=JSON)
     assert r.status_code == 201
-    meta = served.get("/api/models/edges").json["model"]["metadata"]
+    meta = fresh.get("/api/models/edges").json["model"]["metadata"]
     assert meta["big"] == int("9" * 30) and meta["tiny"] == 5e-324 and meta["z"] == 0
     # More digits than Python parses as an int, huge limits, counts and steps.
-    assert_error(served.post("/api/models/register",
+    assert_error(fresh.post("/api/models/register",
                              data='{"name":"h","metadata":{"x":%s}}' % ("9" * 5000),
                              headers=JSON), 400)
     for path in ["/api/models?limit=" + "9" * 40, "/api/models?limit=-0",
                  "/api/models?limit=NaN", "/api/models?limit=1e309",
                  "/api/models/m/metrics?window=" + "9" * 40 + "h",
                  "/api/models/m/traffic?at=" + "9" * 40]:
-        assert_error(served.get(path), 400)
+        assert_error(fresh.get(path), 400)
     for body in ['{"version":"1.0.0","strategy":"canary","steps":[10,%s]}' % ("9" * 40),
                  '{"version":"1.0.0","strategy":"canary","analysis":{"min_requests":%s}}'
                  % ("9" * 40),
                  '{"version":"1.0.0","strategy":"canary","analysis":{"deadline_s":-0.0}}']:
-        assert_error(served.post("/api/models/m/deploy", data=body, headers=JSON), 400)
-    assert_error(served.delete("/api/keys/" + "9" * 40), 404)
+        assert_error(fresh.post("/api/models/m/deploy", data=body, headers=JSON), 400)
+    assert_error(fresh.delete("/api/keys/" + "9" * 40), 404)
 
 
 def test_prediction_answers_are_always_json(served):

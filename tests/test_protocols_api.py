@@ -67,8 +67,8 @@ def test_a_stream_closed_early_is_a_disconnect_and_frees_its_slot(app, client, g
     assert metrics["versions"]["1.0.0"]["total_tokens"] > 0
 
 
-def test_auth_openai_bearer_and_gemini_key_header(tmp_path, gemini):
-    app = create_app({"TESTING": True, "data_dir": tmp_path / "d", "admin_token": "adm"})
+def test_auth_openai_bearer_and_gemini_key_header(data_dir, gemini):
+    app = create_app({"TESTING": True, "data_dir": data_dir, "admin_token": "adm"})
     c = app.test_client()
     r = c.post("/v1/chat/completions", json={"model": "chat", **CHAT})
     assert r.status_code == 401

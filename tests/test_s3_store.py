@@ -19,6 +19,7 @@ from storage.artifacts import open_artifact_store
 from storage.migrate_artifacts import main as migrate_main
 from storage.model_store import ArtifactStore
 from storage.s3_store import S3ArtifactStore, parse_s3_url
+from tests.conftest import fresh_sqlite
 from tests.moto_s3 import CREDENTIALS, MotoS3
 
 MB = 1024 ** 2
@@ -284,13 +285,14 @@ def test_migrate_local_to_s3_and_back(moto, bucket, tmp_path, monkeypatch, capsy
     assert migrate_main([f"s3://no-such-bucket-x/p", str(tmp_path / "x")]) == 2
 
 
-def test_api_upload_and_download_through_s3(moto, bucket, tmp_path):
+def test_api_upload_and_download_through_s3(moto, bucket, tmp_path, sqlite_template):
     over = dict(data_dir=tmp_path / "d", artifact_root=f"s3://{bucket}/api",
                 s3_endpoint_url=moto.url, aws_access_key_id="testing",
                 aws_secret_access_key="testing", aws_region="us-east-1")
     from models.onnx_examples import linear_model
     data = linear_model()
     for presign in (False, True):
+        fresh_sqlite(sqlite_template, tmp_path / f"d{presign}" / "registry.db")
         app = create_app({**over, "s3_presign_downloads": presign,
                           "data_dir": tmp_path / f"d{presign}"})
         client = app.test_client()
@@ -314,8 +316,8 @@ def test_api_upload_and_download_through_s3(moto, bucket, tmp_path):
         app.extensions[EXTENSION_KEY].close()
 
 
-def test_api_missing_bucket_is_503_with_the_reason(moto, tmp_path):
-    app = create_app(dict(data_dir=tmp_path / "d", artifact_root="s3://missing-bkt/api",
+def test_api_missing_bucket_is_503_with_the_reason(moto, data_dir):
+    app = create_app(dict(data_dir=data_dir, artifact_root="s3://missing-bkt/api",
                           s3_endpoint_url=moto.url, aws_access_key_id="testing",
                           aws_secret_access_key="testing"))
     client = app.test_client()

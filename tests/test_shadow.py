@@ -111,19 +111,24 @@ def test_a_full_queue_drops_and_counts(live: Env):
     assert manager.report(shadow["id"])["dropped"] == 15
 
 
-def test_the_primary_never_waits_for_a_slow_candidate(live: Env, gemini):
-    """4 clients; the candidate (fake Gemini) takes 2 s per call; every mirror is offered."""
-    live.registry.register_version("m", "2.0.0", provider="gemini",
-                                   config={"model": "gemini-slow"})
+def test_the_primary_never_waits_for_a_slow_candidate(env: Env, gemini):  # noqa: F811
+    """4 clients; the candidate (fake Gemini) takes 2 s per call; every mirror is offered.
+    The primary is a Gemini version too: a candidate refusing the primary's input (an ONNX
+    tensor) fails at once, without a call, and is not slow at all."""
+    for version, name in (("1.0.0", "gemini-fast"), ("2.0.0", "gemini-slow")):
+        env.registry.register_version("m", version, provider="gemini", config={"model": name})
+    dep = env.manager.deploy("m", "1.0.0")
+    env.manager.tick()
+    assert env.manager.get(dep)["state"] == "succeeded"
     gemini.set_behavior("gemini-slow", latency=2.0)
-    manager = shadows(live, queue_size=4, concurrency=2)
+    manager = shadows(env, queue_size=4, concurrency=2)
     shadow = manager.start("m", "2.0.0", 100, 3600, None)
     walls: list[float] = []
 
     def client() -> None:
         for _ in range(30):
             started = time.perf_counter()
-            live.gateway.predict("m", [[1.0, 2.0]])
+            env.gateway.predict("m", "hello")
             walls.append(time.perf_counter() - started)
 
     try:
@@ -136,7 +141,9 @@ def test_the_primary_never_waits_for_a_slow_candidate(live: Env, gemini):
         manager.mirror.refresh()
         report = manager.report(shadow["id"])
         assert report["dropped"] >= 120 - 4 - 2 - 4     # at most queue + workers (+ slack)
+        assert gemini.call_count("gemini-slow") >= 1    # the candidate was called, and slow
     finally:
+        gemini.stop()   # the calls still waiting end now, not 2 s later
         manager.mirror.close()
 
 

@@ -31,10 +31,10 @@ def onnx_model(client, name: str = "m") -> None:
 
 
 @pytest.fixture
-def spans(tmp_path: Path):
+def spans(data_dir: Path):
     exporter = InMemorySpanExporter()
     observability.configure_tracing(exporter=exporter)
-    app = create_app({"data_dir": tmp_path / "d", "TICKER": False})   # no background ticks
+    app = create_app({"data_dir": data_dir, "TICKER": False})   # no background ticks
     try:
         yield app.test_client(), exporter
     finally:

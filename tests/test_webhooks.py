@@ -14,7 +14,7 @@ import pytest
 
 from api.app import create_app
 from storage.schema import utcnow
-from tests.conftest import BACKENDS
+from tests.conftest import BACKENDS, fresh_sqlite, shared_app
 from tests.test_api_deployments import add_version
 from tests.test_readme_python import readme_block
 from tests.webhook_receiver import Receiver
@@ -26,31 +26,30 @@ FAST = dict(webhook_allowed_http_hosts=("127.0.0.1",), webhook_allow_private=Tru
             webhook_max_attempts=5, webhook_disable_after=3)
 
 
-def make_app(tmp_path: Path, **settings):
-    return create_app({"TESTING": True, "data_dir": tmp_path / "data", **FAST, **settings})
+def make_app(data_dir: Path, **settings):
+    return create_app({"TESTING": True, "data_dir": data_dir, **FAST, **settings})
 
 
 @pytest.fixture
-def wdb_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def wdb_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
     """SQLite by default; tests that prove storage behaviour parametrize it over BACKENDS."""
     if getattr(request, "param", "sqlite") == "postgresql":
         return request.getfixturevalue("pg_schema_url")
-    return f"sqlite:///{tmp_path / 'registry.db'}"
+    return fresh_sqlite(sqlite_template, tmp_path / "registry.db")
 
 
 @pytest.fixture
 def wapp(tmp_path: Path, wdb_url: str):
-    app = make_app(tmp_path, database_url=wdb_url)
+    app = make_app(tmp_path / "data", database_url=wdb_url)
     yield app
     app.extensions["model_registry"].close()
 
 
 @pytest.fixture(scope="module")
-def shared_client(tmp_path_factory: pytest.TempPathFactory):
+def shared_client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """One app for the tests that only validate requests."""
-    app = make_app(tmp_path_factory.mktemp("shared"))
-    yield app.test_client()
-    app.extensions["model_registry"].close()
+    with shared_app(request, tmp_path_factory.mktemp("shared"), **FAST) as app:
+        yield app.test_client()
 
 
 @pytest.fixture
@@ -153,8 +152,8 @@ def test_bad_subscriptions_are_refused_with_a_message(shared_client, body, fragm
     assert fragment in response.get_json()["error"]["message"]
 
 
-def test_private_and_loopback_addresses_are_refused_unless_allowed(tmp_path, receiver):
-    app = create_app({"TESTING": True, "data_dir": tmp_path / "data"})
+def test_private_and_loopback_addresses_are_refused_unless_allowed(data_dir, receiver):
+    app = create_app({"TESTING": True, "data_dir": data_dir})
     client = app.test_client()
     try:
         for url in ("https://127.0.0.1/h", "https://10.1.2.3/h", "https://169.254.169.254/h",
@@ -177,9 +176,9 @@ def test_private_and_loopback_addresses_are_refused_unless_allowed(tmp_path, rec
         app.extensions["model_registry"].close()
 
 
-def test_webhooks_are_admin_only(tmp_path, monkeypatch):
+def test_webhooks_are_admin_only(data_dir, monkeypatch):
     monkeypatch.setenv("REGISTRY_ADMIN_TOKEN", "admin-secret-token")
-    app = make_app(tmp_path)
+    app = make_app(data_dir)
     client = app.test_client()
     try:
         svc = app.extensions["model_registry"]
@@ -329,8 +328,8 @@ def test_a_hanging_receiver_delays_nothing_else(wclient, svc, receiver):
     assert [d["state"] for d in deliveries(wclient, slow["id"])] == ["succeeded"] * 2
 
 
-def test_hanging_receiver_times_out_and_is_retried(tmp_path, receiver):
-    app = make_app(tmp_path, webhook_timeout_s=0.3)
+def test_hanging_receiver_times_out_and_is_retried(data_dir, receiver):
+    app = make_app(data_dir, webhook_timeout_s=0.3)
     svc = app.extensions["model_registry"]
     client = app.test_client()
     release = threading.Event()
@@ -534,10 +533,10 @@ def test_pagerduty_trigger_and_resolve_with_the_same_dedup_key(wclient, svc, rec
 
 
 # -- the faulty canary ----------------------------------------------------------------------------
-def test_faulty_canary_delivers_aborted_then_rollback_then_alert(tmp_path, receiver):
+def test_faulty_canary_delivers_aborted_then_rollback_then_alert(data_dir, receiver):
     from models import onnx_examples
     from tests.test_deployment_manager import FAST as ANALYSIS, Clock
-    app = make_app(tmp_path)
+    app = make_app(data_dir)
     svc = app.extensions["model_registry"]
     client = app.test_client()
     try:
