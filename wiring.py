@@ -296,12 +296,17 @@ class Services:
     def spend(self) -> SpendReports:
         return self._part("spend", lambda: SpendReports(self.database, self.collector))
 
-    def close(self) -> None:
-        """Stop the metrics flusher and flush, stop the providers, close the pool (only what
-        was built)."""
+    def detach(self) -> None:
+        """No longer this process's set for its settings (``process_services`` builds a new
+        one), nor closed by ``reset_process_services``: whoever detaches it closes it."""
         with _process_lock:
             if _process.get(self.settings) is self:
                 del _process[self.settings]
+
+    def close(self) -> None:
+        """Stop the metrics flusher and flush, stop the providers, close the pool (only what
+        was built)."""
+        self.detach()
         self.closed = True
         parts = self._parts
         if "webhook_sender" in parts:

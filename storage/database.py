@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +44,22 @@ _SQLITE_BUSY_TIMEOUT_MS = 30_000
 _MIGRATION_LOCK_ID = 0x5EED_0001
 
 
+def _enter_wal(cur: sqlite3.Cursor) -> None:
+    """Switch the file to WAL mode (it stays so). Switching a new file takes an exclusive lock
+    for which SQLite does not wait (its busy handler is not called): processes or threads
+    opening a new database together got "database is locked" (about 1 start in 20 with four
+    at once), so the switch is retried, within the busy timeout."""
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -50,7 +68,7 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode = WAL")
+        _enter_wal(cur)
         cur.execute("PRAGMA synchronous = FULL")  # see the module docstring
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()

@@ -172,9 +172,7 @@ def shared_app(request: pytest.FixtureRequest, root: Path, **settings: object) -
             app = create_app({"TESTING": True, "data_dir": data, **settings})
         config.reset_settings()   # none read in that environment outlive it
         services = app.extensions["model_registry"]
-        with wiring._process_lock:   # private: wiring has no way to forget one set yet
-            if wiring._process.get(services.settings) is services:
-                del wiring._process[services.settings]
+        services.detach()
         stack.callback(services.close)
         yield app
 
@@ -222,6 +220,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
     if request.param == "postgresql":
         return request.getfixturevalue("pg_schema_url")
     return fresh_sqlite(sqlite_template, tmp_path / "registry.db")
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database nothing has migrated yet: a new SQLite file, or an empty PostgreSQL schema."""
+    if request.param == "postgresql":
+        yield from request.getfixturevalue("pg_schemas").lease_empty()
+    else:
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
 
 
 @pytest.fixture

@@ -70,6 +70,15 @@ class PgSchemas:
         finally:
             self._give_back(schema, template)
 
+    def lease_empty(self) -> Iterator[str]:
+        """A URL whose search_path is a schema with nothing in it yet (for tests of migrating
+        itself), dropped after use."""
+        schema = self._create(None)
+        try:
+            yield self.schema_url(schema)
+        finally:
+            self._drop(schema)
+
     def close(self) -> None:
         """Drop the schemas kept for reuse."""
         while self._clean:

@@ -1,6 +1,7 @@
 """storage.database: pragmas, migrations, transactions."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
@@ -72,12 +73,16 @@ def test_transaction_rolls_back_on_error(database):
         assert conn.execute(select(events)).all() == []
 
 
-def test_processes_racing_to_migrate_migrate_once(database_url):
+def test_processes_racing_to_migrate_migrate_once(empty_database_url):
+    """Four starts at once on a database nothing has migrated: each would create the tables
+    and the revision row without the lock (PostgreSQL's advisory lock, SQLite's write lock)."""
     errors: list[BaseException] = []
+    start_line = threading.Barrier(4)
 
     def start() -> None:
         try:
-            Database(database_url).dispose()
+            start_line.wait()
+            Database(empty_database_url).dispose()
         except BaseException as exc:  # collected for the assertion below
             errors.append(exc)
 
@@ -87,6 +92,32 @@ def test_processes_racing_to_migrate_migrate_once(database_url):
     for t in threads:
         t.join()
     assert errors == []
+    db = Database(empty_database_url, migrate=False)
+    try:
+        with db.read() as conn:
+            assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    finally:
+        db.dispose()
+
+
+def test_a_new_sqlite_file_another_opener_holds_is_waited_for(tmp_path):
+    """Opening a new file switches it to WAL, which takes an exclusive lock SQLite does not
+    wait for: a process starting while another opens the same new file must wait, not fail
+    with "database is locked" (1 start in ~20 when four open a new file at once)."""
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")   # another opener, not yet in WAL mode, about to write
+    release = threading.Timer(0.3, other.rollback)
+    release.start()
+    try:
+        db = Database(f"sqlite:///{path}")
+    finally:
+        release.join()
+        other.close()
+    with db.read() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    db.dispose()
 
 
 def test_data_dir_is_created(tmp_path):

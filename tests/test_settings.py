@@ -109,6 +109,17 @@ def test_seed_constructors_share_the_process_services(monkeypatch, tmp_path):
     assert wiring.process_services() is not root
 
 
+def test_a_detached_set_is_left_open_by_the_reset(monkeypatch, tmp_path):
+    monkeypatch.setenv("REGISTRY_DATA_DIR", str(tmp_path / "kept"))
+    kept = wiring.process_services()
+    kept.detach()
+    assert wiring.process_services() is not kept   # the process builds a set of its own
+    wiring.reset_process_services()
+    assert not kept.closed   # closed by whoever detached it, not by the reset
+    kept.close()
+    assert kept.closed
+
+
 @pytest.mark.slow   # a child process
 def test_gunicorn_conf_reports_a_bad_setting_without_a_traceback(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "GUNICORN_THREADS": "many",
