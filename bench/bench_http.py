@@ -23,21 +23,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import print_rows  # noqa: E402
+from bench.servers import SERVERS, server_command  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
 
 def start_server(data_dir: Path, port: int, workers: int, threads: int,
                  server: str = "gunicorn") -> subprocess.Popen:
-    """``server``: gunicorn (gthread, as shipped) or granian (measured, not shipped: see
-    ``bench/bench_vs_mlflow.py``)."""
+    """``server``: see ``bench/servers.py``."""
     env = {**os.environ, "REGISTRY_DATA_DIR": str(data_dir), "AUTO_ROLLBACK": "off"}
-    command = (
-        [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread", "--threads",
-         str(threads), "-b", f"127.0.0.1:{port}", "--log-level", "warning", "bench.http_app:app"]
-        if server == "gunicorn" else
-        [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(workers),
-         "--blocking-threads", str(threads), "--no-ws", "--host", "127.0.0.1", "--port",
-         str(port), "--log-level", "warning", "bench.http_app:app"])
+    command = server_command(server, "bench.http_app:app", port, workers=workers,
+                             threads=threads)
     proc = subprocess.Popen(command, cwd=ROOT, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -138,6 +133,6 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--server", choices=("gunicorn", "granian"), default="gunicorn")
+    parser.add_argument("--server", choices=SERVERS, default="gunicorn")
     a = parser.parse_args()
     main(a.seconds, a.clients, a.workers, a.threads, a.server)

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 
 from bench.report import print_rows  # noqa: E402
+from bench.servers import SERVERS, server_command  # noqa: E402
 from bench.mlflow_client_workload import ViaMlflowClient  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
@@ -74,25 +75,12 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120
     raise RuntimeError(f"server did not start: {log.read_text(errors='replace')[-2000:]}")
 
 
-# How this project's app is served: gunicorn is the shipped configuration; granian (a WSGI
-# server written in Rust) is measured beside it, never shipped, to show how much of a request's
-# cost is the Python HTTP server rather than the registry (issue 14's closing note).
-SERVERS = {
-    "gunicorn": lambda port: [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread",
-                              "--threads", "8", "-b", f"127.0.0.1:{port}", "--log-level",
-                              "warning", "api.app:create_app()"],
-    "granian": lambda port: [sys.executable, "-m", "granian", "--interface", "wsgi", "--factory",
-                             "--workers", "1", "--blocking-threads", "8", "--no-ws",
-                             "--host", "127.0.0.1", "--port", str(port), "--log-level",
-                             "warning", "api.app:create_app"],
-}
-
-
 def start_ours(data: Path, server: str = "gunicorn") -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = data / "ours.log"
     env = {**os.environ, "REGISTRY_DATA_DIR": str(data / "ours"), "AUTO_ROLLBACK": "off"}
-    proc = subprocess.Popen(SERVERS[server](port), cwd=ROOT, env=env, stdout=log.open("ab"),
+    proc = subprocess.Popen(server_command(server, "api.app:create_app", port, factory=True),
+                            cwd=ROOT, env=env, stdout=log.open("ab"),
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/healthz", proc, log)
@@ -320,7 +308,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workload", choices=WORKLOADS, action="append",
                         help="run only this workload (repeatable); default: both")
-    parser.add_argument("--server", choices=tuple(SERVERS), default="gunicorn",
+    parser.add_argument("--server", choices=SERVERS, default="gunicorn",
                         help="serve this project with gunicorn (the shipped configuration, "
                              "default) or granian (measured, not shipped)")
     args = parser.parse_args()
