@@ -52,11 +52,23 @@ def _deselects_slow(config: pytest.Config) -> bool:
     return True
 
 
+_fast_lane = False
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Schemathesis's plugin (~0.35 s to import, in the controller and in each worker) only
     when the fuzz test, which is slow, may run."""
-    if not _deselects_slow(config):
+    global _fast_lane
+    _fast_lane = _deselects_slow(config)
+    if not _fast_lane:
         config.pluginmanager.import_plugin("schemathesis.pytest.plugin")
+
+
+def examples(full: int) -> int:
+    """How many examples a property test draws (its ``max_examples``): ``full`` in the full
+    suite, a fifth of it (at least 10) in the fast lane, which is for the edit-test loop.
+    Hypothesis draws new examples on every run, so the fast lane's runs add up too."""
+    return max(10, full // 5) if _fast_lane else full
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -72,11 +84,26 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return True if marked else None
 
 
+def _runs_on_postgresql(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "postgresql" in callspec.params.values()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with slow tests run first, each file's tests together and in their order. With two
+    """The PostgreSQL case of a test is slow unless the test is marked ``storage``: the layers
+    above the stores reach the database only through them, so the fast lane runs those layers
+    on SQLite and the stores (SQL, migrations, locks and races between processes) on both; the
+    full suite runs every case on both. A test on the session's moto S3 server (a server
+    process, ~1 s to start, and ~20 ms a request) is slow too.
+
+    Files with slow tests run first, each file's tests together and in their order. With two
     workers taking whole files (``python tests.py``), the long end-to-end files then start at
     once and the many short files fill the gaps, instead of one worker finishing the scale-out
     test alone while the other idles."""
+    for item in items:
+        if (_runs_on_postgresql(item) and not item.get_closest_marker("storage")) or \
+                "moto" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
     modules: dict[str, list[pytest.Item]] = {}
     for item in items:
         modules.setdefault(item.nodeid.split("::")[0], []).append(item)

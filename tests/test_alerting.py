@@ -90,6 +90,7 @@ def test_an_explicit_reference_version_is_used(tracker):
     assert [(a["version"], a["rule"]) for a in alerts.evaluate(model)] == [("1.0.0", "slow")]
 
 
+@pytest.mark.storage
 def test_event_alerts_one_active_per_key_even_when_raced(db):
     model = _name()
     alerts = AlertManager(db)

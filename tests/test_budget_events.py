@@ -129,6 +129,7 @@ def test_the_budget_list_is_paged_and_bad_tokens_are_400(data_dir):
     app.extensions["model_registry"].close()
 
 
+@pytest.mark.storage
 def test_processes_flushing_the_crossing_at_once_write_the_event_once(database):
     """Eight collectors (as eight server processes) each flush a key's spend on a model of its
     own (so no metric row is shared and nothing else serialises them on PostgreSQL) that,

@@ -61,6 +61,7 @@ def test_prices_are_exact_integers_and_bad_prices_are_refused():
             parse_price(bad)
 
 
+@pytest.mark.storage
 def test_a_million_costs_sum_exactly(tracker):
     # Float sums of 0.3 µUSD-ish costs drift; integer micro-USD sums do not.
     for _ in range(1000):
@@ -323,6 +324,7 @@ def test_overshoot_of_concurrent_in_flight_requests_is_bounded(data_dir, gemini)
     svc.database.dispose()
 
 
+@pytest.mark.storage
 def test_budget_spend_is_shared_through_the_database(database):
     """A second process's budget view sees what the first one flushed."""
     from tracking.metrics_collector import MetricsCollector

@@ -16,6 +16,8 @@ from storage import database as database_module
 from storage.database import Database, domain_errors
 from storage.schema import events, utcnow
 
+pytestmark = pytest.mark.storage   # the PostgreSQL cases stay in the fast lane
+
 
 def test_sqlite_is_wal_with_foreign_keys(tmp_path):
     db = Database(f"sqlite:///{tmp_path / 'r.db'}")

@@ -473,6 +473,7 @@ def test_a_new_manager_continues_a_rollout_from_its_stored_state(env: Env):
         restarted_db.dispose()
 
 
+@pytest.mark.storage
 def test_two_processes_ticking_at_once_apply_each_step_once(env: Env):
     env.live("1.0.0")
     env.version("1.1.0")

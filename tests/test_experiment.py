@@ -13,7 +13,7 @@ from deployment.experiment import ExperimentManager, proportion_test, verdict, w
 from deployment.experiment_store import ExperimentStore
 from deployment.traffic_switch import TrafficSwitch
 from errors import FailedPrecondition, InvalidArgument
-from storage.schema import events
+from storage.schema import events, utcnow
 from tests.test_deployment_manager import Env, env  # noqa: F401  (the fixture)
 
 
@@ -38,12 +38,20 @@ def variants(env: Env, gemini):  # noqa: F811
 
 
 def run(env: Env, n: int) -> Counter:  # noqa: F811
+    """``n`` calls, then the controller's clock moved to the real time at least: the tracker
+    counts calls at the real time, in 10-second buckets, and an experiment's results read the
+    window from its start to the controller's now. Left behind, that clock made the window the
+    1-second minimum, and calls in an earlier bucket went uncounted (a run that crossed a
+    bucket boundary, as a loaded machine's 400 calls can, did not end the experiment)."""
     seen: Counter = Counter()
     for i in range(n):
         try:
             seen[env.gateway.predict("m", "hello", key=f"user-{i}")["version"]] += 1
         except Exception:  # noqa: BLE001 — a failed call with a failed fallback
             seen["failed"] += 1
+    behind = (utcnow() - env.clock()).total_seconds()
+    if behind > 0:
+        env.clock.advance(behind)
     return seen
 
 

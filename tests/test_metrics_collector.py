@@ -23,6 +23,8 @@ from tracking.metrics_collector import (RELATIVE_ACCURACY, MetricsCollector, ind
 from tracking.metrics_store import MetricsStore, cover
 from tracking.performance_tracker import PerformanceTracker
 
+pytestmark = pytest.mark.storage   # the PostgreSQL cases stay in the fast lane
+
 
 def _name() -> str:
     return f"mc-{uuid.uuid4().hex[:12]}"

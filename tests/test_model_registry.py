@@ -10,6 +10,8 @@ from errors import AlreadyExists, InvalidArgument, NotFound
 from registry.model_registry import ModelRegistry
 from storage.database import Database
 
+pytestmark = pytest.mark.storage   # the PostgreSQL cases stay in the fast lane
+
 
 @pytest.fixture
 def registry(database):

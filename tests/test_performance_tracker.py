@@ -11,6 +11,8 @@ import pytest
 from errors import InvalidArgument
 from tracking.performance_tracker import PerformanceTracker, parse_window
 
+pytestmark = pytest.mark.storage   # the PostgreSQL cases stay in the fast lane
+
 CONTRACT_KEYS = {"requests", "successes", "failures", "success_rate", "error_rate",
                  "avg_latency", "p50_latency", "p95_latency", "p99_latency", "input_tokens",
                  "output_tokens", "total_tokens", "avg_tokens", "throughput"}

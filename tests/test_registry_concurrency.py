@@ -9,6 +9,8 @@ import requests
 from errors import AlreadyExists
 from registry.model_registry import ModelRegistry
 
+pytestmark = pytest.mark.storage   # the PostgreSQL cases stay in the fast lane
+
 
 def test_32_threads_register_different_versions(database):
     registry = ModelRegistry(database)

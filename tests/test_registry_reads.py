@@ -18,6 +18,9 @@ from registry.model_registry import ModelRegistry
 from registry.version_manager import parse_range, parse_version, precedence_key, sort_versions
 from storage.database import Database
 from storage.schema import model_versions, models, utcnow
+from tests.conftest import examples
+
+pytestmark = pytest.mark.storage   # the PostgreSQL cases stay in the fast lane
 
 # --------------------------------------------------------------------------- SQL == Python
 
@@ -58,7 +61,7 @@ def registry(database: Database) -> ModelRegistry:
 
 # Bounded: each example registers up to 14 versions, on both backends (150 examples took 11 s
 # on SQLite and 18 s on PostgreSQL on a loaded machine). Hypothesis draws new ones every run.
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=examples(60), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(versions=st.lists(_version, min_size=0, max_size=14, unique_by=precedence_key),
        archived=st.sets(st.integers(0, 13), max_size=3),

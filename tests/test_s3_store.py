@@ -162,6 +162,7 @@ def test_missing_bucket_is_a_clear_error(moto, tmp_path):
         assert "no-such-bucket" in str(exc.value) and "does not exist" in str(exc.value)
 
 
+@pytest.mark.slow   # a moto server of its own, with IAM enforced
 def test_access_denied_is_a_clear_error(tmp_path):
     """moto enforces IAM when INITIAL_NO_AUTH_ACTION_COUNT is set: unknown keys are refused."""
     with MotoS3(tmp_path, env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as strict:

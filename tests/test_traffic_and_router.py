@@ -13,6 +13,8 @@ from deployment.traffic_store import TrafficStore
 from errors import FailedPrecondition, InvalidArgument
 from storage.schema import utcnow
 
+pytestmark = pytest.mark.storage   # the PostgreSQL cases stay in the fast lane
+
 
 def set_table(store: TrafficStore, weights, stable, **kw):
     with store.db.transaction() as conn:

@@ -14,6 +14,8 @@ from storage.database import Database
 from storage.schema import utcnow
 from tests.support import ROOT, project_files
 
+pytestmark = pytest.mark.storage   # the PostgreSQL cases stay in the fast lane
+
 SWITCH_ONLY = {"set", "mark_rolled_back", "insert_rollback"}
 
 

@@ -21,6 +21,7 @@ from registry.version_manager import (
     precedence_key,
     sort_versions,
 )
+from tests.conftest import examples
 
 # Every precedence example of semver.org §11, in ascending order.
 SPEC_ORDER = [
@@ -378,7 +379,7 @@ def semver_strings(draw, build=True):
     return text
 
 
-PROPERTY = settings(max_examples=150, deadline=None, database=None)
+PROPERTY = settings(max_examples=examples(150), deadline=None, database=None)
 
 
 def spec_key(text: str):
@@ -412,7 +413,7 @@ def test_build_metadata_never_changes_precedence(text, b1, b2):
     assert precedence_key(f"{text}+{b1}") == precedence_key(text)
 
 
-@settings(PROPERTY, max_examples=100)
+@settings(PROPERTY, max_examples=examples(100))
 @given(st.lists(semver_strings(), max_size=8))
 def test_compare_is_a_total_order(versions):
     ordered = sorted(versions, key=functools.cmp_to_key(compare))

@@ -8,6 +8,8 @@ from errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from registry.model_registry import ModelRegistry
 from storage.database import Database
 
+pytestmark = pytest.mark.storage   # the PostgreSQL cases stay in the fast lane
+
 
 @pytest.fixture
 def registry(database: Database) -> ModelRegistry:

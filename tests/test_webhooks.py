@@ -349,6 +349,7 @@ def test_hanging_receiver_times_out_and_is_retried(data_dir, receiver):
         svc.close()
 
 
+@pytest.mark.storage
 @pytest.mark.parametrize("wdb_url", BACKENDS, indirect=True)
 def test_senders_racing_on_one_database_send_each_delivery_once(wclient, svc, wdb_url, receiver):
     from storage.database import Database
