@@ -96,20 +96,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     full suite runs every case on both. A test on the session's moto S3 server (a server
     process, ~1 s to start, and ~20 ms a request) is slow too.
 
-    Files with slow tests run first, each file's tests together and in their order. With two
-    workers taking whole files (``python tests.py``), the long end-to-end files then start at
-    once and the many short files fill the gaps, instead of one worker finishing the scale-out
-    test alone while the other idles."""
+    Files with tests marked slow in their source run first, each file's tests together and in
+    their order. With two workers taking whole files (``python tests.py``), the long end-to-end
+    files then start at once and the many short files fill the gaps, instead of one worker
+    finishing the scale-out test alone while the other idles. (Not the files made slow here
+    by a PostgreSQL case or moto: first among them, a long end-to-end file started late.)"""
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    slow_first = {name for name, group in modules.items()
+                  if any(i.get_closest_marker("slow") for i in group)}
     for item in items:
         if (_runs_on_postgresql(item) and not item.get_closest_marker("storage")) or \
                 "moto" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
-    modules: dict[str, list[pytest.Item]] = {}
-    for item in items:
-        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
-    ordered = sorted(modules.values(),
-                     key=lambda group: not any(i.get_closest_marker("slow") for i in group))
-    items[:] = [item for group in ordered for item in group]
+    ordered = sorted(modules.items(), key=lambda module: module[0] not in slow_first)
+    items[:] = [item for _, group in ordered for item in group]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
