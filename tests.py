@@ -2,7 +2,10 @@
 
 Two workers (pytest-xdist), each taking whole files (``--dist loadfile``: a module's shared
 server starts once): the end-to-end tests spend most of their time waiting on servers,
-processes and sockets, so two workers keep both cores busy. ``python tests.py -n 0`` runs
+processes and sockets, so two workers keep both cores busy. Files are handed out in the order
+``tests/conftest.py`` gives them (``--no-loadscope-reorder``; pytest-xdist would otherwise
+hand out the files with the most tests first, and the long end-to-end files, which have few,
+last). ``python tests.py -n 0`` runs
 everything in this one process instead (the last ``-n`` given wins). Files or tests named on
 the command line (``python tests.py tests/test_auth.py``) are all that is collected.
 """
@@ -26,4 +29,5 @@ def _names_tests(arg: str) -> bool:
 if __name__ == "__main__":
     args = sys.argv[1:]
     where = [] if any(_names_tests(arg) for arg in args) else ["tests"]
-    sys.exit(pytest.main([*where, "-n", "2", "--dist", "loadfile", *args]))
+    sys.exit(pytest.main([*where, "-n", "2", "--dist", "loadfile", "--no-loadscope-reorder",
+                          *args]))
