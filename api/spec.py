@@ -33,7 +33,7 @@ class LeanSpecTree(SpecTree):
     the models, and the view receives the validated instances under those names.
 
     A model's JSON schema is generated when the document is first built, not when its view is
-    declared: pydantic's schema generation for every route's models was about a third of the
+    declared: pydantic's schema generation for every route's models was about a fifth of the
     time to import the API, paid by every process that starts a server and never serves
     ``/openapi.json``."""
 
