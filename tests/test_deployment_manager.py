@@ -48,6 +48,13 @@ class Clock:
             self.now += timedelta(seconds=seconds)
             return self.now
 
+    def catch_up(self) -> datetime:
+        """Moved to the real time if behind it: the tracker records calls at the real time,
+        and a window read from this clock must reach them."""
+        with self.lock:
+            self.now = max(self.now, utcnow())
+            return self.now
+
 
 class Env:
     """One process's worth of the stack, on the test's database."""
@@ -84,8 +91,12 @@ class Env:
         self.registry.attach_artifact("m", version, digest, size)
 
     def live(self, version: str = "1.0.0") -> str:
-        """``version`` deployed and serving 100%."""
+        """``version`` (an ONNX one) registered, deployed and serving 100%."""
         self.version(version)
+        return self.go_live(version)
+
+    def go_live(self, version: str) -> str:
+        """``version``, already registered, deployed and serving 100%."""
         dep = self.manager.deploy("m", version)
         self.manager.tick()
         assert self.manager.get(dep)["state"] == "succeeded"

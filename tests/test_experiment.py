@@ -13,7 +13,7 @@ from deployment.experiment import ExperimentManager, proportion_test, verdict, w
 from deployment.experiment_store import ExperimentStore
 from deployment.traffic_switch import TrafficSwitch
 from errors import FailedPrecondition, InvalidArgument
-from storage.schema import events, utcnow
+from storage.schema import events
 from tests.test_deployment_manager import Env, env  # noqa: F401  (the fixture)
 
 
@@ -31,14 +31,12 @@ def variants(env: Env, gemini):  # noqa: F811
     """m 1.0.0 (control) and 1.1.0 on two fake Gemini models; 1.0.0 serves everything."""
     for version, name in (("1.0.0", "gem-a"), ("1.1.0", "gem-b")):
         env.registry.register_version("m", version, provider="gemini", config={"model": name})
-    dep = env.manager.deploy("m", "1.0.0")
-    env.manager.tick()
-    assert env.manager.get(dep)["state"] == "succeeded"
+    env.go_live("1.0.0")
     return env
 
 
 def run(env: Env, n: int) -> Counter:  # noqa: F811
-    """``n`` calls, then the controller's clock moved to the real time at least: the tracker
+    """``n`` calls, then the controller's clock caught up with the real time: the tracker
     counts calls at the real time, in 10-second buckets, and an experiment's results read the
     window from its start to the controller's now. Left behind, that clock made the window the
     1-second minimum, and calls in an earlier bucket went uncounted (a run that crossed a
@@ -49,9 +47,7 @@ def run(env: Env, n: int) -> Counter:  # noqa: F811
             seen[env.gateway.predict("m", "hello", key=f"user-{i}")["version"]] += 1
         except Exception:  # noqa: BLE001 — a failed call with a failed fallback
             seen["failed"] += 1
-    behind = (utcnow() - env.clock()).total_seconds()
-    if behind > 0:
-        env.clock.advance(behind)
+    env.clock.catch_up()
     return seen
 
 

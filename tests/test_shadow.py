@@ -43,9 +43,7 @@ def shadows(env: Env, **mirror_kw) -> ShadowManager:  # noqa: F811
 def live(env: Env):  # noqa: F811
     """Model m: 1.0.0 (y = x) serving 100%, 1.1.0 (columns swapped) registered."""
     onnx_version(env, "1.0.0", np.eye(2, dtype=np.float32))
-    dep = env.manager.deploy("m", "1.0.0")
-    env.manager.tick()
-    assert env.manager.get(dep)["state"] == "succeeded"
+    env.go_live("1.0.0")
     onnx_version(env, "1.1.0", SWAP)
     return env
 
@@ -117,9 +115,7 @@ def test_the_primary_never_waits_for_a_slow_candidate(env: Env, gemini):  # noqa
     tensor) fails at once, without a call, and is not slow at all."""
     for version, name in (("1.0.0", "gemini-fast"), ("2.0.0", "gemini-slow")):
         env.registry.register_version("m", version, provider="gemini", config={"model": name})
-    dep = env.manager.deploy("m", "1.0.0")
-    env.manager.tick()
-    assert env.manager.get(dep)["state"] == "succeeded"
+    env.go_live("1.0.0")
     gemini.set_behavior("gemini-slow", latency=2.0)
     manager = shadows(env, queue_size=4, concurrency=2)
     shadow = manager.start("m", "2.0.0", 100, 3600, None)
