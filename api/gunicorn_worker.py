@@ -16,9 +16,17 @@ What this worker changes:
   closed. Thousands of idle or trickling sockets therefore cost a file descriptor each,
   never a thread (``worker_connections`` bounds them per worker).
 * Once a thread has the connection, every ``recv``/``send`` on it (the body, the answer) has a
-  kernel deadline of ``io_timeout_s`` seconds (``SO_RCVTIMEO``/``SO_SNDTIMEO``, which survive
-  gunicorn switching the socket to blocking mode): a stalled body or a client that stops
-  reading the answer frees the thread after that long.
+  kernel deadline of ``io_timeout_s`` seconds (``SO_RCVTIMEO``/``SO_SNDTIMEO``, set once per
+  connection: they survive gunicorn switching the socket between blocking and non-blocking
+  mode for every kept-alive request): a stalled body or a client that stops reading the answer
+  frees the thread after that long.
+* A connection that is done (the answer said ``Connection: close``, or the client's did) is
+  closed gracefully (a FIN, then what the client still sends is drained until it closes, for at
+  most ``LINGER_S``, so that unread bytes do not make the kernel answer with a reset that
+  truncates the last answer: RFC 9112, section 9.6) by the event loop, without blocking.
+  gunicorn 27 lingers in a blocking ``recv`` on the event loop's own thread: each client that
+  kept its end open after its answer stalled every request of the worker for 2 s (twenty of
+  them, for 40 s).
 
 Chosen over a front proxy because it ships inside the one configuration the README runs
 (``gunicorn -c gunicorn.conf.py``), with nothing else to install, and the slow-client test
@@ -32,17 +40,21 @@ import re
 import selectors
 import socket
 import struct
+import threading
 import time
 from collections import deque
 from functools import partial
 from typing import Any
 
+from gunicorn import util
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 HEAD_END = b"\r\n\r\n"
 MAX_HEAD_BYTES = 64 * 1024   # beyond gunicorn's own limits: its parser then answers 400/431
 MAX_BUFFERED_BODY = 2 * 1024 * 1024   # above MAX_BODY_BYTES' default: the app answers 413
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,12})[ \t]*\r\n", re.I)
+LINGER_S = 2.0                 # gunicorn's own graceful-close linger and drain cap
+LINGER_MAX_DRAIN = 64 * 1024
 
 
 def _needed(data: bytearray, searched: int) -> int | None:
@@ -64,6 +76,24 @@ def _set_io_deadline(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
+class _Conn(TConn):
+    """gunicorn's connection, whose graceful close is the worker's non-blocking linger. gunicorn
+    calls it from the event loop (``finish_request``); from any other thread, or over TLS,
+    gunicorn's own close runs."""
+
+    def __init__(self, worker: "HeadFirstWorker", *args: Any) -> None:
+        super().__init__(*args)
+        self.worker = worker
+        self.io_deadline_set = False
+
+    def close(self, graceful: bool = False) -> None:
+        if graceful and not self.cfg.is_ssl and \
+                threading.current_thread() is threading.main_thread():
+            self.worker.linger(self)
+        else:
+            super().close(graceful)
+
+
 class HeadFirstWorker(ThreadWorker):
     """``worker_class = "api.gunicorn_worker.HeadFirstWorker"`` (set in gunicorn.conf.py,
     which also sets the two deadlines from the environment)."""
@@ -73,6 +103,7 @@ class HeadFirstWorker(ThreadWorker):
 
     def init_process(self) -> None:
         self.heads: deque[Any] = deque()   # connections whose head is still arriving
+        self.lingering: deque[Any] = deque()   # closed by us, drained until the client closes
         super().init_process()
 
     # -- the event loop: collect heads without a thread ----------------------------------
@@ -84,7 +115,7 @@ class HeadFirstWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        conn = TConn(self.cfg, client_sock, client_addr, listener.getsockname())
+        conn = _Conn(self, self.cfg, client_sock, client_addr, listener.getsockname())
         self._await_head(conn)
 
     def on_client_socket_readable(self, conn: Any, client: Any) -> None:
@@ -128,23 +159,68 @@ class HeadFirstWorker(ThreadWorker):
         self.enqueue_req(conn)
 
     def murder_pending(self) -> None:
-        """Also close the connections whose head did not arrive in time."""
+        """Also close the connections whose head did not arrive in time, and end the lingers
+        that reached their deadline."""
         super().murder_pending()
         now = time.monotonic()
         while self.heads and self.heads[0].head_deadline <= now:
             conn = self.heads.popleft()
-            try:
-                self.poller.unregister(conn.sock)
-            except (OSError, KeyError, ValueError):
-                pass
+            self._unregister(conn)
             self.nr_conns -= 1
             conn.close()
+        while self.lingering and self.lingering[0].linger_deadline <= now:
+            self._end_linger(self.lingering.popleft())
+
+    def _unregister(self, conn: Any) -> None:
+        try:
+            self.poller.unregister(conn.sock)
+        except (OSError, KeyError, ValueError):
+            pass
+
+    # -- the graceful close, on the event loop ---------------------------------------------
+    def linger(self, conn: Any) -> None:
+        """Send FIN, then drain what the client still sends until it closes (``LINGER_S`` at
+        most). Beyond ``worker_connections`` lingering sockets (a flood) a socket is closed at
+        once."""
+        sock = conn.sock
+        if len(self.lingering) >= self.worker_connections:
+            util.close(sock)
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        except OSError:
+            util.close(sock)
+            return
+        conn.linger_deadline = time.monotonic() + LINGER_S
+        conn.drained = 0
+        self.lingering.append(conn)
+        self.poller.register(sock, selectors.EVENT_READ, partial(self._drain, conn))
+
+    def _drain(self, conn: Any, client: Any) -> None:
+        try:
+            data = conn.sock.recv(LINGER_MAX_DRAIN)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.drained += len(data)
+        if data and conn.drained < LINGER_MAX_DRAIN:
+            return
+        self.lingering.remove(conn)
+        self._end_linger(conn)
+
+    def _end_linger(self, conn: Any) -> None:
+        self._unregister(conn)
+        util.close(conn.sock)
 
     # -- a thread: the head is already here ----------------------------------------------
     def handle(self, conn: Any) -> Any:
         head = getattr(conn, "head", b"")
         try:
-            _set_io_deadline(conn.sock, self.io_timeout_s)
+            if not conn.io_deadline_set:
+                _set_io_deadline(conn.sock, self.io_timeout_s)
+                conn.io_deadline_set = True
             if head:
                 conn.head = b""
                 conn.sock.setblocking(True)

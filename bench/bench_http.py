@@ -4,7 +4,8 @@ One gunicorn server (gthread) serves both ``POST /api/models/{m}/predict`` (the 
 validation, tracking) and a bare Flask endpoint calling the same loaded ONNX session
 (``bench/http_app.py``). Client threads in this process send keep-alive requests to each in
 turn, for the same time, in 5 alternating runs; the ratio is the median over the runs of
-gateway / bare. Target ≥ 0.9x (issue 14).
+gateway / bare. Target ≥ 0.9x (issue 14). Beside the rates it prints the server's CPU time per
+request on each route (from /proc), which moves far less from run to run on a shared machine.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import print_rows  # noqa: E402
-from bench.servers import SERVERS, server_command  # noqa: E402
-from tests.support import free_port  # noqa: E402
+from bench.servers import SERVERS, cpu_seconds, server_command  # noqa: E402
+from tests.support import free_port, wait_ready  # noqa: E402
 
 
 def start_server(data_dir: Path, port: int, workers: int, threads: int,
@@ -34,17 +35,13 @@ def start_server(data_dir: Path, port: int, workers: int, threads: int,
     command = server_command(server, "bench.http_app:app", port, workers=workers,
                              threads=threads)
     proc = subprocess.Popen(command, cwd=ROOT, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start")
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz", proc, 30)
+    except RuntimeError:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
 
 
 def prepare(data: Path, model: str, versions: list[str], status: str = "experimental") -> None:
@@ -72,6 +69,7 @@ def call(conn: http.client.HTTPConnection, path: str, body: bytes,
 
 def throughput(port: int, path: str, body: bytes, clients: int, seconds: float,
                headers: dict[str, str] | None = None) -> tuple[float, int]:
+    """(requests answered 200 per second, requests answered otherwise)."""
     done, failed = [0] * clients, [0] * clients
     stop = time.monotonic() + seconds
 
@@ -104,23 +102,32 @@ def main(seconds: float = 5.0, clients: int = 8, workers: int = 1,
             routes = {"bare": "/bare/bench/1.0.0", "gateway": "/api/models/bench/predict"}
             for path in routes.values():  # warm up: load the model in every worker
                 throughput(port, path, body, clients, 1.0)
-            results = {name: [] for name in routes}
+            results: dict[str, list[tuple[float, int]]] = {name: [] for name in routes}
+            cpu = {name: [0.0, 0.0] for name in routes}   # server CPU seconds, requests
             for run in range(5):  # alternate, so both see the same machine state
                 order = list(routes) if run % 2 == 0 else list(reversed(routes))
                 for name in order:
-                    results[name].append(throughput(port, routes[name], body, clients,
-                                                    seconds / 2))
+                    before, started = cpu_seconds(proc.pid), time.monotonic()
+                    rate, failed = throughput(port, routes[name], body, clients, seconds / 2)
+                    cpu[name][0] += cpu_seconds(proc.pid) - before
+                    cpu[name][1] += (rate * (time.monotonic() - started)) + failed
+                    results[name].append((rate, failed))
         finally:
             proc.terminate()
             proc.wait(10)
     rate = {name: sum(r for r, _ in runs) / len(runs) for name, runs in results.items()}
     ratios = sorted(g / b for (g, _), (b, _) in zip(results["gateway"], results["bare"]))
     failed = {name: sum(f for _, f in runs) for name, runs in results.items()}
+    per_request = {name: 1e6 * seconds_ / max(count, 1) for name, (seconds_, count) in cpu.items()}
     rows = [
-        ("HTTP predict, bare Flask + same ONNX session", f"{rate['bare']:.0f} req/s", ""),
-        ("HTTP predict through the gateway", f"{rate['gateway']:.0f} req/s", ""),
+        ("HTTP predict, bare Flask + same ONNX session", f"{rate['bare']:.0f} req/s",
+         f"server CPU {per_request['bare']:.0f} µs/request"),
+        ("HTTP predict through the gateway", f"{rate['gateway']:.0f} req/s",
+         f"server CPU {per_request['gateway']:.0f} µs/request"),
         ("gateway / bare throughput, median of 5 runs", f"{ratios[2]:.2f}x",
-         f"≥ 0.9x (runs: {', '.join(f'{r:.2f}' for r in ratios)})"),
+         f"≥ 0.9x (runs: {', '.join(f'{r:.2f}' for r in ratios)}); "
+         f"bare / gateway server CPU per request: "
+         f"{per_request['bare'] / max(per_request['gateway'], 1e-9):.2f}x"),
     ]
     print(f"{server}, {workers} worker(s) x {threads} threads; {clients} keep-alive "
           f"clients; failed: {failed}")

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_http import throughput  # noqa: E402
 from bench.report import Row, print_rows  # noqa: E402
-from tests.support import free_port  # noqa: E402
+from tests.support import free_port, wait_ready  # noqa: E402
 
 FAKE_MODEL = "gemini-bench"
 PROMPT = "hello there general kenobi"
@@ -47,18 +47,8 @@ LITELLM_VENV = Path(tempfile.gettempdir()) / "model-registry-bench" / "litellm-v
 # -- processes ---------------------------------------------------------------------------------
 
 def wait_http(port: int, path: str, proc: subprocess.Popen, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", path)
-            if conn.getresponse().status < 500:
-                return
-        except OSError:
-            time.sleep(0.25)
-    raise RuntimeError(f"{what} did not start in {timeout:.0f}s")
+    wait_ready(f"http://127.0.0.1:{port}{path}", proc, timeout, what=what,
+               ready=lambda r: r.status_code < 500)
 
 
 def start_fake() -> tuple[subprocess.Popen, str]:

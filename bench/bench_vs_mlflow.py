@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 
 from bench.report import print_rows  # noqa: E402
-from bench.servers import SERVERS, server_command  # noqa: E402
+from bench.servers import SERVERS, cpu_seconds, server_command  # noqa: E402
 from bench.mlflow_client_workload import ViaMlflowClient  # noqa: E402
-from tests.support import free_port  # noqa: E402
+from tests.support import free_port, wait_ready as wait_http_ready  # noqa: E402
 
 MLFLOW = "mlflow==3.17.2"
 VENV = Path(os.environ.get("MLFLOW_VENV", ROOT / "bench" / ".venv-mlflow"))
@@ -62,17 +62,7 @@ def mlflow_binary() -> Path:
 
 
 def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            if requests.get(url, timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"server did not start: {log.read_text(errors='replace')[-2000:]}")
+    wait_http_ready(url, proc, timeout, log=lambda: log.read_text(errors="replace"))
 
 
 def start_ours(data: Path, server: str = "gunicorn") -> tuple[subprocess.Popen, str]:
@@ -189,17 +179,6 @@ def phases(server, tag: str) -> dict[str, list[list[Callable]]]:
     out[OPERATIONS[1]] = [[versions[i] for i in range(len(versions))
                            if (i % MODELS_PER_ROUND) % CLIENTS == c] for c in range(CLIENTS)]
     return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its descendants (Linux /proc), else 0."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(cpu_seconds(int(c)) for c in children)
 
 
 WORKLOADS = ("requests", "mlflow-client")

@@ -8,13 +8,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
-import requests
 
-from tests.support import free_port
+from tests.support import free_port, wait_ready
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_REGION": "us-east-1"}
@@ -37,16 +35,9 @@ class MotoS3:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                requests.get(self.url + "/moto-api/", timeout=1)
-                return self
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError("moto did not start")
+        wait_ready(self.url + "/moto-api/", self.proc, 30, what="moto",
+                   log=lambda: self.log_path.read_text(errors="replace"), ready=lambda r: True)
+        return self
 
     def __exit__(self, *exc) -> None:
         if self.proc and self.proc.poll() is None:

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from models.onnx_examples import linear_model
-from tests.support import LiveServer
+from tests.support import LiveServer, wait_until
 
 pytestmark = pytest.mark.slow   # real server processes, rollbacks in real time
 
@@ -44,16 +44,6 @@ class Load:
         self.stop.set()
         for t in self.threads:
             t.join(30)
-
-
-def wait_until(predicate, timeout: float = 20.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def serve(url: str, model: str, versions: list[str]) -> None:

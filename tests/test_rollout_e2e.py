@@ -25,7 +25,7 @@ import requests
 
 from deployment.records import FINAL_STATES
 from models import onnx_examples
-from tests.support import LiveServer
+from tests.support import LATENCY_TOLERANT, LiveServer
 from tests.fake_gemini import FakeGemini
 
 pytestmark = pytest.mark.slow   # real server processes, rollouts in real time
@@ -196,11 +196,13 @@ def test_blue_green_canary_steps_and_abort_under_load_fail_no_request(tmp_path: 
         try:
             time.sleep(0.5)
             bg = api.deploy("m", "1.1.0", "blue-green",
-                            analysis={"min_requests": 20, "interval_s": 2, "deadline_s": 30})
+                            analysis={"min_requests": 20, "interval_s": 2, "deadline_s": 30,
+                                      **LATENCY_TOLERANT})
             bg_done = api.wait_state(bg, "succeeded", 30)
             load.wait_answers()                      # all on 1.1.0, enough of them to say so
             canary = api.deploy("m", "1.2.0", "canary",
-                                analysis={"min_requests": 30, "interval_s": 5, "deadline_s": 60})
+                                analysis={"min_requests": 30, "interval_s": 5, "deadline_s": 60,
+                                          **LATENCY_TOLERANT})
             canary_done = api.wait_state(canary, "succeeded", 40)
             load.wait_answers()                      # 100% on 1.2.0 for a moment
             # Never passes on its own (too few requests): steered by hand, then aborted.
@@ -310,7 +312,8 @@ def test_sigkill_during_a_canary_then_restart_continues_from_the_same_step(tmp_p
         api.onnx_model("k", ["1.0.0", "1.1.0"])
         api.wait_state(api.deploy("k", "1.0.0"), "succeeded")
         dep = api.deploy("k", "1.1.0", "canary",
-                         analysis={"min_requests": 50, "interval_s": 2, "deadline_s": 120})
+                         analysis={"min_requests": 50, "interval_s": 2, "deadline_s": 120,
+                                   **LATENCY_TOLERANT})
         before = api.wait(dep, lambda d: d["state"] == "progressing", 20, "step 0")
         table_before = api.traffic("k")
     finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PG_URL, ROOT
+from tests.support import LATENCY_TOLERANT, PG_URL, ROOT
 from tests.moto_s3 import MotoS3
 from tests.test_rollout_e2e import CLEAN_ENV, X, Api, Load, failed, serve
 
@@ -55,7 +55,7 @@ def test_two_servers_share_one_bucket_and_one_database_through_a_canary(
         try:
             canary = api_a.deploy("m", "1.1.0", "canary",
                                   analysis={"min_requests": 20, "interval_s": 2,
-                                            "deadline_s": 40})
+                                            "deadline_s": 40, **LATENCY_TOLERANT})
             done = api_b.wait_state(canary, "succeeded", 60)   # B sees A's rollout
         finally:
             answers = [x for load in loads for x in load.stop()]

@@ -21,7 +21,7 @@ from onnx import TensorProto as T
 from onnx import helper
 
 from models.onnx_examples import linear_model
-from tests.support import LiveServer
+from tests.support import LiveServer, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -125,15 +125,6 @@ def admin(server: LiveServer) -> Api:
 def reader(admin: Api) -> Api:
     token = admin.post("/api/keys", {"name": "attacker", "role": "read"}).json()["token"]
     return Api(admin.server, {"Authorization": f"Bearer {token}"})
-
-
-def wait_until(predicate, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def deploy(api: Api, model: str, version: str, **body) -> dict:

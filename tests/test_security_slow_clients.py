@@ -9,6 +9,7 @@ collected by the event loop and the connections are closed at the head deadline.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,12 +21,13 @@ import pytest
 import requests
 
 from models.onnx_examples import linear_model
-from tests.support import ROOT, free_port
+from tests.support import ROOT, free_port, wait_ready
 
 pytestmark = pytest.mark.slow
 
 THREADS = 4
 HEAD_TIMEOUT_S = 3
+IO_TIMEOUT_S = 2
 
 
 class Gunicorn:
@@ -38,6 +40,7 @@ class Gunicorn:
         self.env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port),
                     "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": str(THREADS),
                     "GUNICORN_HEAD_TIMEOUT": str(HEAD_TIMEOUT_S),
+                    "GUNICORN_IO_TIMEOUT": str(IO_TIMEOUT_S),
                     "REGISTRY_DATA_DIR": str(base / "data"),
                     "PROMETHEUS_MULTIPROC_DIR": str(base / "prometheus"),
                     "GUNICORN_CONTROL_SOCKET": str(base / "gunicorn.ctl"),
@@ -50,17 +53,9 @@ class Gunicorn:
                 [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
                  "api.app:create_app()"], cwd=ROOT, env=self.env, stdout=log,
                 stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.log_path.read_text(errors="replace")[-3000:])
-            try:
-                if requests.get(self.url + "/readyz", timeout=2).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(self.log_path.read_text(errors="replace")[-3000:])
+        wait_ready(self.url + "/readyz", self.proc, timeout, what="gunicorn",
+                   log=lambda: self.log_path.read_text(errors="replace"))
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -90,6 +85,23 @@ def _open(port: int, payload: bytes) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(payload)
     return s
+
+
+def _answer(s: socket.socket) -> bytes:
+    """One whole answer (head and a ``Content-Length`` body) read from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"connection closed before a whole head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)\r\ncontent-length: *([0-9]+)", head).group(1))
+    while len(body) < length:
+        chunk = s.recv(65536)
+        assert chunk, "connection closed before a whole body"
+        body += chunk
+    assert len(body) == length, "more than one answer"
+    return head + b"\r\n\r\n" + body
 
 
 def _predict_quickly(url: str) -> None:
@@ -138,3 +150,54 @@ def test_a_trickled_request_is_still_served_within_the_deadline(server):
     finally:
         s.close()
     assert answer.startswith(b"HTTP/1.1 200") and b'"version":"1.0.0"' in answer.replace(b" ", b"")
+
+
+def test_a_stalled_body_on_a_kept_alive_connection_frees_its_thread(server):
+    """The I/O deadline holds for every request of a kept-alive connection, not only its
+    first: each of THREADS connections is answered once, then starts a chunked body (read by a
+    thread, not the event loop) and stalls. Every thread is then blocked in ``recv`` until the
+    deadline frees it and the connection is closed."""
+    body = b'{"input": [[1, 2, 3, 4]]}'
+    first = (b"POST /api/models/m/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+             b"Content-Type: application/json\r\n"
+             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    stalled = (b"POST /api/models/m/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"10\r\n{\"input\": [[1, 2")
+    sockets = [_open(server.port, first) for _ in range(THREADS)]
+    try:
+        for s in sockets:
+            answer = _answer(s)
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+            assert b"connection: close" not in answer.lower()
+        started = time.monotonic()
+        for s in sockets:
+            s.sendall(stalled)
+        for s in sockets:
+            s.settimeout(IO_TIMEOUT_S + 10)
+            while s.recv(65536):   # whatever the server says before hanging up
+                pass
+        assert time.monotonic() - started < IO_TIMEOUT_S + 8
+        _predict_quickly(server.url)
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_clients_that_keep_their_end_open_after_the_last_answer_do_not_stall_the_worker(server):
+    """Every answer that ends a connection is followed by a graceful close, which waits for the
+    client to close too. Twenty clients that never do: before, each stalled the worker's event
+    loop for 2 s (an honest request waited 40 s); now they linger without blocking it."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    lingering = [_open(server.port, request) for _ in range(20)]
+    try:
+        time.sleep(0.3)   # all answered, all in their graceful close
+        for _ in range(5):
+            _predict_quickly(server.url)
+        for s in lingering:   # each got its whole answer, then the server's FIN
+            assert _answer(s).startswith(b"HTTP/1.1 200")
+            s.settimeout(5)
+            assert s.recv(1024) == b""
+    finally:
+        for s in lingering:
+            s.close()
