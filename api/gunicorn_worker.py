@@ -7,11 +7,11 @@ of every worker and no prediction is served (issue 21, finding 4).
 
 What this worker changes:
 
-* The request head (request line and headers, up to ``MAX_HEAD_BYTES``) and a body of
-  declared ``Content-Length`` up to ``MAX_BUFFERED_BODY`` are read by the worker's event
-  loop, without a thread, from non-blocking sockets. Only a connection whose request is
-  complete is handed to a thread (a chunked or larger body is read by the thread, under the
-  deadline below). A head not complete within ``head_timeout_s``
+* The request head (request line and headers, up to ``MAX_HEAD_BYTES``) and a body of up to
+  ``MAX_BUFFERED_BODY`` (of declared ``Content-Length``, or chunked) are read by the worker's
+  event loop, without a thread, from non-blocking sockets. Only a connection whose request is
+  complete is handed to a thread (a larger body is read by the thread, under the deadline
+  below). A request not complete within ``head_timeout_s``
   seconds of the connection (or of the previous answer, on a kept-alive connection) is
   closed. Thousands of idle or trickling sockets therefore cost a file descriptor each,
   never a thread (``worker_connections`` bounds them per worker).
@@ -53,20 +53,74 @@ HEAD_END = b"\r\n\r\n"
 MAX_HEAD_BYTES = 64 * 1024   # beyond gunicorn's own limits: its parser then answers 400/431
 MAX_BUFFERED_BODY = 2 * 1024 * 1024   # above MAX_BODY_BYTES' default: the app answers 413
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,12})[ \t]*\r\n", re.I)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding:[ \t]*chunked[ \t]*\r\n", re.I)
+MAX_CHUNK_LINE = 1024   # a chunk-size line (hex size and extensions) longer than this is refused
 LINGER_S = 2.0                 # gunicorn's own graceful-close linger and drain cap
 LINGER_MAX_DRAIN = 64 * 1024
 
 
-def _needed(data: bytearray, searched: int) -> int | None:
+def _needed(data: bytearray, searched: int) -> "int | _ChunkedEnd | None":
     """How many bytes the request needs before a thread takes it, once its head is complete
-    (head, plus a body of declared length small enough to buffer); None while the head is
-    still arriving. ``searched``: bytes already known not to hold the head's end."""
+    (head, plus a body of declared length small enough to buffer), or for a chunked body the
+    scanner that finds its end; None while the head is still arriving. ``searched``: bytes
+    already known not to hold the head's end."""
     end = data.find(HEAD_END, max(0, searched - len(HEAD_END) + 1))
     if end < 0:
         return 0 if len(data) > MAX_HEAD_BYTES else None
+    body = end + len(HEAD_END)
+    if _CHUNKED.search(data, 0, end + 2):
+        return _ChunkedEnd(body)
     match = _CONTENT_LENGTH.search(data, 0, end + 2)
     length = int(match.group(1)) if match else 0
-    return end + len(HEAD_END) + (length if length <= MAX_BUFFERED_BODY else 0)
+    return body + (length if length <= MAX_BUFFERED_BODY else 0)
+
+
+class _ChunkedEnd:
+    """Where a chunked body ends, found as its bytes arrive: each call goes on from the last
+    complete chunk, so a body sent a byte at a time is not scanned again and again.
+
+    Why buffer it: a thread reading a chunked body waits ``io_timeout_s`` per ``recv``, so a
+    client trickling a byte every few seconds would hold the thread for as long as it liked."""
+
+    def __init__(self, body: int) -> None:
+        self.body = body
+        self.pos = body            # the next chunk's size line, or the trailers
+        self.trailers = False
+
+    def find(self, data: bytearray) -> int:
+        """The request's length once its last chunk and trailers are in ``data``; more than
+        ``len(data)`` while they are arriving. ``len(data)`` at once (a thread takes the
+        connection and gunicorn's parser reads or refuses the rest) for a body over
+        ``MAX_BUFFERED_BODY`` or malformed framing."""
+        waiting = len(data) + 1
+        while True:
+            if self.pos - self.body > MAX_BUFFERED_BODY:
+                return len(data)
+            if self.trailers:
+                if data[self.pos:self.pos + 2] == b"\r\n":
+                    return self.pos + 2
+                end = data.find(HEAD_END, self.pos)
+                if end >= 0:
+                    return end + len(HEAD_END)
+                return len(data) if len(data) - self.pos > MAX_HEAD_BYTES else waiting
+            eol = data.find(b"\r\n", self.pos, self.pos + MAX_CHUNK_LINE)
+            if eol < 0:
+                return len(data) if len(data) - self.pos >= MAX_CHUNK_LINE else waiting
+            try:
+                size = int(bytes(data[self.pos:eol]).split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                return len(data)
+            if not 0 <= size <= MAX_BUFFERED_BODY:
+                return len(data)
+            if size == 0:
+                self.pos, self.trailers = eol + 2, True
+                continue
+            after = eol + 2 + size
+            if len(data) < after + 2:
+                return waiting
+            if data[after:after + 2] != b"\r\n":
+                return len(data)
+            self.pos = after + 2
 
 
 def _set_io_deadline(sock: socket.socket, seconds: float) -> None:
@@ -147,7 +201,9 @@ class HeadFirstWorker(ThreadWorker):
             conn.head += data
             if conn.need is None:
                 conn.need = _needed(conn.head, searched)
-            if conn.need is None or len(conn.head) < conn.need:
+            need = conn.need.find(conn.head) if isinstance(conn.need, _ChunkedEnd) \
+                else conn.need
+            if need is None or len(conn.head) < need:
                 return
         self.poller.unregister(conn.sock)
         self.heads.remove(conn)

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -200,4 +201,42 @@ def test_clients_that_keep_their_end_open_after_the_last_answer_do_not_stall_the
             assert s.recv(1024) == b""
     finally:
         for s in lingering:
+            s.close()
+
+
+def test_chunked_bodies_trickled_a_byte_at_a_time_do_not_hold_the_threads(server):
+    """A chunked body is collected by the event loop too, under the head deadline: before, a
+    thread read it, waiting up to the I/O deadline per byte, so a client sending one byte
+    more often than that held the thread for ever."""
+    head = (b"POST /api/models/m/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"1\r\n{\r\n")
+    attackers = [_open(server.port, head) for _ in range(3 * THREADS)]
+    stop = threading.Event()
+
+    def trickle() -> None:   # one byte of JSON padding per socket, four times per I/O deadline
+        while not stop.wait(IO_TIMEOUT_S / 4):
+            for s in attackers:
+                try:
+                    s.sendall(b"1\r\n \r\n")
+                except OSError:
+                    pass
+
+    trickler = threading.Thread(target=trickle, daemon=True)
+    trickler.start()
+    try:
+        time.sleep(IO_TIMEOUT_S * 0.75)   # before the head deadline: every body still "arriving"
+        for _ in range(5):
+            _predict_quickly(server.url)
+        for s in attackers:   # the head deadline ends each: closed, or refused with an answer
+            s.settimeout(HEAD_TIMEOUT_S + 5)
+            try:
+                while chunk := s.recv(65536):
+                    assert not chunk.startswith(b"HTTP/1.1 200"), chunk[:200]
+            except ConnectionResetError:
+                pass
+    finally:
+        stop.set()
+        trickler.join(10)
+        for s in attackers:
             s.close()

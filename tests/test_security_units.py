@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from api.auth import is_loopback_name
-from api.gunicorn_worker import MAX_BUFFERED_BODY, _needed
+from api.gunicorn_worker import MAX_BUFFERED_BODY, _ChunkedEnd, _needed
 from config import Settings
 from models.deadline import Watchdog
 from storage.schema import as_utc
@@ -70,3 +70,36 @@ def test_the_worker_waits_for_the_whole_small_request():
     assert _needed(bytearray(head), 0) == len(head) + 5
     big = head.replace(b"5", str(MAX_BUFFERED_BODY + 1).encode())
     assert _needed(bytearray(big), 0) == len(big)       # a thread reads it, under a deadline
+
+
+CHUNKED_HEAD = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def _chunked_end(body: bytes) -> int:
+    """Where the scanner says the request ends once all of it is there, fed a byte at a
+    time; it must wait (ask for more than it has) at every byte before."""
+    scan = _needed(bytearray(CHUNKED_HEAD), 0)
+    assert isinstance(scan, _ChunkedEnd)
+    data = bytearray(CHUNKED_HEAD)
+    for byte in body[:-1]:
+        data.append(byte)
+        assert scan.find(data) > len(data), bytes(data)
+    data.append(body[-1])
+    return scan.find(data)
+
+
+def test_the_worker_waits_for_the_whole_small_chunked_body():
+    body = b"5;name=value\r\nhello\r\n3\r\n wo\r\n0\r\n\r\n"
+    assert _chunked_end(body) == len(CHUNKED_HEAD) + len(body)
+    with_trailers = b"2\r\nhi\r\n0\r\nX-Check: 1\r\n\r\n"
+    assert _chunked_end(with_trailers) == len(CHUNKED_HEAD) + len(with_trailers)
+
+
+def test_a_chunked_body_too_large_or_malformed_goes_to_a_thread_at_once():
+    for body in (f"{MAX_BUFFERED_BODY + 1:x}\r\n".encode(),   # too large to buffer
+                 b"zz\r\nhello\r\n",                         # not a size
+                 b"-5\r\n",                                   # not a size either
+                 b"5\r\nhelloXX",                              # no CRLF after the chunk
+                 b"1" * 2000):                                  # endless size line
+        data = bytearray(CHUNKED_HEAD + body)
+        assert _needed(data, 0).find(data) == len(data), body[:40]
