@@ -10,8 +10,9 @@ section):
 ``WEB_CONCURRENCY``         worker processes (default 2 x CPU cores)
 ``GUNICORN_THREADS``        threads per worker (default 8); the per-model in-flight limit
                             stays below it (``config.Settings.inflight_limit``)
-``GUNICORN_HEAD_TIMEOUT``   seconds a client has to send its request line and headers,
-                            read without a thread (default 10; ``api/gunicorn_worker.py``)
+``GUNICORN_HEAD_TIMEOUT``   seconds a client has to send its request line, headers and a
+                            body of up to 2 MiB, read without a thread (default 10;
+                            ``api/gunicorn_worker.py``)
 ``GUNICORN_IO_TIMEOUT``     seconds any one read of a body or write of an answer may
                             block a thread (default 30)
 ``GUNICORN_TIMEOUT``        seconds a silent worker lives before the master kills it (60)

@@ -32,8 +32,8 @@ def start_server(data_dir: Path, port: int, workers: int, threads: int,
                  server: str = "gunicorn") -> subprocess.Popen:
     """``server``: see ``bench/servers.py``."""
     env = {**os.environ, "REGISTRY_DATA_DIR": str(data_dir), "AUTO_ROLLBACK": "off"}
-    command = server_command(server, "bench.http_app:app", port, workers=workers,
-                             threads=threads)
+    command = server_command(server, "bench.http_app:build", port, factory=True,
+                             workers=workers, threads=threads)
     proc = subprocess.Popen(command, cwd=ROOT, env=env)
     try:
         wait_ready(f"http://127.0.0.1:{port}/healthz", proc, 30)

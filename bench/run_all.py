@@ -14,12 +14,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("REGISTRY_DATA_DIR", tempfile.mkdtemp(prefix="bench-"))
 
-from bench import (bench_gateway, bench_http, bench_protocols,  # noqa: E402
-                   bench_registry, bench_rollout, bench_s3_memory, bench_tracking,
-                   bench_vs_mlflow, bench_webhooks)
+from bench import (bench_gateway, bench_http, bench_predict_path,  # noqa: E402
+                   bench_protocols, bench_registry, bench_rollout, bench_s3_memory,
+                   bench_tracking, bench_vs_mlflow, bench_webhooks)
 
 BENCHMARKS = [("gateway overhead", bench_gateway.main),
               ("HTTP throughput", bench_http.main),
+              ("predict path, step by step", bench_predict_path.main),   # issue 14
               ("metrics", bench_tracking.main),
               ("registry", bench_registry.main),
               ("registry vs MLflow", bench_vs_mlflow.main),
