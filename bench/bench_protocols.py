@@ -63,7 +63,7 @@ def start_fake() -> tuple[subprocess.Popen, str]:
 def prepare(data: Path) -> None:
     """A Gemini model (``chat``) and an ONNX model (``iris``), both stable."""
     subprocess.run([sys.executable, "-c", (
-        "from api.services import build_services; from config import Settings;"
+        "from wiring import build_services; from config import Settings;"
         "from models.onnx_examples import linear_model; from pathlib import Path;"
         f"s = build_services(Settings.from_env({{'data_dir': Path({str(data)!r})}}));"
         "s.registry.register_model('chat');"
