@@ -18,6 +18,7 @@ from tests.conftest import BACKENDS, fresh_sqlite, shared_app
 from tests.test_api_deployments import add_version
 from tests.test_readme_python import readme_block
 from tests.webhook_receiver import Receiver
+from webhooks import sender as sender_module
 from webhooks.payloads import dedup_key
 
 FIXTURES = Path(__file__).parent / "fixtures" / "webhooks"
@@ -326,6 +327,25 @@ def test_a_hanging_receiver_delays_nothing_else(wclient, svc, receiver):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert [d["state"] for d in deliveries(wclient, slow["id"])] == ["succeeded"] * 2
+
+
+def test_a_subscription_with_more_than_a_drain_budget_is_delivered_without_a_pause(
+        wclient, svc, receiver, monkeypatch):
+    """A worker yields after a budget of deliveries to one subscription; the next beat goes on.
+    It used to lease one delivery more than it sent when it yielded, and that delivery waited
+    for its lease to run out (2 x the timeout + 5 s): 200 events took 28 s instead of 2 s."""
+    monkeypatch.setattr(sender_module, "_DRAIN_BUDGET", 3)
+    subscribe(wclient, receiver.script("/drain", 200), events=["model.created"])
+    for i in range(7):
+        register(wclient, f"m{i}")
+    started = time.monotonic()
+    while len(receiver.at("/drain")) < 7:                     # the background path: tick()
+        svc.webhook_sender.tick()
+        assert time.monotonic() - started < svc.webhook_sender.lease_s / 2, \
+            f"stalled after {len(receiver.at('/drain'))} of 7"
+        time.sleep(0.02)
+    assert [r.json()["data"]["model"] for r in receiver.at("/drain")] == \
+        [f"m{i}" for i in range(7)]
 
 
 def test_hanging_receiver_times_out_and_is_retried(data_dir, receiver):

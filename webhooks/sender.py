@@ -112,11 +112,13 @@ class WebhookSender:
 
     def _run(self, item: Claimed) -> None:
         """Send ``item``, then the subscription's next due deliveries (up to a budget), without
-        waiting for the next beat: a busy subscription drains at the receiver's pace."""
+        waiting for the next beat: a busy subscription drains at the receiver's pace. At the
+        budget it yields before leasing another (a leased delivery left unsent would wait for
+        its lease to run out)."""
         current: Claimed | None = item
         try:
-            for _ in range(_DRAIN_BUDGET):
-                if current is None or self.attempt(current) == "retry":
+            for sent in range(1, _DRAIN_BUDGET + 1):
+                if current is None or self.attempt(current) == "retry" or sent == _DRAIN_BUDGET:
                     break
                 current = next(iter(self.store.claim(
                     owner=self.owner, now=self.clock(), lease_s=self.lease_s, limit=1,
