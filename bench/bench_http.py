@@ -1,9 +1,9 @@
 """HTTP predict throughput (run by hand): ``python bench/bench_http.py [--seconds 5]``.
 
-One gunicorn server (gthread) serves both ``POST /api/models/{m}/predict`` (the gateway: routing,
-validation, tracking) and a bare Flask endpoint calling the same loaded ONNX session
-(``bench/http_app.py``). Client threads in this process send keep-alive requests to each in
-turn, for the same time, in 5 alternating runs; the ratio is the median over the runs of
+One gunicorn server (the shipped worker) serves both ``POST /api/models/{m}/predict`` (the
+gateway: routing, validation, tracking) and a bare Flask endpoint calling the same loaded ONNX
+session (``bench/http_app.py``). Client threads in this process send keep-alive requests to
+each in turn, for the same time, in 5 alternating runs; the ratio is the median over the runs of
 gateway / bare. Target ≥ 0.9x (issue 14). Beside the rates it prints the server's CPU time per
 request on each route (from /proc), which moves far less from run to run on a shared machine.
 """
