@@ -31,7 +31,7 @@ What this worker changes:
 Chosen over a front proxy because it ships inside the one configuration the README runs
 (``gunicorn -c gunicorn.conf.py``), with nothing else to install, and the slow-client test
 runs against exactly that. TLS is left to gunicorn's own path (no head buffering): terminate
-TLS in a proxy, as ``docs/production.md`` says.
+TLS in a proxy, as the README's Security section says.
 """
 from __future__ import annotations
 
