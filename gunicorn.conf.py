@@ -101,6 +101,10 @@ from api.gunicorn_worker import HeadFirstWorker  # noqa: E402  (the deadlines ar
 
 HeadFirstWorker.head_timeout_s = _settings.gunicorn_head_timeout
 HeadFirstWorker.io_timeout_s = _settings.gunicorn_io_timeout
+# Files (artifact downloads) are written in chunks, each under the I/O deadline. With sendfile,
+# Python waits for a full socket buffer with no deadline at all: a client that asked for a large
+# artifact and never read it held the thread for ever.
+sendfile = False
 preload_app = False
 timeout = _settings.gunicorn_timeout
 graceful_timeout = _settings.gunicorn_graceful_timeout

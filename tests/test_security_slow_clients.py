@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from models.onnx_examples import linear_model
-from tests.support import ROOT, free_port, wait_ready
+from tests.support import ROOT, free_port, wait_ready, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -239,4 +239,43 @@ def test_chunked_bodies_trickled_a_byte_at_a_time_do_not_hold_the_threads(server
         stop.set()
         trickler.join(10)
         for s in attackers:
+            s.close()
+
+
+def test_a_download_nobody_reads_frees_its_thread(server):
+    """An artifact larger than the socket buffers, asked for by clients that never read it. With
+    gunicorn's ``sendfile`` the thread waited for the socket with no deadline at all; written
+    in chunks instead, each write has the I/O deadline."""
+    url = server.url
+    requests.post(f"{url}/api/models/m/versions/register",
+                  json={"version": "9.0.0", "provider": "onnx"}).raise_for_status()
+    requests.put(f"{url}/api/models/m/versions/9.0.0/artifact",
+                 data=os.urandom(32 * 1024 * 1024)).raise_for_status()
+    readers = []
+    for _ in range(THREADS):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # fills at once
+        s.connect(("127.0.0.1", server.port))
+        s.sendall(b"GET /api/models/m/versions/9.0.0/artifact HTTP/1.1\r\n"
+                  b"Host: 127.0.0.1\r\n\r\n")
+        readers.append(s)
+    def served() -> bool:
+        try:
+            return requests.get(f"{url}/healthz", timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    try:
+        # Every thread is held until a write times out (a few deadlines: the stalled writes
+        # still move a few bytes at first); before, never.
+        wait_until(served, timeout=8 * IO_TIMEOUT_S)
+        _predict_quickly(url)
+        for s in readers:   # each answer was cut short and its connection closed
+            s.settimeout(10)
+            received = 0
+            while chunk := s.recv(1 << 20):
+                received += len(chunk)
+            assert received < 32 * 1024 * 1024
+    finally:
+        for s in readers:
             s.close()
