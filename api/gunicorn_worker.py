@@ -123,6 +123,17 @@ class _ChunkedEnd:
             self.pos = after + 2
 
 
+def _recv_ready(sock: socket.socket, size: int) -> bytes | None:
+    """What a readable non-blocking socket holds (up to ``size`` bytes); ``b""`` once the client
+    has gone (end of stream or an error); None if nothing is there after all."""
+    try:
+        return sock.recv(size)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
 def _set_io_deadline(sock: socket.socket, seconds: float) -> None:
     whole = int(seconds)
     timeval = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
@@ -190,12 +201,9 @@ class HeadFirstWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._read_head, conn))
 
     def _read_head(self, conn: Any, client: Any) -> None:
-        try:
-            data = conn.sock.recv(256 * 1024)
-        except (BlockingIOError, InterruptedError):
+        data = _recv_ready(conn.sock, 256 * 1024)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if data:
             searched = len(conn.head)
             conn.head += data
@@ -254,12 +262,9 @@ class HeadFirstWorker(ThreadWorker):
         self.poller.register(sock, selectors.EVENT_READ, partial(self._drain, conn))
 
     def _drain(self, conn: Any, client: Any) -> None:
-        try:
-            data = conn.sock.recv(LINGER_MAX_DRAIN)
-        except (BlockingIOError, InterruptedError):
+        data = _recv_ready(conn.sock, LINGER_MAX_DRAIN)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.drained += len(data)
         if data and conn.drained < LINGER_MAX_DRAIN:
             return

@@ -35,12 +35,7 @@ def start_server(data_dir: Path, port: int, workers: int, threads: int,
     command = server_command(server, "bench.http_app:build", port, factory=True,
                              workers=workers, threads=threads)
     proc = subprocess.Popen(command, cwd=ROOT, env=env)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/healthz", proc, 30)
-    except RuntimeError:
-        proc.kill()
-        proc.wait()
-        raise
+    wait_ready(f"http://127.0.0.1:{port}/healthz", proc, 30)
     return proc
 
 

@@ -69,7 +69,8 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float, *, what: str = 
                log: Callable[[], str] = lambda: "",
                ready: Callable[[requests.Response], Any] = lambda r: r.ok) -> None:
     """Poll ``url`` until its answer is ``ready``; fail at once, with the end of ``log()``,
-    if ``proc`` exits first. The one readiness loop of the tests' and benchmarks' servers."""
+    if ``proc`` exits first; kill ``proc`` if it is not ready in ``timeout`` seconds (never a
+    child left behind). The one readiness loop of the tests' and benchmarks' servers."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -81,6 +82,8 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float, *, what: str = 
         except requests.RequestException:   # not listening yet, or too busy to answer
             pass
         time.sleep(0.1)
+    proc.kill()
+    proc.wait(10)
     raise RuntimeError(f"{what} did not get ready in {timeout:.0f} s: {log()[-3000:]}")
 
 
@@ -102,11 +105,7 @@ class LiveServer:
         self.proc = subprocess.Popen([sys.executable, "api/app.py"], cwd=ROOT, env=self.env,
                                      stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        try:
-            wait_ready(self.url + "/healthz", self.proc, timeout, log=self.log)
-        except RuntimeError:
-            self.kill()   # never leave a child behind (nor an unwaited Popen)
-            raise
+        wait_ready(self.url + "/healthz", self.proc, timeout, log=self.log)
         return self
 
     def log(self) -> str:
