@@ -103,7 +103,9 @@
     const parts = [`≥ ${a.min_requests} requests and ${a.interval_s} s per step`,
                    `error rate ≤ ${Dash.percent(a.max_error_rate)}`];
     if (a.max_p95_latency) parts.push(`p95 ≤ ${Dash.seconds(a.max_p95_latency)}`);
-    if (a.max_p95_ratio) parts.push(`p95 ≤ ${a.max_p95_ratio}× stable`);
+    if (a.max_p95_ratio) {
+      parts.push(`p95 ≤ ${a.max_p95_ratio}× stable (or within ${Dash.seconds(a.p95_tolerance_s)})`);
+    }
     parts.push(`pause after ${a.deadline_s} s without enough data`);
     return parts.join(", ");
   }
@@ -419,6 +421,7 @@
   function analysisSettings() {
     const fields = {min_requests: "an-min-requests", interval_s: "an-interval",
                     max_error_rate: "an-max-error", max_p95_latency: "an-max-p95",
+                    max_p95_ratio: "an-max-p95-ratio", p95_tolerance_s: "an-p95-tolerance",
                     deadline_s: "an-deadline"};
     const out = {};
     for (const [key, id] of Object.entries(fields)) {
