@@ -96,6 +96,8 @@ class Settings:
                                        metadata=_env("GUNICORN_HEAD_TIMEOUT", positive=True))
     gunicorn_io_timeout: int = field(default=30,
                                      metadata=_env("GUNICORN_IO_TIMEOUT", positive=True))
+    gunicorn_min_rate: int = field(default=16384,   # bytes/s a client must keep up after that
+                                   metadata=_env("GUNICORN_MIN_RATE", positive=True))
     # -- issue 21: bounded work per request ------------------------------------------------
     onnx_timeout_s: float = field(default=10.0,            # enforced deadline of one ONNX run
                                   metadata=_env("ONNX_TIMEOUT_S", positive=True))

@@ -15,6 +15,9 @@ section):
                             ``api/gunicorn_worker.py``)
 ``GUNICORN_IO_TIMEOUT``     seconds any one read of a body or write of an answer may
                             block a thread (default 30)
+``GUNICORN_MIN_RATE``       bytes a second a client must keep up, reading its answer or
+                            sending its body, once it has had GUNICORN_IO_TIMEOUT seconds
+                            of slack (default 16384): a 408, or the answer cut off
 ``GUNICORN_TIMEOUT``        seconds a silent worker lives before the master kills it (60)
 ``GUNICORN_GRACEFUL_TIMEOUT``  seconds a worker may finish its requests on SIGTERM (30)
 ``PROMETHEUS_MULTIPROC_DIR``   where the workers' metric files live. Default: a fresh
@@ -101,6 +104,7 @@ from api.gunicorn_worker import HeadFirstWorker  # noqa: E402  (the deadlines ar
 
 HeadFirstWorker.head_timeout_s = _settings.gunicorn_head_timeout
 HeadFirstWorker.io_timeout_s = _settings.gunicorn_io_timeout
+HeadFirstWorker.min_rate = _settings.gunicorn_min_rate
 # Files (artifact downloads) are written in chunks, each under the I/O deadline. With sendfile,
 # Python waits for a full socket buffer with no deadline at all: a client that asked for a large
 # artifact and never read it held the thread for ever.

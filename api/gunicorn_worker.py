@@ -20,6 +20,13 @@ What this worker changes:
   connection: they survive gunicorn switching the socket between blocking and non-blocking
   mode for every kept-alive request): a stalled body or a client that stops reading the answer
   frees the thread after that long.
+* The deadline above bounds each read or write, not a whole body or answer: a client that moves
+  a few bytes within each deadline (reading a large answer, or sending a large body, a trickle
+  at a time) would hold the thread for as long as it liked. So the time a thread spends blocked
+  on its client during one request may reach ``io_timeout_s`` plus a second per ``min_rate``
+  bytes moved, each way (``_Paced``); beyond, a body read answers 408 and an answer is cut off.
+  Time the application spends computing is not counted: a slow stream of tokens is not a slow
+  client.
 * A connection that is done (the answer said ``Connection: close``, or the client's did) is
   closed gracefully (a FIN, then what the client still sends is drained until it closes, for at
   most ``LINGER_S``, so that unread bytes do not make the kernel answer with a reset that
@@ -36,10 +43,12 @@ TLS in a proxy, as the README's Security section says.
 from __future__ import annotations
 
 import errno
+import fcntl
 import re
 import selectors
 import socket
 import struct
+import termios
 import threading
 import time
 from collections import deque
@@ -48,6 +57,7 @@ from typing import Any
 
 from gunicorn import util
 from gunicorn.workers.gthread import TConn, ThreadWorker
+from werkzeug.exceptions import RequestTimeout
 
 HEAD_END = b"\r\n\r\n"
 MAX_HEAD_BYTES = 64 * 1024   # beyond gunicorn's own limits: its parser then answers 400/431
@@ -141,6 +151,68 @@ def _set_io_deadline(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
+class _Paced:
+    """The connection's socket while a thread serves one request: ``recv`` and ``sendall``
+    count the time blocked on the client against ``grace_s`` plus ``bytes / min_rate`` each
+    way; everything else is the socket's own.
+
+    A body read past its budget raises werkzeug's ``RequestTimeout``, through gunicorn's body
+    reader into the application, which answers 408 (gunicorn then closes the connection: a body
+    that failed to read leaves it unusable); so does one that reached the kernel deadline. An
+    answer past its budget raises ``TimeoutError``, which ``HeadFirstWorker.handle_request``
+    logs in one line before closing the connection."""
+
+    __slots__ = ("sock", "grace_s", "min_rate", "received", "recv_blocked", "sent",
+                 "send_blocked")
+
+    def __init__(self, sock: socket.socket, grace_s: float, min_rate: float) -> None:
+        self.sock, self.grace_s, self.min_rate = sock, grace_s, min_rate
+        self.received = self.sent = 0
+        self.recv_blocked = self.send_blocked = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+    def recv(self, size: int) -> bytes:
+        started = time.monotonic()
+        try:
+            data = self.sock.recv(size)
+        except (BlockingIOError, TimeoutError):   # the kernel deadline: nothing for io_timeout_s
+            raise RequestTimeout("the request body stopped arriving") from None
+        self.recv_blocked += time.monotonic() - started
+        self.received += len(data)
+        if self.recv_blocked > self.grace_s + self.received / self.min_rate:
+            raise RequestTimeout(f"the request body arrived slower than {self.min_rate:.0f} "
+                                 "bytes a second")
+        return data
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += len(data)
+        view = memoryview(data)
+        while True:
+            started = time.monotonic()
+            written = self.sock.send(view)
+            self.send_blocked += time.monotonic() - started
+            if self.send_blocked > self.grace_s and \
+                    self.send_blocked > self.grace_s + self._acknowledged() / self.min_rate:
+                raise TimeoutError(errno.ETIMEDOUT, "the client read the answer slower than "
+                                                    f"{self.min_rate:.0f} bytes a second")
+            if written == len(view):
+                return
+            view = view[written:]
+
+    def _acknowledged(self) -> int:
+        """The bytes of the answer the client has taken: those written, less those still in the
+        kernel's send queue (Linux's ``SIOCOUTQ``; elsewhere, all those written). Counting the
+        queue would credit a slow reader with seconds for bytes it never read: on loopback the
+        kernel buffers 3 MB of an answer, 45 s at 64 KiB a second."""
+        try:
+            queued = fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (OSError, AttributeError):
+            return self.sent
+        return self.sent - struct.unpack("i", queued)[0]
+
+
 class _Conn(TConn):
     """gunicorn's connection, whose graceful close is the worker's non-blocking linger. gunicorn
     calls it from the event loop (``finish_request``); from any other thread, or over TLS,
@@ -165,6 +237,7 @@ class HeadFirstWorker(ThreadWorker):
 
     head_timeout_s: float = 10.0
     io_timeout_s: float = 30.0
+    min_rate: float = 16384.0   # bytes a second, each way, once io_timeout_s is spent
 
     def init_process(self) -> None:
         self.heads: deque[Any] = deque()   # connections whose head is still arriving
@@ -290,3 +363,25 @@ class HeadFirstWorker(ThreadWorker):
         except OSError:
             return False   # the socket died meanwhile: finish_request closes it
         return super().handle(conn)
+
+    def handle_request(self, req: Any, conn: Any) -> bool:
+        if self.cfg.is_ssl:
+            return super().handle_request(req, conn)
+        sock, unreader = conn.sock, conn.parser.unreader
+        conn.sock = unreader.sock = _Paced(sock, self.io_timeout_s, self.min_rate)
+        try:
+            return super().handle_request(req, conn)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ETIMEDOUT):
+                raise
+            # a client too slow to read its answer: one line, not gunicorn's traceback
+            why = exc.strerror if exc.errno == errno.ETIMEDOUT else \
+                f"the client read nothing for {self.io_timeout_s:g} s"
+            self.log.warning("%s %s: answer cut off, connection closed: %s", req.method,
+                             req.path, why)
+            # the answer is broken anyway: a reset drops its queued rest at once, instead of
+            # the kernel delivering it at the client's pace after the close
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raise StopIteration() from None
+        finally:
+            conn.sock = unreader.sock = sock

@@ -26,7 +26,8 @@ _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                  429: "rate_limit_error"}
 # Google's ``status`` for each HTTP status.
 _GOOGLE_STATUSES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-                    404: "NOT_FOUND", 409: "FAILED_PRECONDITION", 413: "INVALID_ARGUMENT",
+                    404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 409: "FAILED_PRECONDITION",
+                    413: "INVALID_ARGUMENT",
                     415: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
                     502: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from werkzeug.exceptions import RequestTimeout
+
 from api.app import create_app
+from api.protocol_errors import error_parts, google_body, openai_body
 from deployment.model_ref import ModelRef, parse_model_ref
 from errors import InvalidArgument
 from tests.test_api_predict import gemini_model, onnx_model
@@ -171,3 +174,11 @@ def test_errors_anywhere_under_a_protocol_prefix_keep_its_shape(client):
     r = client.post("/v1/chat/completions", json={"model": "m\ud800", **CHAT})
     assert r.status_code == 400 and r.json["error"]["type"] == "invalid_request_error"
     assert client.get("/api/nothing").json["error"]["code"] == "NOT_FOUND"
+
+
+def test_a_body_timeout_from_the_server_speaks_each_protocol():
+    """The production worker ends a body that stopped arriving with werkzeug's 408."""
+    status, code, message, param = error_parts(RequestTimeout("the request body stopped arriving"))
+    assert (status, code) == (408, "REQUEST_TIMEOUT")
+    assert google_body(status, code, message, param)["error"]["status"] == "DEADLINE_EXCEEDED"
+    assert openai_body(status, code, message, param)["error"]["code"] == "request_timeout"

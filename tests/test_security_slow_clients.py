@@ -29,6 +29,8 @@ pytestmark = pytest.mark.slow
 THREADS = 4
 HEAD_TIMEOUT_S = 3
 IO_TIMEOUT_S = 2
+MIN_RATE = 64 * 1024
+BIG = 32 * 1024 * 1024   # the large artifact: far beyond any socket buffer
 
 
 class Gunicorn:
@@ -42,6 +44,7 @@ class Gunicorn:
                     "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": str(THREADS),
                     "GUNICORN_HEAD_TIMEOUT": str(HEAD_TIMEOUT_S),
                     "GUNICORN_IO_TIMEOUT": str(IO_TIMEOUT_S),
+                    "GUNICORN_MIN_RATE": str(MIN_RATE),
                     "REGISTRY_DATA_DIR": str(base / "data"),
                     "PROMETHEUS_MULTIPROC_DIR": str(base / "prometheus"),
                     "GUNICORN_CONTROL_SOCKET": str(base / "gunicorn.ctl"),
@@ -78,6 +81,10 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     requests.put(f"{url}/api/models/m/versions/1.0.0/artifact",
                  data=linear_model()).raise_for_status()
     requests.post(f"{url}/api/models/m/deploy", json={"version": "1.0.0"}).raise_for_status()
+    requests.post(f"{url}/api/models/m/versions/register",
+                  json={"version": "9.0.0", "provider": "onnx"}).raise_for_status()
+    requests.put(f"{url}/api/models/m/versions/9.0.0/artifact",
+                 data=os.urandom(BIG)).raise_for_status()
     yield g
     g.stop()
 
@@ -155,16 +162,19 @@ def test_a_trickled_request_is_still_served_within_the_deadline(server):
 
 def test_a_stalled_body_on_a_kept_alive_connection_frees_its_thread(server):
     """The I/O deadline holds for every request of a kept-alive connection, not only its
-    first: each of THREADS connections is answered once, then starts a chunked body (read by a
-    thread, not the event loop) and stalls. Every thread is then blocked in ``recv`` until the
-    deadline frees it and the connection is closed."""
+    first: each of THREADS connections is answered once, then starts an upload too large for
+    the event loop to buffer (so a thread reads it) and stalls. Every thread is then blocked in
+    ``recv`` until the deadline frees it: the client gets a 408 (before, werkzeug's 400 for a
+    client that disconnected, which blamed the request) and the connection is closed."""
+    requests.post(f"{server.url}/api/models/m/versions/register",
+                  json={"version": "9.2.0", "provider": "onnx"}).raise_for_status()
     body = b'{"input": [[1, 2, 3, 4]]}'
     first = (b"POST /api/models/m/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
              b"Content-Type: application/json\r\n"
              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-    stalled = (b"POST /api/models/m/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-               b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-               b"10\r\n{\"input\": [[1, 2")
+    stalled = (b"PUT /api/models/m/versions/9.2.0/artifact HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               b"Content-Type: application/octet-stream\r\n"
+               b"Content-Length: " + str(3 * 1024 * 1024).encode() + b"\r\n\r\n" + b"x" * 1000)
     sockets = [_open(server.port, first) for _ in range(THREADS)]
     try:
         for s in sockets:
@@ -176,8 +186,11 @@ def test_a_stalled_body_on_a_kept_alive_connection_frees_its_thread(server):
             s.sendall(stalled)
         for s in sockets:
             s.settimeout(IO_TIMEOUT_S + 10)
-            while s.recv(65536):   # whatever the server says before hanging up
-                pass
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+            assert b'"REQUEST_TIMEOUT"' in answer
         assert time.monotonic() - started < IO_TIMEOUT_S + 8
         _predict_quickly(server.url)
     finally:
@@ -242,40 +255,123 @@ def test_chunked_bodies_trickled_a_byte_at_a_time_do_not_hold_the_threads(server
             s.close()
 
 
-def test_a_download_nobody_reads_frees_its_thread(server):
-    """An artifact larger than the socket buffers, asked for by clients that never read it. With
-    gunicorn's ``sendfile`` the thread waited for the socket with no deadline at all; written
-    in chunks instead, each write has the I/O deadline."""
-    url = server.url
-    requests.post(f"{url}/api/models/m/versions/register",
-                  json={"version": "9.0.0", "provider": "onnx"}).raise_for_status()
-    requests.put(f"{url}/api/models/m/versions/9.0.0/artifact",
-                 data=os.urandom(32 * 1024 * 1024)).raise_for_status()
+def _downloaders(port: int) -> list[socket.socket]:
+    """THREADS clients that ask for the large artifact, each with a tiny receive buffer."""
     readers = []
     for _ in range(THREADS):
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # fills at once
-        s.connect(("127.0.0.1", server.port))
+        s.connect(("127.0.0.1", port))
         s.sendall(b"GET /api/models/m/versions/9.0.0/artifact HTTP/1.1\r\n"
                   b"Host: 127.0.0.1\r\n\r\n")
         readers.append(s)
-    def served() -> bool:
-        try:
-            return requests.get(f"{url}/healthz", timeout=1).ok
-        except requests.RequestException:
-            return False
+    return readers
 
+
+def _cut_offs(server: Gunicorn) -> int:
+    """How many answers the server has cut off so far (one warning line each)."""
+    return server.log_path.read_text(errors="replace").count(
+        "answer cut off, connection closed")
+
+
+def _cut_short(s: socket.socket) -> None:
+    """The rest of a download, which must end (the server closed) before the whole artifact."""
+    s.settimeout(10)
+    received = 0
+    try:
+        while chunk := s.recv(1 << 20):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    assert received < BIG
+
+
+def test_a_download_nobody_reads_frees_its_thread(server):
+    """An artifact larger than the socket buffers, asked for by clients that never read it. With
+    gunicorn's ``sendfile`` the thread waited for the socket with no deadline at all; written
+    in chunks instead, each write has the I/O deadline."""
+    before = _cut_offs(server)
+    readers = _downloaders(server.port)
     try:
         # Every thread is held until a write times out (a few deadlines: the stalled writes
         # still move a few bytes at first); before, never.
-        wait_until(served, timeout=8 * IO_TIMEOUT_S)
-        _predict_quickly(url)
+        wait_until(lambda: _cut_offs(server) >= before + THREADS, timeout=8 * IO_TIMEOUT_S)
+        _predict_quickly(server.url)
         for s in readers:   # each answer was cut short and its connection closed
-            s.settimeout(10)
-            received = 0
-            while chunk := s.recv(1 << 20):
-                received += len(chunk)
-            assert received < 32 * 1024 * 1024
+            _cut_short(s)
     finally:
         for s in readers:
             s.close()
+
+
+def test_a_download_read_a_trickle_at_a_time_frees_its_thread(server):
+    """Clients that read their large answer, but slower than GUNICORN_MIN_RATE: 16 KiB a second
+    against 64. Each write completes within the I/O deadline, so before, a thread was held for
+    the whole download (32 MB at that pace: over half an hour); now the time spent waiting on
+    the client outgrows its budget within seconds, and the answer is cut off."""
+    before = _cut_offs(server)
+    readers = _downloaders(server.port)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.25):
+            for s in readers:
+                try:
+                    s.recv(4096, socket.MSG_DONTWAIT)
+                except (BlockingIOError, OSError):
+                    pass
+
+    reader = threading.Thread(target=trickle, daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: _cut_offs(server) >= before + THREADS, timeout=30)
+        _predict_quickly(server.url)
+    finally:
+        stop.set()
+        reader.join(10)
+    try:
+        for s in readers:
+            _cut_short(s)
+        log = server.log_path.read_text(errors="replace")
+        assert "the client read the answer slower than 65536 bytes a second" in log
+        assert "Socket error processing request" not in log   # one line each, no traceback
+    finally:
+        for s in readers:
+            s.close()
+
+
+def test_a_large_body_trickled_in_gets_a_408(server):
+    """A body over the 2 MiB the event loop buffers is read by a thread; sent at 5 KiB a second
+    against GUNICORN_MIN_RATE's 64, each read still gets bytes within the I/O deadline, so
+    before, the upload held its thread for ten minutes. Now it is refused once the time spent
+    waiting on it outgrows its budget."""
+    size = 3 * 1024 * 1024
+    requests.post(f"{server.url}/api/models/m/versions/register",
+                  json={"version": "9.1.0", "provider": "onnx"}).raise_for_status()
+    s = _open(server.port, b"PUT /api/models/m/versions/9.1.0/artifact HTTP/1.1\r\n"
+                           b"Host: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
+                           b"Content-Length: " + str(size).encode() + b"\r\n\r\n")
+    started = time.monotonic()
+    answer = b""
+    try:
+        s.settimeout(0.2)
+        while time.monotonic() - started < 60:
+            try:
+                s.sendall(b"x" * 1024)
+            except OSError:
+                pass
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                continue
+            answer += chunk
+            if not chunk:
+                break
+    finally:
+        s.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b'"REQUEST_TIMEOUT"' in answer
+    assert time.monotonic() - started < 20
+    _predict_quickly(server.url)
+    # nothing was stored
+    assert requests.get(f"{server.url}/api/models/m/versions/9.1.0/artifact").status_code == 404

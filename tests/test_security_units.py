@@ -1,6 +1,7 @@
 """Issue 21: the small pieces behind the attack tests, checked directly (fast)."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from datetime import datetime, timezone
@@ -8,7 +9,10 @@ from datetime import datetime, timezone
 import pytest
 
 from api.auth import is_loopback_name
-from api.gunicorn_worker import MAX_BUFFERED_BODY, _ChunkedEnd, _needed
+from werkzeug.exceptions import RequestTimeout
+
+from api.gunicorn_worker import (MAX_BUFFERED_BODY, _ChunkedEnd, _needed, _Paced,
+                                 _set_io_deadline)
 from config import Settings
 from models.deadline import Watchdog
 from storage.schema import as_utc
@@ -103,3 +107,66 @@ def test_a_chunked_body_too_large_or_malformed_goes_to_a_thread_at_once():
                  b"1" * 2000):                                  # endless size line
         data = bytearray(CHUNKED_HEAD + body)
         assert _needed(data, 0).find(data) == len(data), body[:40]
+
+
+@pytest.fixture
+def pair():
+    server, client = socket.socketpair()
+    yield server, client
+    server.close()
+    client.close()
+
+
+def test_an_answer_produced_slowly_to_a_prompt_reader_is_never_cut_off(pair):
+    """Only the time spent waiting on the client counts: a stream of tokens written far below
+    the minimum rate, for well past the grace, to a client that reads at once."""
+    server, client = pair
+    paced = _Paced(server, grace_s=0.2, min_rate=10_000)
+    received = bytearray()
+    reader = threading.Thread(target=lambda: [received.extend(c) for c in iter(
+        lambda: client.recv(4096), b"")])
+    reader.start()
+    for _ in range(12):
+        paced.sendall(b"token " * 2)
+        time.sleep(0.05)
+    server.shutdown(socket.SHUT_WR)
+    reader.join(5)
+    assert bytes(received) == b"token " * 24
+
+
+def test_an_answer_nobody_reads_is_cut_off_after_the_grace(pair):
+    server, _client = pair
+    _set_io_deadline(server, 0.3)
+    paced = _Paced(server, grace_s=0.5, min_rate=10_000)
+    started = time.monotonic()
+    with pytest.raises(OSError):   # the rate (ETIMEDOUT) or the kernel deadline (EAGAIN)
+        for _ in range(10_000):
+            paced.sendall(b"x" * 65536)
+    assert time.monotonic() - started < 5
+
+
+def test_a_body_trickled_in_below_the_rate_is_a_408_and_a_prompt_one_is_read(pair):
+    server, client = pair
+    _set_io_deadline(server, 1)
+    client.sendall(b"y" * 5000)
+    assert _Paced(server, grace_s=0.3, min_rate=1000).recv(5000) == b"y" * 5000
+    paced = _Paced(server, grace_s=0.3, min_rate=1000)
+
+    def trickle() -> None:
+        for _ in range(20):
+            client.send(b"z")
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    with pytest.raises(RequestTimeout, match="slower than 1000 bytes a second"):
+        while True:
+            paced.recv(1)
+    sender.join(5)
+
+
+def test_a_body_that_stops_arriving_is_a_408(pair):
+    server, _client = pair
+    _set_io_deadline(server, 0.2)
+    with pytest.raises(RequestTimeout, match="stopped arriving"):
+        _Paced(server, grace_s=5, min_rate=1000).recv(10)
