@@ -6,9 +6,11 @@ environment isolation).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
@@ -85,6 +87,63 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float, *, what: str = 
     proc.kill()
     proc.wait(10)
     raise RuntimeError(f"{what} did not get ready in {timeout:.0f} s: {log()[-3000:]}")
+
+
+class ProductionServer:
+    """The production command, ``gunicorn -c gunicorn.conf.py 'api.app:create_app()'``, in a
+    child process on a free port of this machine, with its own data, metrics directory and
+    control socket under ``base`` (named ``name``). ``env`` adds to (or overrides) this
+    process's environment, without the variables named in ``drop``."""
+
+    def __init__(self, base: Path, name: str, env: dict[str, str],
+                 drop: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / f"{name}.log"
+        self.prom_dir = base / f"{name}-prometheus"
+        inherited = {k: v for k, v in os.environ.items() if k not in drop}
+        self.env = {**inherited, "HOST": "127.0.0.1", "PORT": str(self.port),
+                    "REGISTRY_DATA_DIR": str(base / f"{name}-data"),
+                    "PROMETHEUS_MULTIPROC_DIR": str(self.prom_dir),
+                    # a short path: a unix socket's is limited to about 100 bytes
+                    "GUNICORN_CONTROL_SOCKET": str(Path(tempfile.gettempdir())
+                                                   / f"mr-test-{self.port}.ctl"),
+                    "NO_PROXY": "127.0.0.1,localhost", **env}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ProductionServer":
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                 "api.app:create_app()"], cwd=ROOT, env=self.env, stdout=log,
+                stderr=subprocess.STDOUT)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 40.0) -> "ProductionServer":
+        """Ready when /readyz answers and every worker booted (a gthread worker accepts
+        connections only once its app is built; the master listens at once)."""
+        workers = int(self.env.get("WEB_CONCURRENCY", "1"))
+        assert self.proc is not None, "start() first"
+        wait_ready(self.url + "/readyz", self.proc, timeout, what=self.name, log=self.log,
+                   ready=lambda r: r.ok and self.log().count("Booting worker") >= workers)
+        return self
+
+    def stop(self) -> int | None:
+        """SIGTERM (workers finish, flush and exit), SIGKILL after 30 s; the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
 
 
 class LiveServer:

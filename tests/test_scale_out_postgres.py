@@ -13,10 +13,6 @@ What it shows (the figures are printed; run with ``-s`` to see them):
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -32,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.support import LATENCY_TOLERANT, PG_URL, ROOT, free_port, wait_ready
+from tests.support import LATENCY_TOLERANT, PG_URL, ProductionServer
 from models.onnx_examples import linear_model
 
 pytestmark = [pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not set"),
@@ -40,10 +36,8 @@ pytestmark = [pytest.mark.skipif(not PG_URL, reason="TEST_DATABASE_URL is not se
 
 INPUT = {"input": [[1.0, 2.0, 3.0, 4.0]]}
 CLOSE = {"Connection": "close"}   # a new connection per request: spread over the workers
-_ENV_DROP = ("DATABASE_URL", "ARTIFACT_ROOT", "REGISTRY_ADMIN_TOKEN", "PROMETHEUS_MULTIPROC_DIR",
-             "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "WEB_CONCURRENCY",
-             "GUNICORN_CONTROL_SOCKET", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
-             "https_proxy")
+_ENV_DROP = ("REGISTRY_ADMIN_TOKEN", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL",
+             "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 
 
 @pytest.fixture
@@ -62,56 +56,13 @@ def pg_database() -> str:
         admin.dispose()
 
 
-class Gunicorn:
+class Gunicorn(ProductionServer):
     """``gunicorn -c gunicorn.conf.py 'api.app:create_app()'`` with two workers."""
 
     def __init__(self, name: str, base: Path, database_url: str, artifact_root: Path) -> None:
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.prom_dir = base / f"{name}-prometheus"
-        self.log_path = base / f"{name}.log"
-        env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
-        self.env = {**env, "HOST": "127.0.0.1", "PORT": str(self.port), "WEB_CONCURRENCY": "2",
-                    "GUNICORN_THREADS": "8", "DATABASE_URL": database_url,
-                    "REGISTRY_DATA_DIR": str(base / f"{name}-data"),
-                    "ARTIFACT_ROOT": str(artifact_root),
-                    "PROMETHEUS_MULTIPROC_DIR": str(self.prom_dir),
-                    "GUNICORN_CONTROL_SOCKET": f"/tmp/mr-test-{self.port}.ctl",
-                    "NO_PROXY": "127.0.0.1,localhost"}
-        self.proc: subprocess.Popen | None = None
-        self._log = None
-
-    def start(self) -> "Gunicorn":
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "api.app:create_app()"],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 40.0) -> None:
-        """Ready when /readyz answers and both workers booted (a gthread worker accepts
-        connections only once its app is built)."""
-        # The master listens at once; a booting worker answers only once built.
-        wait_ready(self.url + "/readyz", self.proc, timeout, what=self.name, log=self.log,
-                   ready=lambda r: r.ok and self.log().count("Booting worker") >= 2)
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)   # graceful: workers finish, flush, exit
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self._log:
-            self._log.close()
-        return self.proc.returncode
+        super().__init__(base, name, {"WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "8",
+                                      "DATABASE_URL": database_url,
+                                      "ARTIFACT_ROOT": str(artifact_root)}, drop=_ENV_DROP)
 
     # -- helpers ----------------------------------------------------------------------------------
     def post(self, path: str, **kw) -> requests.Response:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +19,7 @@ import pytest
 import requests
 
 from models.onnx_examples import linear_model
-from tests.support import ROOT, free_port, wait_ready, wait_until
+from tests.support import ProductionServer, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -33,47 +30,17 @@ MIN_RATE = 64 * 1024
 BIG = 32 * 1024 * 1024   # the large artifact: far beyond any socket buffer
 
 
-class Gunicorn:
+def _gunicorn(base: Path) -> ProductionServer:
     """The production command, one worker with few threads (the easiest to starve)."""
-
-    def __init__(self, base: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = base / "gunicorn.log"
-        self.env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port),
-                    "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": str(THREADS),
-                    "GUNICORN_HEAD_TIMEOUT": str(HEAD_TIMEOUT_S),
-                    "GUNICORN_IO_TIMEOUT": str(IO_TIMEOUT_S),
-                    "GUNICORN_MIN_RATE": str(MIN_RATE),
-                    "REGISTRY_DATA_DIR": str(base / "data"),
-                    "PROMETHEUS_MULTIPROC_DIR": str(base / "prometheus"),
-                    "GUNICORN_CONTROL_SOCKET": str(base / "gunicorn.ctl"),
-                    "NO_PROXY": "127.0.0.1,localhost"}
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 40.0) -> "Gunicorn":
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                 "api.app:create_app()"], cwd=ROOT, env=self.env, stdout=log,
-                stderr=subprocess.STDOUT)
-        wait_ready(self.url + "/readyz", self.proc, timeout, what="gunicorn",
-                   log=lambda: self.log_path.read_text(errors="replace"))
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+    return ProductionServer(base, "gunicorn", {
+        "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": str(THREADS),
+        "GUNICORN_HEAD_TIMEOUT": str(HEAD_TIMEOUT_S), "GUNICORN_IO_TIMEOUT": str(IO_TIMEOUT_S),
+        "GUNICORN_MIN_RATE": str(MIN_RATE)})
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    g = Gunicorn(tmp_path_factory.mktemp("slow-clients")).start()
+    g = _gunicorn(tmp_path_factory.mktemp("slow-clients")).start().wait_ready()
     url = g.url
     requests.post(f"{url}/api/models/register", json={"name": "m"}).raise_for_status()
     requests.post(f"{url}/api/models/m/versions/register",
@@ -268,9 +235,9 @@ def _downloaders(port: int) -> list[socket.socket]:
     return readers
 
 
-def _cut_offs(server: Gunicorn) -> int:
+def _cut_offs(server: ProductionServer) -> int:
     """How many answers the server has cut off so far (one warning line each)."""
-    return server.log_path.read_text(errors="replace").count(
+    return server.log().count(
         "answer cut off, connection closed")
 
 
@@ -332,7 +299,7 @@ def test_a_download_read_a_trickle_at_a_time_frees_its_thread(server):
     try:
         for s in readers:
             _cut_short(s)
-        log = server.log_path.read_text(errors="replace")
+        log = server.log()
         assert "the client read the answer slower than 65536 bytes a second" in log
         assert "Socket error processing request" not in log   # one line each, no traceback
     finally:
