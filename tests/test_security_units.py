@@ -126,9 +126,9 @@ def test_an_answer_produced_slowly_to_a_prompt_reader_is_never_cut_off(pair):
     reader = threading.Thread(target=lambda: [received.extend(c) for c in iter(
         lambda: client.recv(4096), b"")])
     reader.start()
-    for _ in range(12):
+    for _ in range(12):   # 0.5 s of writing in all: more than twice the grace
         paced.sendall(b"token " * 2)
-        time.sleep(0.05)
+        time.sleep(0.04)
     server.shutdown(socket.SHUT_WR)
     reader.join(5)
     assert bytes(received) == b"token " * 24
@@ -136,8 +136,8 @@ def test_an_answer_produced_slowly_to_a_prompt_reader_is_never_cut_off(pair):
 
 def test_an_answer_nobody_reads_is_cut_off_after_the_grace(pair):
     server, _client = pair
-    _set_io_deadline(server, 0.3)
-    paced = _Paced(server, grace_s=0.5, min_rate=10_000)
+    _set_io_deadline(server, 0.1)
+    paced = _Paced(server, grace_s=0.2, min_rate=10_000)
     started = time.monotonic()
     with pytest.raises(OSError):   # the rate (ETIMEDOUT) or the kernel deadline (EAGAIN)
         for _ in range(10_000):
@@ -152,17 +152,21 @@ def test_a_body_trickled_in_below_the_rate_is_a_408_and_a_prompt_one_is_read(pai
     assert _Paced(server, grace_s=0.3, min_rate=1000).recv(5000) == b"y" * 5000
     paced = _Paced(server, grace_s=0.3, min_rate=1000)
 
+    done = threading.Event()
+
     def trickle() -> None:
-        for _ in range(20):
+        while not done.wait(0.05):
             client.send(b"z")
-            time.sleep(0.05)
 
     sender = threading.Thread(target=trickle, daemon=True)
     sender.start()
-    with pytest.raises(RequestTimeout, match="slower than 1000 bytes a second"):
-        while True:
-            paced.recv(1)
-    sender.join(5)
+    try:
+        with pytest.raises(RequestTimeout, match="slower than 1000 bytes a second"):
+            while True:
+                paced.recv(1)
+    finally:
+        done.set()
+        sender.join(5)
 
 
 def test_a_body_that_stops_arriving_is_a_408(pair):
