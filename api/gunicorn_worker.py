@@ -174,10 +174,12 @@ class _Paced:
         return getattr(self.sock, name)
 
     def recv(self, size: int) -> bytes:
+        if self.sock.gettimeout() is not None:   # a caller with its own deadline: gunicorn's
+            return self.sock.recv(size)          # graceful close on its error path
         started = time.monotonic()
         try:
             data = self.sock.recv(size)
-        except (BlockingIOError, TimeoutError):   # the kernel deadline: nothing for io_timeout_s
+        except BlockingIOError:   # the kernel deadline: nothing for io_timeout_s
             raise RequestTimeout("the request body stopped arriving") from None
         self.recv_blocked += time.monotonic() - started
         self.received += len(data)

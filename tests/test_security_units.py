@@ -174,3 +174,13 @@ def test_a_body_that_stops_arriving_is_a_408(pair):
     _set_io_deadline(server, 0.2)
     with pytest.raises(RequestTimeout, match="stopped arriving"):
         _Paced(server, grace_s=5, min_rate=1000).recv(10)
+
+
+def test_a_read_under_its_callers_own_deadline_is_not_paced(pair):
+    """gunicorn's graceful close drains with a socket timeout of its own and catches only
+    socket errors: a 408 raised there would escape it."""
+    server, _client = pair
+    paced = _Paced(server, grace_s=0, min_rate=1)
+    server.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        paced.recv(10)
