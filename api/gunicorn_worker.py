@@ -42,6 +42,7 @@ TLS in a proxy, as the README's Security section says.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import re
@@ -53,7 +54,7 @@ import threading
 import time
 from collections import deque
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 from gunicorn import util
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -67,6 +68,8 @@ _CHUNKED = re.compile(rb"\r\ntransfer-encoding:[ \t]*chunked[ \t]*\r\n", re.I)
 MAX_CHUNK_LINE = 1024   # a chunk-size line (hex size and extensions) longer than this is refused
 LINGER_S = 2.0                 # gunicorn's own graceful-close linger and drain cap
 LINGER_MAX_DRAIN = 64 * 1024
+_SEND_SLICE = 256 * 1024   # the most written between two checks of an answer's rate
+_PROMPT_S = 0.05   # a socket call returning within this did not wait on the client
 
 
 def _needed(data: bytearray, searched: int) -> "int | _ChunkedEnd | None":
@@ -151,22 +154,32 @@ def _set_io_deadline(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
+class _SlowReader(TimeoutError):
+    """An answer the client read slower than the minimum rate, or stopped reading."""
+
+
 class _Paced:
     """The connection's socket while a thread serves one request: ``recv`` and ``sendall``
     count the time blocked on the client against ``grace_s`` plus ``bytes / min_rate`` each
     way; everything else is the socket's own.
 
-    A body read past its budget raises werkzeug's ``RequestTimeout``, through gunicorn's body
-    reader into the application, which answers 408 (gunicorn then closes the connection: a body
-    that failed to read leaves it unusable); so does one that reached the kernel deadline. An
-    answer past its budget raises ``TimeoutError``, which ``HeadFirstWorker.handle_request``
-    logs in one line before closing the connection."""
+    A call that returns within ``_PROMPT_S`` did not wait on the client and is not counted:
+    the thread takes the GIL back after each call, which takes milliseconds when other threads
+    are busy, and a prompt reader of a long token stream would otherwise fall behind by that
+    much per event. (Trying each call without waiting first, ``MSG_DONTWAIT``, was measured
+    worse: on loopback it let the kernel's deadline cut off a client reading at 64 KiB/s.)
 
-    __slots__ = ("sock", "grace_s", "min_rate", "received", "recv_blocked", "sent",
+    A body read past its budget raises werkzeug's ``RequestTimeout``, through gunicorn's body
+    reader into the application, which answers 408 with ``Connection: close`` (a body that
+    failed to read leaves the connection unusable); so does one that reached the kernel
+    deadline. An answer past its budget raises ``_SlowReader``, which
+    ``HeadFirstWorker.handle_request`` logs in one line before resetting the connection."""
+
+    __slots__ = ("sock", "req", "grace_s", "min_rate", "received", "recv_blocked", "sent",
                  "send_blocked")
 
-    def __init__(self, sock: socket.socket, grace_s: float, min_rate: float) -> None:
-        self.sock, self.grace_s, self.min_rate = sock, grace_s, min_rate
+    def __init__(self, sock: socket.socket, req: Any, grace_s: float, min_rate: float) -> None:
+        self.sock, self.req, self.grace_s, self.min_rate = sock, req, grace_s, min_rate
         self.received = self.sent = 0
         self.recv_blocked = self.send_blocked = 0.0
 
@@ -180,28 +193,38 @@ class _Paced:
         try:
             data = self.sock.recv(size)
         except BlockingIOError:   # the kernel deadline: nothing for io_timeout_s
-            raise RequestTimeout("the request body stopped arriving") from None
-        self.recv_blocked += time.monotonic() - started
+            self._refuse("the request body stopped arriving")
+        waited = time.monotonic() - started
+        if waited > _PROMPT_S:
+            self.recv_blocked += waited
         self.received += len(data)
         if self.recv_blocked > self.grace_s + self.received / self.min_rate:
-            raise RequestTimeout(f"the request body arrived slower than {self.min_rate:.0f} "
-                                 "bytes a second")
+            self._refuse(f"the request body arrived slower than {self.min_rate:.0f} bytes a "
+                         "second")
         return data
 
+    def _refuse(self, why: str) -> NoReturn:
+        self.req.must_close = True   # the 408 says "Connection: close" (RFC 9110, 15.5.9)
+        raise RequestTimeout(why)
+
     def sendall(self, data: bytes) -> None:
-        self.sent += len(data)
         view = memoryview(data)
-        while True:
+        while view:
             started = time.monotonic()
-            written = self.sock.send(view)
-            self.send_blocked += time.monotonic() - started
+            try:   # checked after each slice, or each I/O deadline at worst
+                written = self.sock.send(view[:_SEND_SLICE])
+            except BlockingIOError:   # the kernel deadline: nothing taken for io_timeout_s
+                raise _SlowReader(errno.ETIMEDOUT, "the client read nothing within the I/O "
+                                                   "deadline") from None
+            waited = time.monotonic() - started
+            if waited > _PROMPT_S:
+                self.send_blocked += waited
+            self.sent += written
+            view = view[written:]
             if self.send_blocked > self.grace_s and \
                     self.send_blocked > self.grace_s + self._acknowledged() / self.min_rate:
-                raise TimeoutError(errno.ETIMEDOUT, "the client read the answer slower than "
-                                                    f"{self.min_rate:.0f} bytes a second")
-            if written == len(view):
-                return
-            view = view[written:]
+                raise _SlowReader(errno.ETIMEDOUT, "the client read the answer slower than "
+                                                   f"{self.min_rate:.0f} bytes a second")
 
     def _acknowledged(self) -> int:
         """The bytes of the answer the client has taken: those written, less those still in the
@@ -212,7 +235,7 @@ class _Paced:
             queued = fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
         except (OSError, AttributeError):
             return self.sent
-        return self.sent - struct.unpack("i", queued)[0]
+        return max(0, self.sent - struct.unpack("i", queued)[0])
 
 
 class _Conn(TConn):
@@ -224,9 +247,12 @@ class _Conn(TConn):
         super().__init__(*args)
         self.worker = worker
         self.io_deadline_set = False
+        self.cut_off = False   # an answer was cut off: reset at once, no linger
 
     def close(self, graceful: bool = False) -> None:
-        if graceful and not self.cfg.is_ssl and \
+        if self.cut_off:
+            util.close(self.sock)
+        elif graceful and not self.cfg.is_ssl and \
                 threading.current_thread() is threading.main_thread():
             self.worker.linger(self)
         else:
@@ -370,20 +396,17 @@ class HeadFirstWorker(ThreadWorker):
         if self.cfg.is_ssl:
             return super().handle_request(req, conn)
         sock, unreader = conn.sock, conn.parser.unreader
-        conn.sock = unreader.sock = _Paced(sock, self.io_timeout_s, self.min_rate)
+        conn.sock = unreader.sock = _Paced(sock, req, self.io_timeout_s, self.min_rate)
         try:
             return super().handle_request(req, conn)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.ETIMEDOUT):
-                raise
-            # a client too slow to read its answer: one line, not gunicorn's traceback
-            why = exc.strerror if exc.errno == errno.ETIMEDOUT else \
-                f"the client read nothing for {self.io_timeout_s:g} s"
-            self.log.warning("%s %s: answer cut off, connection closed: %s", req.method,
-                             req.path, why)
-            # the answer is broken anyway: a reset drops its queued rest at once, instead of
-            # the kernel delivering it at the client's pace after the close
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except _SlowReader as exc:
+            # one line, not gunicorn's traceback; the answer is broken anyway: a reset drops
+            # its queued rest at once, instead of the kernel delivering it at the client's pace
+            self.log.warning("%s %s: answer cut off, connection reset: %s", req.method,
+                             req.path, exc.strerror)
+            conn.cut_off = True
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             raise StopIteration() from None
         finally:
             conn.sock = unreader.sock = sock

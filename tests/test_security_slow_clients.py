@@ -237,7 +237,7 @@ def _downloaders(port: int) -> list[socket.socket]:
 
 def _cut_offs(server: ProductionServer) -> int:
     """How many answers the server has cut off so far (one warning line each)."""
-    return server.log().count("answer cut off, connection closed")
+    return server.log().count("answer cut off, connection reset")
 
 
 def _cut_short(s: socket.socket) -> None:
@@ -298,9 +298,7 @@ def test_a_download_read_a_trickle_at_a_time_frees_its_thread(server):
     try:
         for s in readers:
             _cut_short(s)
-        log = server.log()
-        assert "the client read the answer slower than 65536 bytes a second" in log
-        assert "Socket error processing request" not in log   # one line each, no traceback
+        assert "Socket error processing request" not in server.log()   # one line, no traceback
     finally:
         for s in readers:
             s.close()
@@ -338,7 +336,7 @@ def test_a_large_body_trickled_in_gets_a_408(server):
     finally:
         s.close()
     assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
-    assert b'"REQUEST_TIMEOUT"' in answer
+    assert b'"REQUEST_TIMEOUT"' in answer and b"\r\nconnection: close\r\n" in answer.lower()
     assert time.monotonic() - started < 20
     _predict_quickly(server.url)
     # nothing was stored

@@ -5,6 +5,7 @@ import socket
 import threading
 import time
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import pytest
 
@@ -121,7 +122,7 @@ def test_an_answer_produced_slowly_to_a_prompt_reader_is_never_cut_off(pair):
     """Only the time spent waiting on the client counts: a stream of tokens written far below
     the minimum rate, for well past the grace, to a client that reads at once."""
     server, client = pair
-    paced = _Paced(server, grace_s=0.2, min_rate=10_000)
+    paced = _Paced(server, None, grace_s=0.2, min_rate=10_000)
     received = bytearray()
     reader = threading.Thread(target=lambda: [received.extend(c) for c in iter(
         lambda: client.recv(4096), b"")])
@@ -137,7 +138,7 @@ def test_an_answer_produced_slowly_to_a_prompt_reader_is_never_cut_off(pair):
 def test_an_answer_nobody_reads_is_cut_off_after_the_grace(pair):
     server, _client = pair
     _set_io_deadline(server, 0.1)
-    paced = _Paced(server, grace_s=0.2, min_rate=10_000)
+    paced = _Paced(server, None, grace_s=0.2, min_rate=10_000)
     started = time.monotonic()
     with pytest.raises(OSError):   # the rate (ETIMEDOUT) or the kernel deadline (EAGAIN)
         for _ in range(10_000):
@@ -145,12 +146,57 @@ def test_an_answer_nobody_reads_is_cut_off_after_the_grace(pair):
     assert time.monotonic() - started < 5
 
 
+@pytest.fixture
+def tcp_pair():
+    """A loopback TCP connection with small buffers: (server side, client side)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(listener.getsockname())
+    server, _ = listener.accept()
+    listener.close()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    yield server, client
+    server.close()
+    client.close()
+
+
+def test_one_large_write_to_a_slow_reader_is_cut_off(tcp_pair):
+    """Bytes count once the kernel took them, not when handed over: a whole answer in one
+    call (a JSON body of many MB) was once credited in full before the client read any."""
+    server, client = tcp_pair
+    _set_io_deadline(server, 0.5)   # a blocked write returns at least this often
+    paced = _Paced(server, None, grace_s=0.3, min_rate=200_000)
+    done = threading.Event()
+
+    def read_slowly() -> None:   # 40 KB a second, a fifth of the minimum
+        while not done.wait(0.05):
+            try:
+                client.recv(2048, socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+
+    reader = threading.Thread(target=read_slowly, daemon=True)
+    reader.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(OSError, match="slower than 200000 bytes a second"):
+            paced.sendall(b"x" * (4 * 1024 * 1024))
+    finally:
+        done.set()
+        reader.join(5)
+    assert time.monotonic() - started < 2.5
+
+
 def test_a_body_trickled_in_below_the_rate_is_a_408_and_a_prompt_one_is_read(pair):
     server, client = pair
     _set_io_deadline(server, 1)
     client.sendall(b"y" * 5000)
-    assert _Paced(server, grace_s=0.3, min_rate=1000).recv(5000) == b"y" * 5000
-    paced = _Paced(server, grace_s=0.3, min_rate=1000)
+    prompt = SimpleNamespace(must_close=False)
+    assert _Paced(server, prompt, grace_s=0.3, min_rate=1000).recv(5000) == b"y" * 5000
+    assert not prompt.must_close
+    req = SimpleNamespace(must_close=False)
+    paced = _Paced(server, req, grace_s=0.3, min_rate=1000)
 
     done = threading.Event()
 
@@ -167,20 +213,23 @@ def test_a_body_trickled_in_below_the_rate_is_a_408_and_a_prompt_one_is_read(pai
     finally:
         done.set()
         sender.join(5)
+    assert req.must_close   # the 408 closes the connection: the body is half read
 
 
 def test_a_body_that_stops_arriving_is_a_408(pair):
     server, _client = pair
     _set_io_deadline(server, 0.2)
+    req = SimpleNamespace(must_close=False)
     with pytest.raises(RequestTimeout, match="stopped arriving"):
-        _Paced(server, grace_s=5, min_rate=1000).recv(10)
+        _Paced(server, req, grace_s=5, min_rate=1000).recv(10)
+    assert req.must_close
 
 
 def test_a_read_under_its_callers_own_deadline_is_not_paced(pair):
     """gunicorn's graceful close drains with a socket timeout of its own and catches only
     socket errors: a 408 raised there would escape it."""
     server, _client = pair
-    paced = _Paced(server, grace_s=0, min_rate=1)
+    paced = _Paced(server, None, grace_s=0, min_rate=1)
     server.settimeout(0.05)
     with pytest.raises(TimeoutError):
         paced.recv(10)
