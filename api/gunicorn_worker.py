@@ -154,6 +154,13 @@ def _set_io_deadline(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
+def _waited_on_client(started: float) -> float:
+    """How long a socket call begun at ``started`` waited on the client: 0 if it returned
+    within ``_PROMPT_S`` (the time to take the GIL back, not the client's)."""
+    waited = time.monotonic() - started
+    return waited if waited > _PROMPT_S else 0.0
+
+
 class _SlowReader(TimeoutError):
     """An answer the client read slower than the minimum rate, or stopped reading."""
 
@@ -194,9 +201,7 @@ class _Paced:
             data = self.sock.recv(size)
         except BlockingIOError:   # the kernel deadline: nothing for io_timeout_s
             self._refuse("the request body stopped arriving")
-        waited = time.monotonic() - started
-        if waited > _PROMPT_S:
-            self.recv_blocked += waited
+        self.recv_blocked += _waited_on_client(started)
         self.received += len(data)
         if self.recv_blocked > self.grace_s + self.received / self.min_rate:
             self._refuse(f"the request body arrived slower than {self.min_rate:.0f} bytes a "
@@ -216,9 +221,7 @@ class _Paced:
             except BlockingIOError:   # the kernel deadline: nothing taken for io_timeout_s
                 raise _SlowReader(errno.ETIMEDOUT, "the client read nothing within the I/O "
                                                    "deadline") from None
-            waited = time.monotonic() - started
-            if waited > _PROMPT_S:
-                self.send_blocked += waited
+            self.send_blocked += _waited_on_client(started)
             self.sent += written
             view = view[written:]
             if self.send_blocked > self.grace_s and \

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import boto3
 
-from tests.support import free_port, wait_ready
+from tests.support import free_port, stop_process, wait_ready
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_REGION": "us-east-1"}
@@ -40,13 +40,7 @@ class MotoS3:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
     def client(self, **credentials):
         kw = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", **credentials}

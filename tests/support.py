@@ -6,7 +6,6 @@ environment isolation).
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -89,6 +88,21 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float, *, what: str = 
     raise RuntimeError(f"{what} did not get ready in {timeout:.0f} s: {log()[-3000:]}")
 
 
+def stop_process(proc: subprocess.Popen | None, grace_s: float = 10.0) -> int | None:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited within ``grace_s``; its exit code
+    (None if it never started)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
 class ProductionServer:
     """The production command, ``gunicorn -c gunicorn.conf.py 'api.app:create_app()'``, in a
     child process on a free port of this machine, with its own data, metrics directory and
@@ -134,16 +148,7 @@ class ProductionServer:
 
     def stop(self) -> int | None:
         """SIGTERM (workers finish, flush and exit), SIGKILL after 30 s; the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_process(self.proc, 30)
 
 
 class LiveServer:
@@ -176,9 +181,4 @@ class LiveServer:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc)
